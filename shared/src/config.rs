@@ -1,0 +1,175 @@
+//! Start-up configuration from environment variables. A malformed value stops the function at
+//! start-up with a message that names the variable, rather than surfacing on some request later.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::store::{AnyStore, DynamoStore, DynamoStoreConfig, EmbeddedStore, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        ConfigError {
+            variable,
+            message: message.into(),
+        }
+    }
+}
+
+/// Which store a process runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    Dynamo {
+        table: String,
+        retention: Option<Duration>,
+    },
+    Embedded {
+        dir: PathBuf,
+    },
+}
+
+/// Reads a variable, treating an empty value as unset.
+fn get(env: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    env(name).filter(|value| !value.is_empty())
+}
+
+/// `SALESLOOP_LOCAL=1` turns on local-only conveniences; anything but `1`, `0` or unset is an
+/// error, so a typo cannot switch them on or off silently.
+pub fn local_mode(env: &impl Fn(&str) -> Option<String>) -> Result<bool, ConfigError> {
+    match get(env, "SALESLOOP_LOCAL").as_deref() {
+        None | Some("0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(_) => Err(ConfigError::new("SALESLOOP_LOCAL", "must be 1 or 0")),
+    }
+}
+
+
+impl StoreChoice {
+    /// `TABLE_NAME` set means DynamoDB; unset means the embedded store in `SALESLOOP_DATA_DIR`,
+    /// which is refused on Lambda: there a missing table is a deployment mistake.
+    pub fn from_env(env: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        // Under a local emulator (cargo lambda watch) the Lambda variables are set too.
+        let local = local_mode(env)?;
+        let on_lambda = get(env, "AWS_LAMBDA_FUNCTION_NAME").is_some() && !local;
+        let retention = match get(env, "SALESLOOP_RETENTION_DAYS") {
+            None => None,
+            Some(raw) => match raw.parse::<u64>() {
+                Ok(days) if (1..=36_500).contains(&days) => {
+                    Some(Duration::from_secs(days * 24 * 3600))
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        "SALESLOOP_RETENTION_DAYS",
+                        "must be a whole number of days from 1 to 36500",
+                    ));
+                }
+            },
+        };
+        if let Some(table) = get(env, "TABLE_NAME") {
+            let valid = (3..=255).contains(&table.len())
+                && table
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !valid {
+                return Err(ConfigError::new(
+                    "TABLE_NAME",
+                    "must be 3 to 255 characters of A-Z a-z 0-9 _ - .",
+                ));
+            }
+            return Ok(StoreChoice::Dynamo { table, retention });
+        }
+        if on_lambda {
+            return Err(ConfigError::new(
+                "TABLE_NAME",
+                "is required on AWS Lambda (the embedded store is for local runs only)",
+            ));
+        }
+        let dir = get(env, "SALESLOOP_DATA_DIR").unwrap_or_else(|| ".salesloop".to_owned());
+        Ok(StoreChoice::Embedded {
+            dir: PathBuf::from(dir),
+        })
+    }
+
+    /// Opens the chosen store; DynamoDB clients are built here, once per process.
+    pub async fn open(self) -> Result<AnyStore, StoreError> {
+        match self {
+            StoreChoice::Dynamo { table, retention } => Ok(AnyStore::Dynamo(
+                DynamoStore::from_env(DynamoStoreConfig { table, retention }).await,
+            )),
+            StoreChoice::Embedded { dir } => Ok(AnyStore::Embedded(EmbeddedStore::open_dir(&dir)?)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn table_name_selects_dynamodb() {
+        let choice = StoreChoice::from_env(&env(&[("TABLE_NAME", "salesloop-events")])).unwrap();
+        assert_eq!(
+            choice,
+            StoreChoice::Dynamo {
+                table: "salesloop-events".into(),
+                retention: None
+            }
+        );
+    }
+
+    #[test]
+    fn no_table_selects_the_embedded_store_in_the_data_dir() {
+        let choice = StoreChoice::from_env(&env(&[("SALESLOOP_DATA_DIR", "/tmp/x")])).unwrap();
+        assert_eq!(
+            choice,
+            StoreChoice::Embedded {
+                dir: "/tmp/x".into()
+            }
+        );
+    }
+
+    #[test]
+    fn missing_table_on_lambda_is_a_startup_error_naming_the_variable() {
+        let err = StoreChoice::from_env(&env(&[("AWS_LAMBDA_FUNCTION_NAME", "process_message")]))
+            .unwrap_err();
+        assert_eq!(err.variable, "TABLE_NAME");
+    }
+
+    #[test]
+    fn local_emulator_may_run_without_a_table() {
+        let choice = StoreChoice::from_env(&env(&[
+            ("AWS_LAMBDA_FUNCTION_NAME", "process_message"),
+            ("SALESLOOP_LOCAL", "1"),
+        ]))
+        .unwrap();
+        assert!(matches!(choice, StoreChoice::Embedded { .. }));
+    }
+
+    #[test]
+    fn malformed_values_name_their_variable() {
+        let cases = [
+            ("TABLE_NAME", "a b"),
+            ("SALESLOOP_LOCAL", "yes"),
+            ("SALESLOOP_RETENTION_DAYS", "-3"),
+        ];
+        for (variable, value) in cases {
+            let err = StoreChoice::from_env(&env(&[(variable, value)])).unwrap_err();
+            assert_eq!(err.variable, variable, "{variable}={value}");
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! A conversation as the store keeps it: an ordered log of exchanges that may close with one
+//! outcome. Turns are assigned by the store, so the domain builds drafts and the store stamps them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ConversationId, MessageId};
+use crate::time::Millis;
+
+/// The longest conversation we keep; the outcome item lists every turn, and DynamoDB items stop
+/// at 400 KB.
+pub const MAX_TURNS: u32 = 1_000;
+
+/// How a conversation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Won,
+    Lost,
+    NoDecision,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Won => "won",
+            Outcome::Lost => "lost",
+            Outcome::NoDecision => "no_decision",
+        }
+    }
+
+    pub fn is_win(self) -> bool {
+        self == Outcome::Won
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("outcome must be one of won, lost, no_decision")]
+pub struct OutcomeError;
+
+impl FromStr for Outcome {
+    type Err = OutcomeError;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw {
+            "won" => Ok(Outcome::Won),
+            "lost" => Ok(Outcome::Lost),
+            "no_decision" => Ok(Outcome::NoDecision),
+            _ => Err(OutcomeError),
+        }
+    }
+}
+
+/// One pattern found in a user message, with the span of text that triggered it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub pattern: String,
+    pub confidence: f64,
+    pub evidence: String,
+    /// Byte offsets of the evidence in the user's text.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// The strategy the decision engine chose and the probability with which it chose it, kept so
+/// that policies can be evaluated offline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StrategyChoice {
+    pub name: String,
+    pub probability: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplySource {
+    Template,
+    Llm,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub text: String,
+    pub source: ReplySource,
+}
+
+/// What the domain decided for one user message, before the store gives it a turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExchangeDraft {
+    pub message_id: MessageId,
+    pub at: Millis,
+    pub model_version: u64,
+    pub user_text: String,
+    pub reply: Reply,
+    pub strategy: StrategyChoice,
+    pub patterns: Vec<Detection>,
+    pub experiments: BTreeMap<String, String>,
+    pub latency_us: u64,
+}
+
+/// What a conversation has seen up to and including some turn; every exchange carries it, so
+/// the newest exchange alone tells the decision engine the conversation so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConversationSummary {
+    pub started_at: Option<Millis>,
+    pub patterns_seen: BTreeSet<String>,
+    pub strategies_used: BTreeMap<String, u32>,
+    pub last_strategy: Option<String>,
+}
+
+/// A recorded exchange: the draft with its turn and the summary after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exchange {
+    pub turn: u32,
+    #[serde(flatten)]
+    pub draft: ExchangeDraft,
+    pub summary: ConversationSummary,
+}
+
+/// A client's verdict on one detection, for the pattern accuracy metric.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetectionLabel {
+    pub turn: u32,
+    pub pattern: String,
+    pub correct: bool,
+}
+
+/// One strategy decision of a conversation, as the outcome remembers it for credit assignment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StrategyUse {
+    pub turn: u32,
+    pub strategy: String,
+    pub probability: f64,
+    pub patterns: Vec<String>,
+}
+
+/// What the client says when it ends a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndRequest {
+    pub outcome: Outcome,
+    pub value: Option<f64>,
+    pub reason: Option<String>,
+    pub labels: Vec<DetectionLabel>,
+    pub at: Millis,
+    pub model_version: u64,
+}
+
+/// The recorded end of a conversation: the `conversation_outcome` event's data and the
+/// experiments it counts in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeRecord {
+    pub conversation_id: ConversationId,
+    pub at: Millis,
+    pub model_version: u64,
+    pub outcome: Outcome,
+    pub value: Option<f64>,
+    pub reason: Option<String>,
+    pub turns: u32,
+    pub duration_ms: u64,
+    /// Pattern name to the number of turns in which it was detected.
+    pub patterns_seen: BTreeMap<String, u32>,
+    pub strategies_used: Vec<StrategyUse>,
+    pub experiments: BTreeMap<String, String>,
+    pub labels: Vec<DetectionLabel>,
+}
+
+impl OutcomeRecord {
+    /// Builds the record from the request and every exchange of the conversation, in turn order.
+    pub fn from_exchanges(
+        conversation_id: ConversationId,
+        request: EndRequest,
+        exchanges: &[Exchange],
+    ) -> Self {
+        let mut patterns_seen = BTreeMap::new();
+        let mut strategies_used = Vec::with_capacity(exchanges.len());
+        for exchange in exchanges {
+            let mut names: Vec<String> = exchange
+                .draft
+                .patterns
+                .iter()
+                .map(|d| d.pattern.clone())
+                .collect();
+            names.sort();
+            names.dedup();
+            for name in &names {
+                *patterns_seen.entry(name.clone()).or_insert(0) += 1;
+            }
+            strategies_used.push(StrategyUse {
+                turn: exchange.turn,
+                strategy: exchange.draft.strategy.name.clone(),
+                probability: exchange.draft.strategy.probability,
+                patterns: names,
+            });
+        }
+        let started = exchanges.first().map(|e| e.draft.at).unwrap_or(request.at);
+        let experiments = exchanges
+            .last()
+            .map(|e| e.draft.experiments.clone())
+            .unwrap_or_default();
+        OutcomeRecord {
+            conversation_id,
+            at: request.at,
+            model_version: request.model_version,
+            outcome: request.outcome,
+            value: request.value,
+            reason: request.reason,
+            turns: exchanges.last().map(|e| e.turn).unwrap_or(0),
+            duration_ms: request.at.saturating_sub(started),
+            patterns_seen,
+            strategies_used,
+            experiments,
+            labels: request.labels,
+        }
+    }
+
+    /// Where this outcome sits in the time-ordered outcome index.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            at: self.at,
+            conversation_id: self.conversation_id.clone(),
+        }
+    }
+}
+
+/// A position in the time-ordered outcome index: outcomes are ordered by time, then by
+/// conversation id, so two outcomes in the same millisecond still have a strict order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Cursor {
+    pub at: Millis,
+    pub conversation_id: ConversationId,
+}
+
+/// Where a conversation stands, read from its newest log entry.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum ConversationState {
+    /// No message yet: the conversation does not exist.
+    #[default]
+    New,
+    Open {
+        turns: u32,
+        summary: ConversationSummary,
+    },
+    Ended(Box<OutcomeRecord>),
+}
+
+impl ConversationState {
+    pub fn turns(&self) -> u32 {
+        match self {
+            ConversationState::New => 0,
+            ConversationState::Open { turns, .. } => *turns,
+            ConversationState::Ended(record) => record.turns,
+        }
+    }
+
+    pub fn summary(&self) -> Option<&ConversationSummary> {
+        match self {
+            ConversationState::Open { summary, .. } => Some(summary),
+            _ => None,
+        }
+    }
+
+    /// Stamps a draft as the next turn of an open (or new) conversation.
+    pub fn next_exchange(&self, draft: ExchangeDraft) -> Exchange {
+        let mut summary = self.summary().cloned().unwrap_or_default();
+        summary.started_at.get_or_insert(draft.at);
+        for detection in &draft.patterns {
+            summary.patterns_seen.insert(detection.pattern.clone());
+        }
+        *summary
+            .strategies_used
+            .entry(draft.strategy.name.clone())
+            .or_insert(0) += 1;
+        summary.last_strategy = Some(draft.strategy.name.clone());
+        Exchange {
+            turn: self.turns() + 1,
+            draft,
+            summary,
+        }
+    }
+}
+
+impl From<&Exchange> for ConversationState {
+    fn from(tail: &Exchange) -> Self {
+        ConversationState::Open {
+            turns: tail.turn,
+            summary: tail.summary.clone(),
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! salesloop's domain crate: what the three functions share. Domain modules do no I/O; the
+//! store module holds the port and its DynamoDB and embedded adapters.
+
+pub mod config;
+pub mod conversation;
+pub mod events;
+pub mod ids;
+pub mod model;
+pub mod store;
+pub mod time;
+
+pub use conversation::{
+    ConversationState, Cursor, Detection, EndRequest, Exchange, ExchangeDraft, Outcome,
+    OutcomeRecord, Reply, ReplySource, StrategyChoice,
+};
+pub use events::{Event, EventBody};
+pub use ids::{ConversationId, IdError, MessageId, TenantId};
+pub use model::{Beta, Model, ModelVersion};
+pub use store::{AnyStore, DynamoStore, EmbeddedStore, Ended, Lease, Recorded, Store, StoreError};
+pub use time::Millis;
