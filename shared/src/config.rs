@@ -49,7 +49,6 @@ pub fn local_mode(env: &impl Fn(&str) -> Option<String>) -> Result<bool, ConfigE
     }
 }
 
-
 impl StoreChoice {
     /// `TABLE_NAME` set means DynamoDB; unset means the embedded store in `SALESLOOP_DATA_DIR`,
     /// which is refused on Lambda: there a missing table is a deployment mistake.

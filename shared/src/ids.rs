@@ -24,7 +24,10 @@ fn check(kind: &'static str, raw: &str) -> Result<(), IdError> {
         return Err(IdError::Empty { kind });
     }
     if raw.len() > MAX_ID_LEN {
-        return Err(IdError::TooLong { kind, max: MAX_ID_LEN });
+        return Err(IdError::TooLong {
+            kind,
+            max: MAX_ID_LEN,
+        });
     }
     if !raw
         .bytes()

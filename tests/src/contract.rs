@@ -190,7 +190,9 @@ async fn first_message_creates_the_conversation_at_turn_one<B: Backend>(backend:
         store.conversation(&t, &c).await.unwrap(),
         ConversationState::New
     );
-    let recorded = send(&**store, &t, &c, "m-1", "too expensive").await.unwrap();
+    let recorded = send(&**store, &t, &c, "m-1", "too expensive")
+        .await
+        .unwrap();
     assert!(!recorded.duplicate);
     assert_eq!(recorded.exchange.turn, 1);
     let state = store.conversation(&t, &c).await.unwrap();
@@ -235,15 +237,18 @@ async fn concurrent_messages_to_one_conversation_take_every_turn_once<B: Backend
     for i in 0..WRITERS {
         let store = stores[i % stores.len()].clone();
         let (t, c) = (t.clone(), c.clone());
-        tasks.spawn(async move {
-            send(&*store, &t, &c, &format!("m-{i}"), &format!("text {i}")).await
-        });
+        tasks.spawn(
+            async move { send(&*store, &t, &c, &format!("m-{i}"), &format!("text {i}")).await },
+        );
     }
     let mut turns_answered = BTreeSet::new();
     while let Some(result) = tasks.join_next().await {
         let recorded = result.unwrap().unwrap();
         assert!(!recorded.duplicate);
-        assert!(turns_answered.insert(recorded.exchange.turn), "turn given twice");
+        assert!(
+            turns_answered.insert(recorded.exchange.turn),
+            "turn given twice"
+        );
     }
     let exchanges = stores[0].exchanges(&t, &c).await.unwrap();
     let turns: Vec<u32> = exchanges.iter().map(|e| e.turn).collect();
@@ -270,7 +275,14 @@ async fn concurrent_retries_of_one_message_record_it_once<B: Backend>(backend: &
         let (t, c) = (t.clone(), c.clone());
         // Three messages, each sent eight times at once, as impatient clients retry.
         tasks.spawn(async move {
-            send(&*store, &t, &c, &format!("m-{}", i % 3), &format!("try {i}")).await
+            send(
+                &*store,
+                &t,
+                &c,
+                &format!("m-{}", i % 3),
+                &format!("try {i}"),
+            )
+            .await
         });
     }
     let mut first_writes = 0;
@@ -305,7 +317,12 @@ async fn exchanges_read_back_in_turn_order_past_one_page<B: Backend>(backend: &B
     }
     let exchanges = store.exchanges(&t, &c).await.unwrap();
     assert_eq!(exchanges.len(), 300);
-    assert!(exchanges.iter().enumerate().all(|(i, e)| e.turn == i as u32 + 1));
+    assert!(
+        exchanges
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.turn == i as u32 + 1)
+    );
     assert!(exchanges.iter().all(|e| e.draft.user_text.len() == 4_000));
 }
 
@@ -330,8 +347,12 @@ async fn ended_conversation_refuses_new_messages_but_answers_retries<B: Backend>
 async fn ending_twice_repeats_the_same_outcome_and_refuses_another<B: Backend>(backend: &B) {
     let store = &backend.fresh(1).await[0];
     let (t, c) = (tenant("acme"), conversation("c-9"));
-    send(&**store, &t, &c, "m-1", "too expensive").await.unwrap();
-    send(&**store, &t, &c, "m-2", "fine, let's talk").await.unwrap();
+    send(&**store, &t, &c, "m-1", "too expensive")
+        .await
+        .unwrap();
+    send(&**store, &t, &c, "m-2", "fine, let's talk")
+        .await
+        .unwrap();
     let mut request = end_request(Outcome::Won, 1_700_000_100_000);
     request.labels = vec![DetectionLabel {
         turn: 1,
@@ -384,9 +405,15 @@ async fn concurrent_ends_count_each_conversation_once_and_report_each_multiple_o
     let stores = backend.fresh(4).await;
     let t = tenant("acme");
     for i in 0..CONVERSATIONS {
-        send(&*stores[0], &t, &conversation(&format!("c-{i}")), "m-1", "hi")
-            .await
-            .unwrap();
+        send(
+            &*stores[0],
+            &t,
+            &conversation(&format!("c-{i}")),
+            "m-1",
+            "hi",
+        )
+        .await
+        .unwrap();
     }
     let mut tasks = tokio::task::JoinSet::new();
     // Every conversation is ended by three clients at once.
@@ -396,7 +423,11 @@ async fn concurrent_ends_count_each_conversation_once_and_report_each_multiple_o
         let c = conversation(&format!("c-{}", i % CONVERSATIONS));
         tasks.spawn(async move {
             store
-                .end_conversation(&t, &c, end_request(Outcome::Won, 1_700_000_000_000 + i as u64))
+                .end_conversation(
+                    &t,
+                    &c,
+                    end_request(Outcome::Won, 1_700_000_000_000 + i as u64),
+                )
                 .await
         });
     }
@@ -414,9 +445,16 @@ async fn concurrent_ends_count_each_conversation_once_and_report_each_multiple_o
     counts.sort_unstable();
     assert_eq!(counts, (1..=CONVERSATIONS as u64).collect::<Vec<_>>());
     assert_eq!(crossings, CONVERSATIONS / 10);
-    assert_eq!(stores[0].ended_count(&t).await.unwrap(), CONVERSATIONS as u64);
     assert_eq!(
-        stores[0].outcomes_since(&t, None, 1_000).await.unwrap().len(),
+        stores[0].ended_count(&t).await.unwrap(),
+        CONVERSATIONS as u64
+    );
+    assert_eq!(
+        stores[0]
+            .outcomes_since(&t, None, 1_000)
+            .await
+            .unwrap()
+            .len(),
         CONVERSATIONS
     );
 }
@@ -514,11 +552,13 @@ async fn lease_has_one_holder_and_expires_when_the_holder_dies<B: Backend>(backe
         "a held lease is refused to another holder"
     );
     // The holder may renew its own lease.
-    assert!(store
-        .acquire_lease(&t, "feedback", "run-a", Millis(1_020_000), 30_000)
-        .await
-        .unwrap()
-        .is_some());
+    assert!(
+        store
+            .acquire_lease(&t, "feedback", "run-a", Millis(1_020_000), 30_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
     // run-a dies; after its lease runs out run-b takes over.
     let b = store
         .acquire_lease(&t, "feedback", "run-b", Millis(1_050_001), 30_000)
@@ -535,11 +575,13 @@ async fn lease_has_one_holder_and_expires_when_the_holder_dies<B: Backend>(backe
         None
     );
     assert!(store.release_lease(&b).await.unwrap());
-    assert!(store
-        .acquire_lease(&t, "feedback", "run-c", Millis(1_060_000), 30_000)
-        .await
-        .unwrap()
-        .is_some());
+    assert!(
+        store
+            .acquire_lease(&t, "feedback", "run-c", Millis(1_060_000), 30_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 async fn concurrent_lease_takers_have_one_winner<B: Backend>(backend: &B) {
@@ -612,7 +654,10 @@ async fn outcomes_since_a_watermark_page_in_time_order<B: Backend>(backend: &B) 
     );
     // A watermark in the middle yields exactly the later outcomes.
     let middle = seen[59].clone();
-    let rest = store.outcomes_since(&t, Some(&middle), 1_000).await.unwrap();
+    let rest = store
+        .outcomes_since(&t, Some(&middle), 1_000)
+        .await
+        .unwrap();
     assert_eq!(rest.len(), 60);
     assert!(rest.iter().all(|o| o.cursor() > middle));
 }
@@ -657,7 +702,10 @@ async fn model_versions_publish_by_compare_and_set_and_keep_history<B: Backend>(
 async fn racing_publishers_of_one_version_have_one_winner<B: Backend>(backend: &B) {
     let stores = backend.fresh(4).await;
     let t = tenant("acme");
-    stores[0].publish_model(&t, &model_version(1)).await.unwrap();
+    stores[0]
+        .publish_model(&t, &model_version(1))
+        .await
+        .unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..12 {
         let store = stores[i % stores.len()].clone();
@@ -679,7 +727,10 @@ async fn racing_publishers_of_one_version_have_one_winner<B: Backend>(backend: &
     assert_eq!(winners.len(), 1);
     let current = stores[0].current_model(&t).await.unwrap().unwrap();
     assert_eq!(current.version, 2);
-    assert_eq!(current.outcomes_learned, winners[0], "the winner's model is current");
+    assert_eq!(
+        current.outcomes_learned, winners[0],
+        "the winner's model is current"
+    );
 }
 
 async fn tenants_never_see_each_others_data<B: Backend>(backend: &B) {
@@ -698,20 +749,33 @@ async fn tenants_never_see_each_others_data<B: Backend>(backend: &B) {
         .unwrap()
         .unwrap();
 
-    assert_eq!(store.conversation(&b, &c).await.unwrap(), ConversationState::New);
+    assert_eq!(
+        store.conversation(&b, &c).await.unwrap(),
+        ConversationState::New
+    );
     assert!(store.exchanges(&b, &c).await.unwrap().is_empty());
     assert_eq!(
-        store.end_conversation(&b, &c, end_request(Outcome::Lost, 11)).await,
+        store
+            .end_conversation(&b, &c, end_request(Outcome::Lost, 11))
+            .await,
         Err(StoreError::NotFound)
     );
-    assert!(store.outcomes_since(&b, None, 100).await.unwrap().is_empty());
+    assert!(
+        store
+            .outcomes_since(&b, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.ended_count(&b).await.unwrap(), 0);
     assert_eq!(store.current_model(&b).await.unwrap(), None);
-    assert!(store
-        .acquire_lease(&b, "feedback", "run-b", Millis(1), 60_000)
-        .await
-        .unwrap()
-        .is_some());
+    assert!(
+        store
+            .acquire_lease(&b, "feedback", "run-b", Millis(1), 60_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
     // B's own conversation of the same name starts at turn 1.
     let mine = send(&**store, &b, &c, "m-1", "b's text").await.unwrap();
     assert!(!mine.duplicate);

@@ -24,7 +24,11 @@ fn main() {
             .build()
             .expect("tokio runtime"),
     );
-    let mut all = trials("embedded", Arc::new(EmbeddedBackend::default()), runtime.clone());
+    let mut all = trials(
+        "embedded",
+        Arc::new(EmbeddedBackend::default()),
+        runtime.clone(),
+    );
     all.extend(trials(
         "dynamodb",
         Arc::new(DynamoBackend {

@@ -1,7 +1,9 @@
 //! The store a function runs on, chosen at start-up from configuration.
 
 use super::{DynamoStore, EmbeddedStore, Ended, Lease, Recorded, Store, StoreError};
-use crate::conversation::{ConversationState, Cursor, EndRequest, Exchange, ExchangeDraft, OutcomeRecord};
+use crate::conversation::{
+    ConversationState, Cursor, EndRequest, Exchange, ExchangeDraft, OutcomeRecord,
+};
 use crate::ids::{ConversationId, MessageId, TenantId};
 use crate::model::ModelVersion;
 use crate::time::Millis;

@@ -650,9 +650,7 @@ impl Store for DynamoStore {
                     .get("gsi1sk")
                     .and_then(|v| v.as_s().ok())
                     .ok_or_else(|| StoreError::Corrupt("tenant entry without a name".into()))?;
-                tenants.push(
-                    TenantId::parse(raw).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                );
+                tenants.push(TenantId::parse(raw).map_err(|e| StoreError::Corrupt(e.to_string()))?);
             }
             match output.last_evaluated_key() {
                 Some(next) => start = Some(next.clone()),
@@ -681,9 +679,7 @@ impl Store for DynamoStore {
             .put_item()
             .table_name(&self.config.table)
             .set_item(Some(to_item(&item)?))
-            .condition_expression(
-                "attribute_not_exists(pk) OR #until < :now OR holder = :holder",
-            )
+            .condition_expression("attribute_not_exists(pk) OR #until < :now OR holder = :holder")
             .expression_attribute_names("#until", "until")
             .expression_attribute_values(":now", n(now.0))
             .expression_attribute_values(":holder", s(holder))

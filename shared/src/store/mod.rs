@@ -38,9 +38,14 @@ pub enum StoreError {
     Ended(Box<OutcomeRecord>),
     #[error("conversation has already ended with outcome {}", .0.outcome)]
     OutcomeConflict(Box<OutcomeRecord>),
-    #[error("conversation reached its limit of {} turns", crate::conversation::MAX_TURNS)]
+    #[error(
+        "conversation reached its limit of {} turns",
+        crate::conversation::MAX_TURNS
+    )]
     TooLong,
-    #[error("model version {expected} cannot be published: version {expected} or a later one exists, or its predecessor does not")]
+    #[error(
+        "model version {expected} cannot be published: version {expected} or a later one exists, or its predecessor does not"
+    )]
     VersionConflict { expected: u64 },
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
@@ -152,7 +157,8 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<Option<Lease>, StoreError>> + Send;
 
     /// Gives the lease up if it is still ours; false when it had expired and another took it.
-    fn release_lease(&self, lease: &Lease) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn release_lease(&self, lease: &Lease)
+    -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Up to `limit` outcomes strictly after `after`, oldest first. Pass the last one's
     /// cursor to read the next page.

