@@ -8,9 +8,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 test: tools ## every check and test: format, clippy, unit, contract (embedded + DynamoDB Local)
-	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets --locked -- -D warnings
-	cargo test --workspace --locked
+	bash scripts/test.sh
 
 lint: ## format check and clippy only
 	cargo fmt --all -- --check

@@ -6,6 +6,7 @@ pub mod conversation;
 pub mod events;
 pub mod ids;
 pub mod model;
+pub mod patterns;
 pub mod store;
 pub mod time;
 
