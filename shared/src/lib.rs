@@ -3,10 +3,14 @@
 
 pub mod config;
 pub mod conversation;
+pub mod decision;
+pub mod engine;
 pub mod events;
+pub mod experiments;
 pub mod ids;
 pub mod model;
 pub mod patterns;
+pub mod random;
 pub mod store;
 pub mod time;
 

@@ -1,0 +1,317 @@
+//! The decision engine: the playbook (`shared/catalog/playbook.json`) names, per decision
+//! context, the strategies that fit; a bandit over Beta posteriors (from the current model
+//! version, or priors before any) picks one. Every decision carries the probability with which
+//! its strategy was picked, so that policies can be evaluated offline.
+//!
+//! Priors: the playbook's first strategy for a context starts at Beta(2, 1), the others at
+//! Beta(1, 1): the expert's choice leads until outcomes say otherwise.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::conversation::{ConversationState, Detection};
+use crate::experiments::{PolicyName, Treatment};
+use crate::model::{Beta, Model};
+use crate::random::Rng;
+
+pub const DEFAULT_PLAYBOOK: &str = include_str!("../catalog/playbook.json");
+
+/// Monte Carlo draws used to estimate a Thompson decision's probability.
+const PROBABILITY_DRAWS: u32 = 200;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlaybookError {
+    #[error("playbook is not valid JSON: {0}")]
+    Json(String),
+    #[error("playbook: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Playbook {
+    /// Decision context to the strategies that fit it, the preferred one first.
+    contexts: BTreeMap<String, Vec<String>>,
+    /// Strategy to tone to reply templates.
+    strategies: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+}
+
+/// A chosen strategy, the context it was chosen in, and its selection probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub context: String,
+    pub strategy: String,
+    pub probability: f64,
+}
+
+impl Playbook {
+    pub fn from_json(raw: &str) -> Result<Playbook, PlaybookError> {
+        let playbook: Playbook =
+            serde_json::from_str(raw).map_err(|e| PlaybookError::Json(e.to_string()))?;
+        for required in ["none", "opening", "momentum"] {
+            if !playbook.contexts.contains_key(required) {
+                return Err(PlaybookError::Invalid(format!(
+                    "context {required} is missing"
+                )));
+            }
+        }
+        for (context, strategies) in &playbook.contexts {
+            if strategies.is_empty() {
+                return Err(PlaybookError::Invalid(format!(
+                    "context {context} has no strategy"
+                )));
+            }
+            for strategy in strategies {
+                let templates = playbook.strategies.get(strategy).ok_or_else(|| {
+                    PlaybookError::Invalid(format!("strategy {strategy} has no templates"))
+                })?;
+                if !templates.get("neutral").is_some_and(|t| !t.is_empty()) {
+                    return Err(PlaybookError::Invalid(format!(
+                        "strategy {strategy} has no neutral template"
+                    )));
+                }
+            }
+        }
+        Ok(playbook)
+    }
+
+    pub fn builtin() -> Playbook {
+        Playbook::from_json(DEFAULT_PLAYBOOK).unwrap_or_else(|e| panic!("built-in playbook: {e}"))
+    }
+
+    pub fn contexts(&self) -> impl Iterator<Item = (&String, &Vec<String>)> {
+        self.contexts.iter()
+    }
+
+    /// The decision context of a turn: its strongest detected pattern when the playbook knows
+    /// it; otherwise whether the conversation is opening, has shown buying signals, or neither.
+    pub fn context(&self, detections: &[Detection], state: &ConversationState) -> String {
+        if let Some(top) = detections
+            .iter()
+            .find(|d| self.contexts.contains_key(&d.pattern))
+        {
+            return top.pattern.clone();
+        }
+        let buying = state.summary().is_some_and(|s| {
+            s.patterns_seen
+                .iter()
+                .any(|p| p.starts_with("buying_signal."))
+        });
+        if buying {
+            "momentum".to_owned()
+        } else if state.turns() == 0 {
+            "opening".to_owned()
+        } else {
+            "none".to_owned()
+        }
+    }
+
+    /// The posterior of `strategy` in `context`: the model's, else the prior.
+    pub fn posterior(&self, model: &Model, context: &str, strategy: &str) -> Beta {
+        if let Some(beta) = model.posteriors.get(context).and_then(|s| s.get(strategy)) {
+            return *beta;
+        }
+        let preferred = self
+            .contexts
+            .get(context)
+            .and_then(|s| s.first())
+            .is_some_and(|first| first == strategy);
+        if preferred {
+            Beta {
+                alpha: 2.0,
+                beta: 1.0,
+            }
+        } else {
+            Beta::UNIFORM
+        }
+    }
+
+    /// Picks a strategy for `context` under the treatment's policy.
+    pub fn decide(
+        &self,
+        context: &str,
+        model: &Model,
+        treatment: &Treatment,
+        rng: &mut Rng,
+    ) -> Decision {
+        let fallback = Vec::new();
+        let candidates = self
+            .contexts
+            .get(context)
+            .or_else(|| self.contexts.get("none"))
+            .unwrap_or(&fallback);
+        let posteriors: Vec<Beta> = candidates
+            .iter()
+            .map(|s| self.posterior(model, context, s))
+            .collect();
+        let Some(first) = candidates.first() else {
+            return Decision {
+                context: context.to_owned(),
+                strategy: "ask_discovery_question".to_owned(),
+                probability: 1.0,
+            };
+        };
+        if candidates.len() == 1 {
+            return Decision {
+                context: context.to_owned(),
+                strategy: first.clone(),
+                probability: 1.0,
+            };
+        }
+        let (chosen, probability) = match treatment.policy {
+            PolicyName::Thompson => {
+                let chosen = thompson_pick(&posteriors, rng);
+                let wins = (0..PROBABILITY_DRAWS)
+                    .filter(|_| thompson_pick(&posteriors, rng) == chosen)
+                    .count();
+                // Never log zero: a picked strategy had a positive chance.
+                let p = (wins as f64 + 0.5) / (f64::from(PROBABILITY_DRAWS) + 1.0);
+                (chosen, p)
+            }
+            PolicyName::EpsilonGreedy => {
+                let k = candidates.len() as f64;
+                let best = posteriors
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.mean().total_cmp(&b.1.mean()))
+                    .map(|(i, _)| i)
+                    .unwrap_or(0);
+                let explore = rng.uniform() < treatment.epsilon;
+                let chosen = if explore {
+                    (rng.next_u64() % candidates.len() as u64) as usize
+                } else {
+                    best
+                };
+                let share = treatment.epsilon / k;
+                let p = if chosen == best {
+                    1.0 - treatment.epsilon + share
+                } else {
+                    share
+                };
+                (chosen, p)
+            }
+        };
+        Decision {
+            context: context.to_owned(),
+            strategy: candidates[chosen].clone(),
+            probability: (probability * 1000.0).round() / 1000.0,
+        }
+    }
+
+    /// The reply template for a strategy in a tone (neutral when the tone has none).
+    pub fn template(&self, strategy: &str, tone: &str, pick: u64) -> Option<&str> {
+        let tones = self.strategies.get(strategy)?;
+        let templates = tones
+            .get(tone)
+            .filter(|t| !t.is_empty())
+            .or_else(|| tones.get("neutral"))?;
+        let index = (pick % templates.len() as u64) as usize;
+        templates.get(index).map(String::as_str)
+    }
+}
+
+fn thompson_pick(posteriors: &[Beta], rng: &mut Rng) -> usize {
+    let mut best = (0, f64::MIN);
+    for (i, posterior) in posteriors.iter().enumerate() {
+        let draw = rng.beta(posterior.alpha, posterior.beta);
+        if draw > best.1 {
+            best = (i, draw);
+        }
+    }
+    best.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn treatment(policy: PolicyName) -> Treatment {
+        Treatment {
+            tone: "neutral".into(),
+            policy,
+            epsilon: 0.1,
+            threshold: 0.7,
+        }
+    }
+
+    #[test]
+    fn builtin_playbook_has_a_context_for_every_pattern() {
+        let playbook = Playbook::builtin();
+        let catalog = crate::patterns::Catalog::builtin();
+        for name in catalog.pattern_names() {
+            assert!(playbook.contexts.contains_key(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn thompson_follows_the_posteriors_and_logs_a_matching_probability() {
+        let playbook = Playbook::builtin();
+        let mut model = Model::default();
+        let strong = Beta {
+            alpha: 60.0,
+            beta: 40.0,
+        };
+        let weak = Beta {
+            alpha: 30.0,
+            beta: 70.0,
+        };
+        let context = "objection.price";
+        let table = model.posteriors.entry(context.to_owned()).or_default();
+        table.insert("handle_price_objection".into(), weak);
+        table.insert("social_proof".into(), strong);
+        table.insert("ask_discovery_question".into(), weak);
+        let mut rng = Rng::seeded(1);
+        let mut chosen = 0;
+        let mut logged = 0.0;
+        for _ in 0..1_000 {
+            let d = playbook.decide(context, &model, &treatment(PolicyName::Thompson), &mut rng);
+            if d.strategy == "social_proof" {
+                chosen += 1;
+                logged += d.probability;
+            }
+        }
+        assert!(chosen > 950, "{chosen}");
+        // The logged probabilities agree with how often it was picked.
+        assert!((logged / f64::from(chosen) - f64::from(chosen) / 1000.0).abs() < 0.05);
+    }
+
+    #[test]
+    fn epsilon_greedy_logs_exact_probabilities() {
+        let playbook = Playbook::builtin();
+        let mut rng = Rng::seeded(3);
+        let d = playbook.decide(
+            "none",
+            &Model::default(),
+            &treatment(PolicyName::EpsilonGreedy),
+            &mut rng,
+        );
+        let expected_best: f64 = 1.0 - 0.1 + 0.1 / 3.0;
+        if d.strategy == "ask_discovery_question" {
+            assert!((d.probability - (expected_best * 1000.0).round() / 1000.0).abs() < 1e-9);
+        } else {
+            assert!((d.probability - 0.033).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn context_prefers_detections_then_the_conversation_so_far() {
+        let playbook = Playbook::builtin();
+        let detection = Detection {
+            pattern: "objection.price".into(),
+            confidence: 0.9,
+            evidence: "too expensive".into(),
+            start: 0,
+            end: 13,
+        };
+        assert_eq!(
+            playbook.context(std::slice::from_ref(&detection), &ConversationState::New),
+            "objection.price"
+        );
+        assert_eq!(playbook.context(&[], &ConversationState::New), "opening");
+        let mut summary = crate::conversation::ConversationSummary::default();
+        summary.patterns_seen.insert("buying_signal.process".into());
+        let state = ConversationState::Open { turns: 3, summary };
+        assert_eq!(playbook.context(&[], &state), "momentum");
+    }
+}

@@ -1,0 +1,149 @@
+//! One turn of the sales agent, decided without I/O: detect patterns, pick a strategy, write
+//! the template reply. process_message wraps this with the store and the optional LLM.
+
+use crate::conversation::{ConversationState, ExchangeDraft, Reply, ReplySource, StrategyChoice};
+use crate::decision::{Decision, Playbook};
+use crate::experiments::{Assignment, Experiments};
+use crate::ids::{ConversationId, MessageId, TenantId};
+use crate::model::Model;
+use crate::patterns::{Catalog, DEFAULT_THRESHOLD};
+use crate::random::{Rng, stable_hash};
+use crate::time::Millis;
+
+/// Everything a turn is decided with; built once per process.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub catalog: Catalog,
+    pub playbook: Playbook,
+    pub experiments: Experiments,
+    /// The detection threshold outside experiments that change it.
+    pub threshold: f64,
+    /// Mixed into every decision's seed; fixed in tests, so decisions can be replayed.
+    pub seed: u64,
+}
+
+/// One user message, parsed.
+#[derive(Debug, Clone)]
+pub struct UserMessage<'a> {
+    pub tenant: &'a TenantId,
+    pub conversation: &'a ConversationId,
+    pub message_id: &'a MessageId,
+    pub text: &'a str,
+    pub at: Millis,
+}
+
+impl Engine {
+    pub fn builtin() -> Engine {
+        Engine {
+            catalog: Catalog::builtin(),
+            playbook: Playbook::builtin(),
+            experiments: Experiments::builtin(),
+            threshold: DEFAULT_THRESHOLD,
+            seed: 0,
+        }
+    }
+
+    pub fn assign(&self, tenant: &TenantId, conversation: &ConversationId) -> Assignment {
+        self.experiments
+            .assign(tenant, conversation, self.threshold)
+    }
+
+    /// Decides the turn that follows `state`. The random draw is seeded by the message and
+    /// its turn, so the same message in the same state always gets the same decision.
+    pub fn plan(
+        &self,
+        message: &UserMessage<'_>,
+        state: &ConversationState,
+        model_version: u64,
+        model: &Model,
+        assignment: &Assignment,
+    ) -> (ExchangeDraft, Decision) {
+        let treatment = &assignment.treatment;
+        let patterns = self
+            .catalog
+            .detect(message.text, treatment.threshold, &model.calibration);
+        let context = self.playbook.context(&patterns, state);
+        let turn = (state.turns() + 1).to_string();
+        let seed = stable_hash(&[
+            message.tenant.as_str(),
+            message.conversation.as_str(),
+            message.message_id.as_str(),
+            &turn,
+        ]) ^ self.seed;
+        let mut rng = Rng::seeded(seed);
+        let decision = self.playbook.decide(&context, model, treatment, &mut rng);
+        let text = self
+            .playbook
+            .template(&decision.strategy, &treatment.tone, seed)
+            .unwrap_or("Thanks, tell me more.")
+            .to_owned();
+        let draft = ExchangeDraft {
+            message_id: message.message_id.clone(),
+            at: message.at,
+            model_version,
+            user_text: message.text.to_owned(),
+            reply: Reply {
+                text,
+                source: ReplySource::Template,
+            },
+            strategy: StrategyChoice {
+                name: decision.strategy.clone(),
+                probability: decision.probability,
+            },
+            patterns,
+            experiments: assignment.variants.clone(),
+            latency_us: 0,
+        };
+        (draft, decision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_price_objection_gets_a_strategy_from_its_context_and_a_reply() {
+        let engine = Engine::builtin();
+        let tenant = TenantId::parse("acme").unwrap();
+        let conversation = ConversationId::parse("c-42").unwrap();
+        let message_id = MessageId::parse("m-1").unwrap();
+        let message = UserMessage {
+            tenant: &tenant,
+            conversation: &conversation,
+            message_id: &message_id,
+            text: "Honestly this looks too expensive for us.",
+            at: Millis(1),
+        };
+        let assignment = engine.assign(&tenant, &conversation);
+        let (draft, decision) = engine.plan(
+            &message,
+            &ConversationState::New,
+            0,
+            &Model::default(),
+            &assignment,
+        );
+        assert_eq!(decision.context, "objection.price");
+        assert_eq!(draft.patterns[0].pattern, "objection.price");
+        assert!(
+            [
+                "handle_price_objection",
+                "social_proof",
+                "ask_discovery_question"
+            ]
+            .contains(&draft.strategy.name.as_str())
+        );
+        assert!(draft.strategy.probability > 0.0 && draft.strategy.probability <= 1.0);
+        assert!(!draft.reply.text.is_empty());
+        assert_eq!(draft.experiments, assignment.variants);
+        // Replayable: same inputs, same decision.
+        let (again, _) = engine.plan(
+            &message,
+            &ConversationState::New,
+            0,
+            &Model::default(),
+            &assignment,
+        );
+        assert_eq!(again, draft);
+    }
+}

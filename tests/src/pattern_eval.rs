@@ -1,0 +1,122 @@
+//! Precision and recall of the pattern detector on the labelled utterances in
+//! `tests/fixtures/patterns/labelled.jsonl` (written for salesloop; each line names the patterns
+//! a sales analyst would mark in it, and 43 of them negate a cue that must not count).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use salesloop::patterns::{Catalog, DEFAULT_THRESHOLD};
+use serde_json::Value;
+
+/// Counts for one pattern, or for all together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub true_positives: u32,
+    pub false_positives: u32,
+    pub false_negatives: u32,
+}
+
+impl Tally {
+    pub fn precision(&self) -> f64 {
+        let detected = self.true_positives + self.false_positives;
+        if detected == 0 {
+            1.0
+        } else {
+            f64::from(self.true_positives) / f64::from(detected)
+        }
+    }
+
+    pub fn recall(&self) -> f64 {
+        let labelled = self.true_positives + self.false_negatives;
+        if labelled == 0 {
+            1.0
+        } else {
+            f64::from(self.true_positives) / f64::from(labelled)
+        }
+    }
+}
+
+/// The evaluation of a catalog on the labelled set.
+#[derive(Debug, Default)]
+pub struct Evaluation {
+    pub utterances: usize,
+    pub per_pattern: BTreeMap<String, Tally>,
+    pub overall: Tally,
+    /// Utterances where detection and labels disagree: (text, missed, extra).
+    pub mistakes: Vec<(String, Vec<String>, Vec<String>)>,
+}
+
+pub fn labelled_set() -> Vec<(String, BTreeSet<String>)> {
+    let path = crate::workspace_root().join("tests/fixtures/patterns/labelled.jsonl");
+    let raw = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    raw.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let value: Value = serde_json::from_str(line).expect("labelled line is JSON");
+            let text = value["text"].as_str().expect("text").to_owned();
+            let patterns = value["patterns"]
+                .as_array()
+                .expect("patterns")
+                .iter()
+                .map(|p| p.as_str().expect("pattern name").to_owned())
+                .collect();
+            (text, patterns)
+        })
+        .collect()
+}
+
+pub fn evaluate(catalog: &Catalog) -> Evaluation {
+    let mut evaluation = Evaluation::default();
+    let no_calibration = BTreeMap::new();
+    for (text, labels) in labelled_set() {
+        evaluation.utterances += 1;
+        let found: BTreeSet<String> = catalog
+            .detect(&text, DEFAULT_THRESHOLD, &no_calibration)
+            .into_iter()
+            .map(|d| d.pattern)
+            .collect();
+        for name in labels.union(&found) {
+            let tally = evaluation.per_pattern.entry(name.clone()).or_default();
+            match (labels.contains(name), found.contains(name)) {
+                (true, true) => tally.true_positives += 1,
+                (false, true) => tally.false_positives += 1,
+                (true, false) => tally.false_negatives += 1,
+                (false, false) => {}
+            }
+        }
+        let missed: Vec<String> = labels.difference(&found).cloned().collect();
+        let extra: Vec<String> = found.difference(&labels).cloned().collect();
+        if !missed.is_empty() || !extra.is_empty() {
+            evaluation.mistakes.push((text, missed, extra));
+        }
+    }
+    for tally in evaluation.per_pattern.values() {
+        evaluation.overall.true_positives += tally.true_positives;
+        evaluation.overall.false_positives += tally.false_positives;
+        evaluation.overall.false_negatives += tally.false_negatives;
+    }
+    evaluation
+}
+
+/// The table that `make eval-patterns` prints.
+pub fn report(evaluation: &Evaluation) -> String {
+    let mut out = format!(
+        "{} labelled utterances, threshold {DEFAULT_THRESHOLD}\n{:<26} {:>9} {:>6} {:>4} {:>4} {:>4}\n",
+        evaluation.utterances, "pattern", "precision", "recall", "tp", "fp", "fn"
+    );
+    let row = |name: &str, t: &Tally| {
+        format!(
+            "{name:<26} {:>9.3} {:>6.3} {:>4} {:>4} {:>4}\n",
+            t.precision(),
+            t.recall(),
+            t.true_positives,
+            t.false_positives,
+            t.false_negatives
+        )
+    };
+    for (name, tally) in &evaluation.per_pattern {
+        out.push_str(&row(name, tally));
+    }
+    out.push_str(&row("overall (micro)", &evaluation.overall));
+    out
+}
