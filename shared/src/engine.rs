@@ -1,6 +1,7 @@
 //! One turn of the sales agent, decided without I/O: detect patterns, pick a strategy, write
 //! the template reply. process_message wraps this with the store and the optional LLM.
 
+use crate::config::ConfigError;
 use crate::conversation::{ConversationState, ExchangeDraft, Reply, ReplySource, StrategyChoice};
 use crate::decision::{Decision, Playbook};
 use crate::experiments::{Assignment, Experiments};
@@ -41,6 +42,33 @@ impl Engine {
             threshold: DEFAULT_THRESHOLD,
             seed: 0,
         }
+    }
+
+    /// The built-in engine with the configured threshold (`PATTERN_THRESHOLD`) and, when
+    /// `PATTERN_CATALOG` names a file, that catalog instead of the built-in one.
+    pub fn from_env(env: &impl Fn(&str) -> Option<String>) -> Result<Engine, ConfigError> {
+        let mut engine = Engine::builtin();
+        if let Some(raw) = env("PATTERN_THRESHOLD").filter(|v| !v.is_empty()) {
+            engine.threshold = raw
+                .parse::<f64>()
+                .ok()
+                .filter(|t| (0.0..=1.0).contains(t))
+                .ok_or_else(|| ConfigError {
+                    variable: "PATTERN_THRESHOLD",
+                    message: "must be a number from 0 to 1".into(),
+                })?;
+        }
+        if let Some(path) = env("PATTERN_CATALOG").filter(|v| !v.is_empty()) {
+            let raw = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+                variable: "PATTERN_CATALOG",
+                message: format!("cannot read {path}: {e}"),
+            })?;
+            engine.catalog = Catalog::from_json(&raw).map_err(|e| ConfigError {
+                variable: "PATTERN_CATALOG",
+                message: e.to_string(),
+            })?;
+        }
+        Ok(engine)
     }
 
     pub fn assign(&self, tenant: &TenantId, conversation: &ConversationId) -> Assignment {

@@ -14,6 +14,8 @@ pub enum IdError {
     TooLong { kind: &'static str, max: usize },
     #[error("{kind} may only hold the characters A-Z a-z 0-9 . _ -")]
     BadCharacter { kind: &'static str },
+    #[error("{kind} needs at least one letter or digit")]
+    NoAlphanumeric { kind: &'static str },
 }
 
 /// The longest id we accept, in bytes (all accepted characters are ASCII).
@@ -35,6 +37,11 @@ fn check(kind: &'static str, raw: &str) -> Result<(), IdError> {
     {
         return Err(IdError::BadCharacter { kind });
     }
+    // Ids such as "." or ".." or "-" are legal characters but look like path segments or
+    // flags wherever an id ends up; refuse them.
+    if !raw.bytes().any(|b| b.is_ascii_alphanumeric()) {
+        return Err(IdError::NoAlphanumeric { kind });
+    }
     Ok(())
 }
 
@@ -45,7 +52,8 @@ macro_rules! id_type {
         pub struct $name(String);
 
         impl $name {
-            /// Parses an id: 1 to 64 characters of `[A-Za-z0-9._-]`.
+            /// Parses an id: 1 to 64 characters of `[A-Za-z0-9._-]`, at least one of them a
+            /// letter or digit.
             pub fn parse(raw: &str) -> Result<Self, IdError> {
                 check($kind, raw)?;
                 Ok(Self(raw.to_owned()))
@@ -116,6 +124,12 @@ mod tests {
             ConversationId::parse(&"a".repeat(65)),
             Err(IdError::TooLong { .. })
         ));
+        for dots in [".", "..", "-", "._-"] {
+            assert!(matches!(
+                ConversationId::parse(dots),
+                Err(IdError::NoAlphanumeric { .. })
+            ));
+        }
         for bad in ["a#b", "a/b", "a b", "é", "a\u{200b}", "a\0"] {
             assert!(
                 matches!(MessageId::parse(bad), Err(IdError::BadCharacter { .. })),

@@ -3,6 +3,7 @@
 
 pub mod contract;
 pub mod dynamo_local;
+pub mod events;
 pub mod pattern_eval;
 
 use std::path::PathBuf;

@@ -1,20 +1,33 @@
-//! Lambda entry point. Configuration and the store are built once per process, before the
-//! first request; the request handling itself arrives with its issue.
+//! Lambda entry point of process_message: configuration, the store client and the compiled
+//! catalog are built once per process, then every request is served from them.
 
-use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use salesloop::config::StoreChoice;
-use serde_json::{Value, json};
+use std::time::Duration;
+
+use lambda_http::{Error, Request, run, service_fn};
+use salesloop::config::{StoreChoice, local_mode};
+use salesloop::engine::Engine;
+use salesloop::http::TenantSource;
+use salesloop::model_cache::ModelCache;
+
+use process_message::handler::{App, handle};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let choice = StoreChoice::from_env(&|name| std::env::var(name).ok())?;
-    let _store = choice.open().await?;
-    run(service_fn(|_event: LambdaEvent<Value>| async {
-        Ok::<_, Error>(json!({
-            "statusCode": 501,
-            "headers": {"content-type": "application/json"},
-            "body": json!({"error": {"code": "not_implemented", "message": "this function is not built yet"}}).to_string(),
-        }))
+    lambda_http::tracing::init_default_subscriber();
+    let env = |name: &str| std::env::var(name).ok();
+    let store = StoreChoice::from_env(&env)?.open().await?;
+    let app = App {
+        store,
+        engine: Engine::from_env(&env)?,
+        models: ModelCache::new(Duration::from_secs(30)),
+        tenants: TenantSource {
+            claim: env("TENANT_CLAIM").unwrap_or_else(|| "tenant_id".to_owned()),
+            local: local_mode(&env)?,
+        },
+    };
+    let app = &app;
+    run(service_fn(move |request: Request| async move {
+        Ok::<_, Error>(handle(app, request).await)
     }))
     .await
 }

@@ -1,0 +1,135 @@
+//! `POST /conversations/{conversation_id}/messages`: parse, decide the turn, record it with its
+//! events in one write, answer. Generic over the store, so tests drive it with either adapter.
+
+use std::time::Instant;
+
+use lambda_http::{Body, Request, Response};
+use salesloop::engine::{Engine, UserMessage};
+use salesloop::http::{Action, ApiError, TenantSource, json_body, json_response, route, tenant};
+use salesloop::model_cache::ModelCache;
+use salesloop::{ConversationState, Exchange, MessageId, Millis, Store, StoreError};
+use serde::Deserialize;
+use serde_json::json;
+
+/// The longest user message, in characters.
+pub const MAX_TEXT_CHARS: usize = 4_000;
+
+/// What a process keeps between invocations.
+pub struct App<S> {
+    pub store: S,
+    pub engine: Engine,
+    pub models: ModelCache,
+    pub tenants: TenantSource,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageBody {
+    message_id: String,
+    text: String,
+}
+
+pub async fn handle<S: Store>(app: &App<S>, request: Request) -> Response<Body> {
+    match respond(app, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn respond<S: Store>(app: &App<S>, request: Request) -> Result<Response<Body>, ApiError> {
+    let started = Instant::now();
+    let (conversation, action) = route(&request)?;
+    if action != Action::Message {
+        return Err(ApiError::new(404, "not_found", "no such route"));
+    }
+    let tenant = tenant(&request, &app.tenants)?;
+    let body: MessageBody = json_body(&request)?;
+    let message_id = MessageId::parse(&body.message_id)
+        .map_err(|e| ApiError::bad_request("invalid_message_id", e.to_string()))?;
+    let text = body.text.trim();
+    if text.is_empty() {
+        return Err(ApiError::bad_request("invalid_text", "text is empty"));
+    }
+    if text.chars().count() > MAX_TEXT_CHARS {
+        return Err(ApiError::bad_request(
+            "invalid_text",
+            format!("text may hold at most {MAX_TEXT_CHARS} characters"),
+        ));
+    }
+
+    let model = app.models.current(&app.store, &tenant).await;
+    let assignment = app.engine.assign(&tenant, &conversation);
+    let message = UserMessage {
+        tenant: &tenant,
+        conversation: &conversation,
+        message_id: &message_id,
+        text,
+        at: Millis::now(),
+    };
+    let recorded = app
+        .store
+        .record_exchange(
+            &tenant,
+            &conversation,
+            &message_id,
+            |state: &ConversationState| {
+                let (mut draft, _) =
+                    app.engine
+                        .plan(&message, state, model.version, &model.model, &assignment);
+                draft.latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                draft
+            },
+        )
+        .await;
+    match recorded {
+        Ok(recorded) => {
+            if recorded.duplicate && recorded.exchange.draft.user_text != text {
+                return Err(ApiError::new(
+                    409,
+                    "message_id_reused",
+                    "this message_id was already used for a different text",
+                ));
+            }
+            tracing::info!(
+                turn = recorded.exchange.turn,
+                duplicate = recorded.duplicate,
+                strategy = %recorded.exchange.draft.strategy.name,
+                "message answered"
+            );
+            Ok(json_response(
+                200,
+                &answer(&conversation, &recorded.exchange),
+            ))
+        }
+        Err(StoreError::Ended(_)) => Err(ApiError::new(
+            409,
+            "conversation_ended",
+            "the conversation has ended",
+        )),
+        Err(StoreError::TooLong) => Err(ApiError::new(
+            409,
+            "conversation_too_long",
+            "the conversation has reached its turn limit",
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "recording the exchange failed");
+            Err(ApiError::unavailable())
+        }
+    }
+}
+
+fn answer(conversation: &salesloop::ConversationId, exchange: &Exchange) -> serde_json::Value {
+    let draft = &exchange.draft;
+    json!({
+        "conversation_id": conversation,
+        "message_id": draft.message_id,
+        "turn": exchange.turn,
+        "patterns": draft.patterns.iter().map(|d| json!({
+            "name": d.pattern, "confidence": d.confidence, "evidence": d.evidence,
+        })).collect::<Vec<_>>(),
+        "strategy": {"name": draft.strategy.name, "probability": draft.strategy.probability},
+        "reply": {"text": draft.reply.text, "source": draft.reply.source},
+        "experiments": draft.experiments,
+        "model_version": draft.model_version,
+    })
+}

@@ -1,0 +1,196 @@
+//! HTTP glue shared by the API functions: routing, the tenant from the authorizer, JSON bodies
+//! with limits, and one error shape, `{"error": {"code", "message"}}`. Every client mistake
+//! becomes a 4xx response here, never an `Err` (which Lambda would turn into a bare 500).
+
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::ids::{ConversationId, TenantId};
+
+/// Bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// A response that went wrong, with a stable code clients can match on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after_secs: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(400, code, message)
+    }
+
+    pub fn unavailable() -> ApiError {
+        ApiError {
+            retry_after_secs: Some(1),
+            ..ApiError::new(
+                503,
+                "store_unavailable",
+                "the store is unavailable; retry with the same message_id",
+            )
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let body = json!({"error": {"code": self.code, "message": self.message}}).to_string();
+        let mut builder = Response::builder()
+            .status(self.status)
+            .header("content-type", "application/json");
+        if let Some(secs) = self.retry_after_secs {
+            builder = builder.header("retry-after", secs.to_string());
+        }
+        builder
+            .body(Body::Text(body.clone()))
+            .unwrap_or_else(|_| Response::new(Body::Text(body)))
+    }
+}
+
+/// A JSON response with a status.
+pub fn json_response(status: u16, value: &serde_json::Value) -> Response<Body> {
+    let body = value.to_string();
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::Text(body.clone()))
+        .unwrap_or_else(|_| Response::new(Body::Text(body)))
+}
+
+/// Where the tenant comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantSource {
+    /// The JWT claim (or Lambda-authorizer context key) that names the tenant.
+    pub claim: String,
+    /// Local runs only: accept an `x-tenant-id` header, and default to `local`.
+    pub local: bool,
+}
+
+/// The tenant of a request: the authorizer's claim, never the body. Without one the request is
+/// refused, except in local mode.
+pub fn tenant(request: &Request, source: &TenantSource) -> Result<TenantId, ApiError> {
+    let claimed = request
+        .request_context_ref()
+        .and_then(|context| claim_value(context, &source.claim));
+    let raw = match claimed {
+        Some(value) => value,
+        None if source.local => request
+            .headers()
+            .get("x-tenant-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("local")
+            .to_owned(),
+        None => {
+            return Err(ApiError::new(
+                401,
+                "unauthenticated",
+                "the request carries no tenant claim",
+            ));
+        }
+    };
+    TenantId::parse(&raw).map_err(|e| ApiError::new(403, "invalid_tenant", e.to_string()))
+}
+
+fn claim_value(context: &RequestContext, claim: &str) -> Option<String> {
+    let as_text = |value: &serde_json::Value| match value {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    match context {
+        RequestContext::ApiGatewayV2(context) => {
+            let authorizer = context.authorizer.as_ref()?;
+            authorizer
+                .jwt
+                .as_ref()
+                .and_then(|jwt| jwt.claims.get(claim).cloned())
+                .or_else(|| authorizer.fields.get(claim).and_then(as_text))
+        }
+        RequestContext::ApiGatewayV1(context) => {
+            let fields = &context.authorizer.fields;
+            // Cognito authorizers nest claims; Lambda authorizers put context keys at the top.
+            fields
+                .get("claims")
+                .and_then(|claims| claims.get(claim))
+                .and_then(as_text)
+                .or_else(|| {
+                    context
+                        .authorizer
+                        .jwt
+                        .as_ref()
+                        .and_then(|jwt| jwt.claims.get(claim).cloned())
+                })
+                .or_else(|| fields.get(claim).and_then(as_text))
+        }
+        _ => None,
+    }
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Message,
+    End,
+}
+
+/// Finds `/conversations/{id}/messages` or `/conversations/{id}/end` at the end of the path
+/// (API Gateway may put a stage in front) and checks the method.
+pub fn route(request: &Request) -> Result<(ConversationId, Action), ApiError> {
+    let path = request.raw_http_path();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let [.., "conversations", id, last] = segments.as_slice() else {
+        return Err(ApiError::new(404, "not_found", "no such route"));
+    };
+    let action = match *last {
+        "messages" => Action::Message,
+        "end" => Action::End,
+        _ => return Err(ApiError::new(404, "not_found", "no such route")),
+    };
+    if request.method() != lambda_http::http::Method::POST {
+        return Err(ApiError::new(405, "method_not_allowed", "use POST"));
+    }
+    let conversation = ConversationId::parse(id)
+        .map_err(|e| ApiError::bad_request("invalid_conversation_id", e.to_string()))?;
+    Ok((conversation, action))
+}
+
+/// The body as JSON of type `T`, at most [`MAX_BODY_BYTES`].
+pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
+    let bytes: &[u8] = match request.body() {
+        Body::Empty => &[],
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => &[],
+    };
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::new(
+            413,
+            "body_too_large",
+            format!("the body may hold at most {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("invalid_json", "the body is empty"));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        let code = if e.is_data() {
+            "invalid_field"
+        } else {
+            "invalid_json"
+        };
+        ApiError::bad_request(code, e.to_string())
+    })
+}

@@ -1,0 +1,512 @@
+//! process_message's handler, driven by requests built from real API Gateway (HTTP API and
+//! REST) and Function URL payloads, against the embedded store and against DynamoDB Local.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use lambda_http::{Body, Response};
+use libtest_mimic::{Arguments, Trial};
+use process_message::handler::{App, handle};
+use salesloop::engine::Engine;
+use salesloop::http::TenantSource;
+use salesloop::model_cache::ModelCache;
+use salesloop::store::{DynamoStore, DynamoStoreConfig};
+use salesloop::{ConversationId, ConversationState, EmbeddedStore, Store, TenantId};
+use salesloop_tests::dynamo_local::DynamoLocal;
+use salesloop_tests::events::{FLAVORS, Flavor, request};
+use serde_json::{Value, json};
+use tokio::runtime::Runtime;
+
+fn app<S: Store>(store: S, local: bool) -> App<S> {
+    App {
+        store,
+        engine: Engine::builtin(),
+        models: ModelCache::new(Duration::from_secs(30)),
+        tenants: TenantSource {
+            claim: "tenant_id".into(),
+            local,
+        },
+    }
+}
+
+fn embedded() -> (EmbeddedStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (EmbeddedStore::open_dir(dir.path()).unwrap(), dir)
+}
+
+fn parts(response: Response<Body>) -> (u16, Value, Option<String>) {
+    let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = match response.body() {
+        Body::Text(text) => serde_json::from_str(text).unwrap(),
+        Body::Binary(bytes) => serde_json::from_slice(bytes).unwrap(),
+        _ => Value::Null,
+    };
+    (status, body, retry)
+}
+
+/// A message from tenant `acme` as the flavor carries it (Function URLs in local mode name the
+/// tenant in a header).
+fn message(flavor: Flavor, conversation: &str, body: &Value) -> lambda_http::Request {
+    let path = format!("/conversations/{conversation}/messages");
+    match flavor {
+        Flavor::FunctionUrl => request(
+            flavor,
+            "POST",
+            &path,
+            &body.to_string(),
+            None,
+            &[("x-tenant-id", "acme")],
+        ),
+        _ => request(flavor, "POST", &path, &body.to_string(), Some("acme"), &[]),
+    }
+}
+
+fn acme() -> TenantId {
+    TenantId::parse("acme").unwrap()
+}
+
+async fn answers_a_price_objection_from_every_front_door() {
+    for flavor in FLAVORS {
+        let (store, _dir) = embedded();
+        let app = app(store, flavor == Flavor::FunctionUrl);
+        let body =
+            json!({"message_id": "m-0001", "text": "Honestly this looks too expensive for us."});
+        let (status, answer, _) = parts(handle(&app, message(flavor, "c-42", &body)).await);
+        assert_eq!(status, 200, "{flavor:?}: {answer}");
+        assert_eq!(answer["conversation_id"], "c-42");
+        assert_eq!(answer["message_id"], "m-0001");
+        assert_eq!(answer["turn"], 1);
+        assert_eq!(answer["patterns"][0]["name"], "objection.price");
+        assert_eq!(answer["patterns"][0]["evidence"], "too expensive");
+        let p = answer["strategy"]["probability"].as_f64().unwrap();
+        assert!(p > 0.0 && p <= 1.0);
+        assert_eq!(answer["reply"]["source"], "template");
+        assert!(!answer["reply"]["text"].as_str().unwrap().is_empty());
+        assert_eq!(answer["experiments"].as_object().unwrap().len(), 3);
+        assert_eq!(answer["model_version"], 0);
+        let exchanges = app
+            .store
+            .exchanges(&acme(), &ConversationId::parse("c-42").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(exchanges.len(), 1, "{flavor:?}");
+        let events = exchanges[0].events(&acme(), &ConversationId::parse("c-42").unwrap());
+        let types: Vec<_> = events.iter().map(|e| e.body.type_name()).collect();
+        assert_eq!(types, ["message_exchange", "pattern_detected"]);
+    }
+}
+
+async fn the_tenant_header_is_ignored_unless_local_mode_is_on() {
+    let (store, _dir) = embedded();
+    let deployed = app(store, false);
+    let body = json!({"message_id": "m-1", "text": "hello"}).to_string();
+    for flavor in FLAVORS {
+        let sneaky = request(
+            flavor,
+            "POST",
+            "/conversations/c-1/messages",
+            &body,
+            None,
+            &[("x-tenant-id", "victim")],
+        );
+        let (status, answer, _) = parts(handle(&deployed, sneaky).await);
+        assert_eq!(status, 401, "{flavor:?}");
+        assert_eq!(answer["error"]["code"], "unauthenticated");
+    }
+    let victim = TenantId::parse("victim").unwrap();
+    let c1 = ConversationId::parse("c-1").unwrap();
+    assert_eq!(
+        deployed.store.conversation(&victim, &c1).await.unwrap(),
+        ConversationState::New
+    );
+    // With a claim, the header changes nothing: the claim names the tenant.
+    let claimed = request(
+        Flavor::HttpApi,
+        "POST",
+        "/conversations/c-1/messages",
+        &body,
+        Some("acme"),
+        &[("x-tenant-id", "victim")],
+    );
+    assert_eq!(parts(handle(&deployed, claimed).await).0, 200);
+    assert_eq!(
+        deployed.store.exchanges(&acme(), &c1).await.unwrap().len(),
+        1
+    );
+    assert!(
+        deployed
+            .store
+            .exchanges(&victim, &c1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn a_repeated_message_gets_the_same_answer_and_a_reused_id_is_refused<S: Store>(store: S) {
+    let app = app(store, false);
+    let body = json!({"message_id": "m-1", "text": "how much does it cost?"});
+    let first = parts(handle(&app, message(Flavor::HttpApi, "c-7", &body)).await);
+    let again = parts(handle(&app, message(Flavor::HttpApi, "c-7", &body)).await);
+    assert_eq!(first.0, 200);
+    assert_eq!(first, again);
+    let reused = json!({"message_id": "m-1", "text": "something else"});
+    let (status, answer, _) = parts(handle(&app, message(Flavor::HttpApi, "c-7", &reused)).await);
+    assert_eq!(status, 409);
+    assert_eq!(answer["error"]["code"], "message_id_reused");
+    let c7 = ConversationId::parse("c-7").unwrap();
+    assert_eq!(app.store.exchanges(&acme(), &c7).await.unwrap().len(), 1);
+}
+
+async fn fifty_concurrent_messages_take_turns_one_to_fifty<S: Store + 'static>(store: S) {
+    let app = Arc::new(app(store, false));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let app = app.clone();
+        tasks.spawn(async move {
+            let body = json!({"message_id": format!("m-{i}"), "text": format!("question {i}: does it integrate with hubspot?")});
+            parts(handle(&app, message(Flavor::HttpApi, "busy", &body)).await)
+        });
+    }
+    let mut turns = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        let (status, answer, _) = result.unwrap();
+        assert_eq!(status, 200, "{answer}");
+        turns.push(answer["turn"].as_u64().unwrap());
+    }
+    turns.sort_unstable();
+    assert_eq!(turns, (1..=50).collect::<Vec<u64>>());
+    let busy = ConversationId::parse("busy").unwrap();
+    let stored: Vec<u32> = app
+        .store
+        .exchanges(&acme(), &busy)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.turn)
+        .collect();
+    assert_eq!(stored, (1..=50).collect::<Vec<u32>>());
+}
+
+async fn bad_requests_get_a_json_4xx_and_change_nothing<S: Store>(store: S) {
+    let app = app(store, false);
+    let long_id = "m".repeat(65);
+    let huge = json!({"message_id": "m-1", "text": "x".repeat(17_000)}).to_string();
+    let cases: Vec<(&str, String, String, u16, &str)> = vec![
+        (
+            "POST",
+            "/conversations/c-1/messages".into(),
+            "{not json".into(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/conversations/c-1/messages".into(),
+            "".into(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/conversations/c-1/messages".into(),
+            r#"{"text": "hi"}"#.into(),
+            400,
+            "invalid_field",
+        ),
+        (
+            "POST",
+            "/conversations/c-1/messages".into(),
+            r#"{"message_id": "m-1"}"#.into(),
+            400,
+            "invalid_field",
+        ),
+        (
+            "POST",
+            "/conversations/c-1/messages".into(),
+            r#"{"message_id": 7, "text": "hi"}"#.into(),
+            400,
+            "invalid_field",
+        ),
+        (
+            "POST",
+            "/conversations/c-1/messages".into(),
+            r#"{"message_id": "m-1", "text": "hi", "tenant": "other"}"#.into(),
+            400,
+            "invalid_field",
+        ),
+        (
+            "POST",
+            "/conversations/c-1/messages".into(),
+            r#"{"message_id": "m/1", "text": "hi"}"#.into(),
+            400,
+            "invalid_message_id",
+        ),
+        (
+            "POST",
+            "/conversations/c-1/messages".into(),
+            format!(r#"{{"message_id": "{long_id}", "text": "hi"}}"#),
+            400,
+            "invalid_message_id",
+        ),
+        (
+            "POST",
+            "/conversations/c-1/messages".into(),
+            r#"{"message_id": "", "text": "hi"}"#.into(),
+            400,
+            "invalid_message_id",
+        ),
+        (
+            "POST",
+            "/conversations/c-1/messages".into(),
+            r#"{"message_id": "m-1", "text": "   "}"#.into(),
+            400,
+            "invalid_text",
+        ),
+        (
+            "POST",
+            "/conversations/c-1/messages".into(),
+            r#"[1, 2, 3]"#.into(),
+            400,
+            "invalid_field",
+        ),
+        (
+            "POST",
+            "/conversations/c-1/messages".into(),
+            huge,
+            413,
+            "body_too_large",
+        ),
+        (
+            "POST",
+            "/conversations/c%231/messages".into(),
+            r#"{"message_id": "m-1", "text": "hi"}"#.into(),
+            400,
+            "invalid_conversation_id",
+        ),
+        (
+            "POST",
+            "/conversations/../messages".into(),
+            r#"{"message_id": "m-1", "text": "hi"}"#.into(),
+            400,
+            "invalid_conversation_id",
+        ),
+        (
+            "GET",
+            "/conversations/c-1/messages".into(),
+            "".into(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "POST",
+            "/conversations/c-1/other".into(),
+            "{}".into(),
+            404,
+            "not_found",
+        ),
+        ("POST", "/".into(), "{}".into(), 404, "not_found"),
+    ];
+    for (method, path, body, status, code) in cases {
+        for flavor in [Flavor::HttpApi, Flavor::Rest] {
+            let response = handle(
+                &app,
+                request(flavor, method, &path, &body, Some("acme"), &[]),
+            )
+            .await;
+            let (got, answer, _) = parts(response);
+            assert_eq!(
+                (got, answer["error"]["code"].as_str()),
+                (status, Some(code)),
+                "{flavor:?} {method} {path} {body:.60}"
+            );
+            assert!(
+                answer["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+            );
+        }
+    }
+    let c1 = ConversationId::parse("c-1").unwrap();
+    assert_eq!(
+        app.store.conversation(&acme(), &c1).await.unwrap(),
+        ConversationState::New
+    );
+}
+
+async fn a_message_to_an_ended_conversation_is_a_conflict<S: Store>(store: S) {
+    let app = app(store, false);
+    let body = json!({"message_id": "m-1", "text": "let's do it"});
+    assert_eq!(
+        parts(handle(&app, message(Flavor::Rest, "c-5", &body)).await).0,
+        200
+    );
+    let c5 = ConversationId::parse("c-5").unwrap();
+    app.store
+        .end_conversation(
+            &acme(),
+            &c5,
+            salesloop::EndRequest {
+                outcome: salesloop::Outcome::Won,
+                value: None,
+                reason: None,
+                labels: vec![],
+                at: salesloop::Millis::now(),
+                model_version: 0,
+            },
+        )
+        .await
+        .unwrap();
+    let later = json!({"message_id": "m-2", "text": "one more thing"});
+    let (status, answer, _) = parts(handle(&app, message(Flavor::Rest, "c-5", &later)).await);
+    assert_eq!(status, 409);
+    assert_eq!(answer["error"]["code"], "conversation_ended");
+    // The retry of the first message is still answered.
+    assert_eq!(
+        parts(handle(&app, message(Flavor::Rest, "c-5", &body)).await).0,
+        200
+    );
+}
+
+async fn a_store_outage_is_a_503_and_the_retry_succeeds_once(server: &DynamoLocal) {
+    let live = server.fresh_store().await;
+    // The same table behind an address where nothing listens: the store is down.
+    let dead_client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url("http://127.0.0.1:9")
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("local", "local", None, None, "tests"))
+            .build(),
+    );
+    let down = app(
+        DynamoStore::new(
+            dead_client,
+            DynamoStoreConfig {
+                table: live.table().to_owned(),
+                retention: None,
+            },
+        ),
+        false,
+    );
+    let body = json!({"message_id": "m-1", "text": "we are evaluating other vendors"});
+    let (status, answer, retry) =
+        parts(handle(&down, message(Flavor::HttpApi, "c-9", &body)).await);
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "store_unavailable");
+    assert_eq!(retry.as_deref(), Some("1"));
+    let up = app(live, false);
+    let first = parts(handle(&up, message(Flavor::HttpApi, "c-9", &body)).await);
+    let second = parts(handle(&up, message(Flavor::HttpApi, "c-9", &body)).await);
+    assert_eq!(first.0, 200);
+    assert_eq!(first, second);
+    let c9 = ConversationId::parse("c-9").unwrap();
+    assert_eq!(up.store.exchanges(&acme(), &c9).await.unwrap().len(), 1);
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let server = match DynamoLocal::start() {
+        Ok(server) => Arc::new(server),
+        Err(why) => {
+            eprintln!("error: DynamoDB Local could not start: {why}");
+            std::process::exit(1);
+        }
+    };
+    let runtime = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("tokio runtime"),
+    );
+    let mut trials = Vec::new();
+    macro_rules! trial {
+        ($name:expr, $body:expr) => {{
+            let runtime: Arc<Runtime> = runtime.clone();
+            let server = server.clone();
+            trials.push(Trial::test($name, move || {
+                runtime.block_on($body(server));
+                Ok(())
+            }));
+        }};
+    }
+    trial!(
+        "fixtures::answers_a_price_objection_from_every_front_door",
+        |_: Arc<DynamoLocal>| answers_a_price_objection_from_every_front_door()
+    );
+    trial!(
+        "fixtures::the_tenant_header_is_ignored_unless_local_mode_is_on",
+        |_: Arc<DynamoLocal>| the_tenant_header_is_ignored_unless_local_mode_is_on()
+    );
+    trial!(
+        "embedded::a_repeated_message_gets_the_same_answer_and_a_reused_id_is_refused",
+        |_: Arc<DynamoLocal>| async {
+            let (s, _d) = embedded();
+            a_repeated_message_gets_the_same_answer_and_a_reused_id_is_refused(s).await
+        }
+    );
+    trial!(
+        "embedded::fifty_concurrent_messages_take_turns_one_to_fifty",
+        |_: Arc<DynamoLocal>| async {
+            let (s, _d) = embedded();
+            fifty_concurrent_messages_take_turns_one_to_fifty(s).await
+        }
+    );
+    trial!(
+        "embedded::bad_requests_get_a_json_4xx_and_change_nothing",
+        |_: Arc<DynamoLocal>| async {
+            let (s, _d) = embedded();
+            bad_requests_get_a_json_4xx_and_change_nothing(s).await
+        }
+    );
+    trial!(
+        "embedded::a_message_to_an_ended_conversation_is_a_conflict",
+        |_: Arc<DynamoLocal>| async {
+            let (s, _d) = embedded();
+            a_message_to_an_ended_conversation_is_a_conflict(s).await
+        }
+    );
+    trial!(
+        "dynamodb::a_repeated_message_gets_the_same_answer_and_a_reused_id_is_refused",
+        |s: Arc<DynamoLocal>| async move {
+            a_repeated_message_gets_the_same_answer_and_a_reused_id_is_refused(
+                s.fresh_store().await,
+            )
+            .await
+        }
+    );
+    trial!(
+        "dynamodb::fifty_concurrent_messages_take_turns_one_to_fifty",
+        |s: Arc<DynamoLocal>| async move {
+            fifty_concurrent_messages_take_turns_one_to_fifty(s.fresh_store().await).await
+        }
+    );
+    trial!(
+        "dynamodb::bad_requests_get_a_json_4xx_and_change_nothing",
+        |s: Arc<DynamoLocal>| async move {
+            bad_requests_get_a_json_4xx_and_change_nothing(s.fresh_store().await).await
+        }
+    );
+    trial!(
+        "dynamodb::a_message_to_an_ended_conversation_is_a_conflict",
+        |s: Arc<DynamoLocal>| async move {
+            a_message_to_an_ended_conversation_is_a_conflict(s.fresh_store().await).await
+        }
+    );
+    trial!(
+        "dynamodb::a_store_outage_is_a_503_and_the_retry_succeeds_once",
+        |s: Arc<DynamoLocal>| async move {
+            a_store_outage_is_a_503_and_the_retry_succeeds_once(&s).await
+        }
+    );
+    let conclusion = libtest_mimic::run(&args, trials);
+    drop(server);
+    conclusion.exit();
+}
