@@ -2,10 +2,16 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help test lint fmt tools
+.PHONY: help run test lint fmt tools eval-patterns
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+run: ## run the functions locally on :9000 (cargo lambda watch, embedded store in .salesloop/)
+	bash scripts/cargo-lambda.sh watch
+
+eval-patterns: ## precision and recall of pattern detection on the labelled utterances
+	cargo run -q -p salesloop-tests --bin pattern_eval
 
 test: tools ## every check and test: format, clippy, unit, contract (embedded + DynamoDB Local)
 	bash scripts/test.sh

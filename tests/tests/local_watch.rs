@@ -1,0 +1,137 @@
+//! End to end through `cargo lambda watch` (the README's run command): real HTTP requests to the
+//! emulator's router reach process_message, which answers from the embedded store.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use salesloop_tests::workspace_root;
+use serde_json::Value;
+
+/// The emulator in its own process group, stopped (with the functions it started) on drop.
+struct Watch {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let group = self.child.id() as i32;
+        // SAFETY: signals a process group this test created.
+        unsafe {
+            libc::killpg(group, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        unsafe {
+            libc::killpg(group, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn start_watch(data_dir: &std::path::Path) -> Watch {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let mut command = Command::new("bash");
+    command
+        .arg(workspace_root().join("scripts/cargo-lambda.sh"))
+        .args(["watch", "--invoke-address", "127.0.0.1", "--invoke-port"])
+        .arg(port.to_string())
+        .current_dir(workspace_root())
+        .env("SALESLOOP_DATA_DIR", data_dir)
+        .stdin(Stdio::null());
+    // SAFETY: setsid and prctl only change the child's own process state.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let child = command.spawn().expect("start cargo lambda watch");
+    Watch { child, port }
+}
+
+/// One HTTP/1.1 request; returns the status and the JSON body.
+fn post(port: u16, path: &str, body: &str, timeout: Duration) -> Option<(u16, Value)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let (_, payload) = text.split_once("\r\n\r\n")?;
+    // The emulator may answer chunked: the JSON object sits between the first { and last }.
+    let json = &payload[payload.find('{')?..=payload.rfind('}')?];
+    Some((status, serde_json::from_str(json).ok()?))
+}
+
+#[test]
+fn the_local_run_command_answers_real_http_requests() {
+    let data = tempfile::tempdir().unwrap();
+    let watch = start_watch(data.path());
+    let message = r#"{"message_id":"m1","text":"too expensive"}"#;
+    // The emulator builds process_message on its first request: allow for the build.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let first = loop {
+        if let Some(answer) = post(
+            watch.port,
+            "/conversations/c1/messages",
+            message,
+            Duration::from_secs(600),
+        ) {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cargo lambda watch never answered"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(first.0, 200, "{}", first.1);
+    assert_eq!(first.1["turn"], 1);
+    assert_eq!(first.1["patterns"][0]["name"], "objection.price");
+    let again = post(
+        watch.port,
+        "/conversations/c1/messages",
+        message,
+        Duration::from_secs(60),
+    )
+    .expect("second answer");
+    assert_eq!(again, first, "a repeated message gets the same answer");
+    let next = post(
+        watch.port,
+        "/conversations/c1/messages",
+        r#"{"message_id":"m2","text":"how do I sign up?"}"#,
+        Duration::from_secs(60),
+    )
+    .expect("third answer");
+    assert_eq!(next.1["turn"], 2);
+    let bad = post(
+        watch.port,
+        "/conversations/c1/messages",
+        "{oops",
+        Duration::from_secs(60),
+    )
+    .expect("answer to bad JSON");
+    assert_eq!(bad.0, 400);
+    assert_eq!(bad.1["error"]["code"], "invalid_json");
+    // The embedded store file the functions wrote is where the run command said.
+    assert!(data.path().join("salesloop.sqlite3").exists());
+    drop(watch);
+}
