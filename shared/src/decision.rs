@@ -66,7 +66,7 @@ impl Playbook {
                 let templates = playbook.strategies.get(strategy).ok_or_else(|| {
                     PlaybookError::Invalid(format!("strategy {strategy} has no templates"))
                 })?;
-                if !templates.get("neutral").is_some_and(|t| !t.is_empty()) {
+                if templates.get("neutral").is_none_or(|t| t.is_empty()) {
                     return Err(PlaybookError::Invalid(format!(
                         "strategy {strategy} has no neutral template"
                     )));
