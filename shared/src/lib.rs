@@ -9,6 +9,7 @@ pub mod events;
 pub mod experiments;
 pub mod http;
 pub mod ids;
+pub mod llm;
 pub mod model;
 pub mod model_cache;
 pub mod patterns;

@@ -27,6 +27,7 @@ fn app<S: Store>(store: S, local: bool) -> App<S> {
             claim: "tenant_id".into(),
             local,
         },
+        llm: None,
     }
 }
 
@@ -410,6 +411,143 @@ async fn a_store_outage_is_a_503_and_the_retry_succeeds_once(server: &DynamoLoca
     assert_eq!(up.store.exchanges(&acme(), &c9).await.unwrap().len(), 1);
 }
 
+/// How the fake chat-completions server answers.
+#[derive(Clone, Copy)]
+enum LlmMode {
+    Answer,
+    Slow,
+    Fail,
+    Garbage,
+}
+
+/// A local OpenAI-compatible endpoint: answers `POST /v1/chat/completions` as told, and keeps
+/// every request it received.
+async fn fake_llm(mode: LlmMode) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Read the head, then as many body bytes as content-length says.
+                loop {
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    raw.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&raw).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            break;
+                        }
+                    }
+                }
+                log.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&raw).to_string());
+                let (status, body) = match mode {
+                    LlmMode::Answer => (
+                        "200 OK",
+                        json!({"choices": [{"message": {"role": "assistant", "content": "  Written by the model.  "}}]}).to_string(),
+                    ),
+                    LlmMode::Slow => {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        ("200 OK", json!({"choices": [{"message": {"content": "too late"}}]}).to_string())
+                    }
+                    LlmMode::Fail => ("500 Internal Server Error", "{}".to_owned()),
+                    LlmMode::Garbage => ("200 OK", "<html>not json</html>".to_owned()),
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (format!("http://{address}/v1"), seen)
+}
+
+fn llm_client(base_url: &str) -> salesloop::llm::LlmClient {
+    let env = |name: &str| match name {
+        "LLM_BASE_URL" => Some(base_url.to_owned()),
+        "LLM_API_KEY" => Some("sk-test-secret".to_owned()),
+        "LLM_MODEL" => Some("tiny-model".to_owned()),
+        "LLM_TIMEOUT_MS" => Some("300".to_owned()),
+        _ => None,
+    };
+    let config = salesloop::llm::LlmConfig::from_env(&env).unwrap().unwrap();
+    assert!(
+        !format!("{config:?}").contains("sk-test-secret"),
+        "the key never prints"
+    );
+    salesloop::llm::LlmClient::new(config).unwrap()
+}
+
+async fn llm_replies_are_used_and_any_failure_falls_back_to_the_template() {
+    let body = json!({"message_id": "m-1", "text": "we are losing leads every week"});
+    let (base, seen) = fake_llm(LlmMode::Answer).await;
+    let (store, _dir) = embedded();
+    let mut with_llm = app(store, false);
+    with_llm.llm = Some(llm_client(&base));
+    let (status, answer, _) =
+        parts(handle(&with_llm, message(Flavor::HttpApi, "c-llm", &body)).await);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["reply"]["source"], "llm");
+    assert_eq!(answer["reply"]["text"], "Written by the model.");
+    let request = seen.lock().unwrap().join("\n");
+    assert!(
+        request.starts_with("POST /v1/chat/completions"),
+        "{request}"
+    );
+    assert!(
+        request
+            .to_ascii_lowercase()
+            .contains("authorization: bearer sk-test-secret")
+    );
+    assert!(request.contains("tiny-model") && request.contains("we are losing leads every week"));
+
+    for mode in [LlmMode::Slow, LlmMode::Fail, LlmMode::Garbage] {
+        let (base, _) = fake_llm(mode).await;
+        let (store, _dir) = embedded();
+        let mut flaky = app(store, false);
+        flaky.llm = Some(llm_client(&base));
+        let started = std::time::Instant::now();
+        let (status, answer, _) =
+            parts(handle(&flaky, message(Flavor::HttpApi, "c-llm", &body)).await);
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["reply"]["source"], "template");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the timeout bounds the wait"
+        );
+    }
+    // Nothing listening at all.
+    let (store, _dir) = embedded();
+    let mut unreachable = app(store, false);
+    unreachable.llm = Some(llm_client("http://127.0.0.1:9/v1"));
+    let (status, answer, _) =
+        parts(handle(&unreachable, message(Flavor::HttpApi, "c-llm", &body)).await);
+    assert_eq!(
+        (status, answer["reply"]["source"].as_str()),
+        (200, Some("template"))
+    );
+}
+
 fn main() {
     let args = Arguments::from_args();
     let server = match DynamoLocal::start() {
@@ -505,6 +643,10 @@ fn main() {
         |s: Arc<DynamoLocal>| async move {
             a_store_outage_is_a_503_and_the_retry_succeeds_once(&s).await
         }
+    );
+    trial!(
+        "llm::llm_replies_are_used_and_any_failure_falls_back_to_the_template",
+        |_: Arc<DynamoLocal>| llm_replies_are_used_and_any_failure_falls_back_to_the_template()
     );
     let conclusion = libtest_mimic::run(&args, trials);
     drop(server);

@@ -6,8 +6,11 @@ use std::time::Instant;
 use lambda_http::{Body, Request, Response};
 use salesloop::engine::{Engine, UserMessage};
 use salesloop::http::{Action, ApiError, TenantSource, json_body, json_response, route, tenant};
+use salesloop::llm::LlmClient;
 use salesloop::model_cache::ModelCache;
-use salesloop::{ConversationState, Exchange, MessageId, Millis, Store, StoreError};
+use salesloop::{
+    ConversationState, Exchange, MessageId, Millis, Reply, ReplySource, Store, StoreError,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -20,6 +23,16 @@ pub struct App<S> {
     pub engine: Engine,
     pub models: ModelCache,
     pub tenants: TenantSource,
+    /// Writes replies when configured; templates otherwise, and whenever it fails.
+    pub llm: Option<LlmClient>,
+}
+
+/// An LLM reply written for a turn decided in advance: it is used only if the recorded turn is
+/// that turn with that strategy.
+struct PreparedReply {
+    turns_before: u32,
+    strategy: String,
+    text: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +79,10 @@ async fn respond<S: Store>(app: &App<S>, request: Request) -> Result<Response<Bo
         text,
         at: Millis::now(),
     };
+    let prepared = match &app.llm {
+        Some(llm) => prepare_llm_reply(app, llm, &message, &model, &assignment).await,
+        None => None,
+    };
     let recorded = app
         .store
         .record_exchange(
@@ -76,6 +93,15 @@ async fn respond<S: Store>(app: &App<S>, request: Request) -> Result<Response<Bo
                 let (mut draft, _) =
                     app.engine
                         .plan(&message, state, model.version, &model.model, &assignment);
+                if let Some(prepared) = &prepared
+                    && prepared.turns_before == state.turns()
+                    && prepared.strategy == draft.strategy.name
+                {
+                    draft.reply = Reply {
+                        text: prepared.text.clone(),
+                        source: ReplySource::Llm,
+                    };
+                }
                 draft.latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 draft
             },
@@ -114,6 +140,44 @@ async fn respond<S: Store>(app: &App<S>, request: Request) -> Result<Response<Bo
         Err(e) => {
             tracing::error!(error = %e, "recording the exchange failed");
             Err(ApiError::unavailable())
+        }
+    }
+}
+
+/// Decides the turn on the conversation as it stands and asks the LLM for its reply. Any
+/// failure is logged and leaves the template reply in place; it never fails the request.
+async fn prepare_llm_reply<S: Store>(
+    app: &App<S>,
+    llm: &LlmClient,
+    message: &UserMessage<'_>,
+    model: &salesloop::ModelVersion,
+    assignment: &salesloop::experiments::Assignment,
+) -> Option<PreparedReply> {
+    let state = match app
+        .store
+        .conversation(message.tenant, message.conversation)
+        .await
+    {
+        Ok(ConversationState::Ended(_)) => return None,
+        Ok(state) => state,
+        // The write that follows reports the outage.
+        Err(_) => return None,
+    };
+    let (draft, _) = app
+        .engine
+        .plan(message, &state, model.version, &model.model, assignment);
+    match llm
+        .reply(message.text, &draft.strategy.name, &draft.reply.text)
+        .await
+    {
+        Ok(text) => Some(PreparedReply {
+            turns_before: state.turns(),
+            strategy: draft.strategy.name,
+            text,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "LLM reply failed; answering with the template");
+            None
         }
     }
 }

@@ -7,6 +7,7 @@ use lambda_http::{Error, Request, run, service_fn};
 use salesloop::config::{StoreChoice, local_mode};
 use salesloop::engine::Engine;
 use salesloop::http::TenantSource;
+use salesloop::llm::{LlmClient, LlmConfig};
 use salesloop::model_cache::ModelCache;
 
 use process_message::handler::{App, handle};
@@ -16,6 +17,10 @@ async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let env = |name: &str| std::env::var(name).ok();
     let store = StoreChoice::from_env(&env)?.open().await?;
+    let llm = match LlmConfig::from_env(&env)? {
+        Some(config) => Some(LlmClient::new(config)?),
+        None => None,
+    };
     let app = App {
         store,
         engine: Engine::from_env(&env)?,
@@ -24,6 +29,7 @@ async fn main() -> Result<(), Error> {
             claim: env("TENANT_CLAIM").unwrap_or_else(|| "tenant_id".to_owned()),
             local: local_mode(&env)?,
         },
+        llm,
     };
     let app = &app;
     run(service_fn(move |request: Request| async move {
