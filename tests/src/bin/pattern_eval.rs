@@ -5,7 +5,10 @@ use salesloop::patterns::Catalog;
 use salesloop_tests::pattern_eval::{evaluate, report};
 
 fn main() {
-    let evaluation = evaluate(&Catalog::builtin());
+    let started = std::time::Instant::now();
+    let catalog = Catalog::builtin();
+    eprintln!("catalog compiled in {:?}", started.elapsed());
+    let evaluation = evaluate(&catalog);
     print!("{}", report(&evaluation));
     if std::env::args().any(|a| a == "--mistakes") {
         for (text, missed, extra) in &evaluation.mistakes {
