@@ -2,11 +2,11 @@
 //! and recall at least 0.8 (`make eval-patterns` prints the per-pattern table).
 
 use salesloop::patterns::Catalog;
-use salesloop_tests::pattern_eval::{evaluate, report};
+use salesloop_tests::pattern_eval::{TUNING_SET, evaluate, report};
 
 #[test]
 fn labelled_set_precision_and_recall_meet_the_bar() {
-    let evaluation = evaluate(&Catalog::builtin());
+    let evaluation = evaluate(&Catalog::builtin(), TUNING_SET);
     println!("{}", report(&evaluation));
     assert!(
         evaluation.utterances >= 200,
