@@ -15,3 +15,24 @@ pub fn workspace_root() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."))
 }
+
+/// What a `harness = false` test binary needs: DynamoDB Local, started for this run (the run
+/// fails if it cannot start: never skipped), and a multi-threaded runtime for the trials.
+pub fn server_and_runtime() -> (
+    std::sync::Arc<dynamo_local::DynamoLocal>,
+    std::sync::Arc<tokio::runtime::Runtime>,
+) {
+    let server = match dynamo_local::DynamoLocal::start() {
+        Ok(server) => std::sync::Arc::new(server),
+        Err(why) => {
+            eprintln!("error: DynamoDB Local could not start, so these tests cannot run: {why}");
+            std::process::exit(1);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    (server, std::sync::Arc::new(runtime))
+}

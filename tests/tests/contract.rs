@@ -6,24 +6,10 @@ use std::sync::Arc;
 
 use libtest_mimic::Arguments;
 use salesloop_tests::contract::{DynamoBackend, EmbeddedBackend, trials};
-use salesloop_tests::dynamo_local::DynamoLocal;
 
 fn main() {
     let args = Arguments::from_args();
-    let server = match DynamoLocal::start() {
-        Ok(server) => Arc::new(server),
-        Err(why) => {
-            eprintln!("error: DynamoDB Local could not start, so the contract cannot run: {why}");
-            std::process::exit(1);
-        }
-    };
-    let runtime = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .expect("tokio runtime"),
-    );
+    let (server, runtime) = salesloop_tests::server_and_runtime();
     let mut all = trials(
         "embedded",
         Arc::new(EmbeddedBackend::default()),

@@ -550,20 +550,7 @@ async fn llm_replies_are_used_and_any_failure_falls_back_to_the_template() {
 
 fn main() {
     let args = Arguments::from_args();
-    let server = match DynamoLocal::start() {
-        Ok(server) => Arc::new(server),
-        Err(why) => {
-            eprintln!("error: DynamoDB Local could not start: {why}");
-            std::process::exit(1);
-        }
-    };
-    let runtime = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .expect("tokio runtime"),
-    );
+    let (server, runtime) = salesloop_tests::server_and_runtime();
     let mut trials = Vec::new();
     macro_rules! trial {
         ($name:expr, $body:expr) => {{

@@ -309,18 +309,26 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// The newest log entry, read strongly consistently.
-    async fn read_tail(&self, pk: &str) -> Result<ConversationState, StoreError> {
-        let output = self
-            .client
+    /// A strongly consistent query of a conversation's log items.
+    fn log_query(
+        &self,
+        pk: &str,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
             .query()
             .table_name(&self.config.table)
             .key_condition_expression("pk = :pk AND begins_with(sk, :log)")
             .expression_attribute_values(":pk", s(pk))
             .expression_attribute_values(":log", s("L#"))
+            .consistent_read(true)
+    }
+
+    /// The newest log entry, read strongly consistently.
+    async fn read_tail(&self, pk: &str) -> Result<ConversationState, StoreError> {
+        let output = self
+            .log_query(pk)
             .scan_index_forward(false)
             .limit(1)
-            .consistent_read(true)
             .send()
             .await
             .map_err(unavailable)?;
@@ -344,13 +352,7 @@ impl DynamoStore {
         let mut start: Option<Item> = None;
         loop {
             let output = self
-                .client
-                .query()
-                .table_name(&self.config.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :log)")
-                .expression_attribute_values(":pk", s(pk))
-                .expression_attribute_values(":log", s("L#"))
-                .consistent_read(true)
+                .log_query(pk)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
