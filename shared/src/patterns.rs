@@ -181,10 +181,17 @@ impl Catalog {
         })
     }
 
-    /// The catalog that ships with salesloop.
+    /// The catalog that ships with salesloop, compiled once per process and shared (the matcher
+    /// is reference-counted, so a copy is cheap).
     pub fn builtin() -> Catalog {
-        // The built-in catalog is checked by a unit test; failing here is a build defect.
-        Catalog::from_json(DEFAULT_CATALOG).unwrap_or_else(|e| panic!("built-in catalog: {e}"))
+        static BUILTIN: std::sync::OnceLock<Catalog> = std::sync::OnceLock::new();
+        BUILTIN
+            .get_or_init(|| {
+                // The built-in catalog is checked by a unit test; failing here is a build defect.
+                Catalog::from_json(DEFAULT_CATALOG)
+                    .unwrap_or_else(|e| panic!("built-in catalog: {e}"))
+            })
+            .clone()
     }
 
     pub fn pattern_names(&self) -> &[String] {
