@@ -39,6 +39,27 @@ fn get(env: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
     env(name).filter(|value| !value.is_empty())
 }
 
+/// A whole number from `name`, `default` when unset, refused outside `min..=max`.
+pub fn number(
+    env: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    match get(env, name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| {
+                ConfigError::new(name, format!("must be a whole number from {min} to {max}"))
+            }),
+    }
+}
+
 /// `SALESLOOP_LOCAL=1` turns on local-only conveniences; anything but `1`, `0` or unset is an
 /// error, so a typo cannot switch them on or off silently.
 pub fn local_mode(env: &impl Fn(&str) -> Option<String>) -> Result<bool, ConfigError> {

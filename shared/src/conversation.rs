@@ -77,6 +77,9 @@ pub struct Detection {
 pub struct StrategyChoice {
     pub name: String,
     pub probability: f64,
+    /// The decision context the strategy was chosen in (the posterior it was drawn from).
+    #[serde(default)]
+    pub context: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,7 +142,21 @@ pub struct StrategyUse {
     pub turn: u32,
     pub strategy: String,
     pub probability: f64,
+    /// The decision context; the feedback loop credits the outcome to (context, strategy).
+    #[serde(default)]
+    pub context: String,
     pub patterns: Vec<String>,
+}
+
+/// A client's label checked against what was detected at that turn: with the detection's
+/// confidence when the pattern was detected, `None` when it was not (a `correct` label on an
+/// undetected pattern is a miss, which is what recall counts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelledDetection {
+    pub turn: u32,
+    pub pattern: String,
+    pub correct: bool,
+    pub confidence: Option<f64>,
 }
 
 /// What the client says when it ends a conversation.
@@ -169,7 +186,8 @@ pub struct OutcomeRecord {
     pub patterns_seen: BTreeMap<String, u32>,
     pub strategies_used: Vec<StrategyUse>,
     pub experiments: BTreeMap<String, String>,
-    pub labels: Vec<DetectionLabel>,
+    /// The client's labels on turns of this conversation (labels for other turns are dropped).
+    pub labels: Vec<LabelledDetection>,
 }
 
 impl OutcomeRecord {
@@ -197,6 +215,7 @@ impl OutcomeRecord {
                 turn: exchange.turn,
                 strategy: exchange.draft.strategy.name.clone(),
                 probability: exchange.draft.strategy.probability,
+                context: exchange.draft.strategy.context.clone(),
                 patterns: names,
             });
         }
@@ -205,6 +224,25 @@ impl OutcomeRecord {
             .last()
             .map(|e| e.draft.experiments.clone())
             .unwrap_or_default();
+        let labels = request
+            .labels
+            .into_iter()
+            .filter_map(|label| {
+                let exchange = exchanges.iter().find(|e| e.turn == label.turn)?;
+                let confidence = exchange
+                    .draft
+                    .patterns
+                    .iter()
+                    .find(|d| d.pattern == label.pattern)
+                    .map(|d| d.confidence);
+                Some(LabelledDetection {
+                    turn: label.turn,
+                    pattern: label.pattern,
+                    correct: label.correct,
+                    confidence,
+                })
+            })
+            .collect();
         OutcomeRecord {
             conversation_id,
             at: request.at,
@@ -217,7 +255,7 @@ impl OutcomeRecord {
             patterns_seen,
             strategies_used,
             experiments,
-            labels: request.labels,
+            labels,
         }
     }
 

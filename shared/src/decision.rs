@@ -80,6 +80,11 @@ impl Playbook {
         Playbook::from_json(DEFAULT_PLAYBOOK).unwrap_or_else(|e| panic!("built-in playbook: {e}"))
     }
 
+    /// The strategies of a context, the preferred one first.
+    pub fn candidates(&self, context: &str) -> Option<&[String]> {
+        self.contexts.get(context).map(Vec::as_slice)
+    }
+
     pub fn contexts(&self) -> impl Iterator<Item = (&String, &Vec<String>)> {
         self.contexts.iter()
     }

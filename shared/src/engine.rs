@@ -117,6 +117,7 @@ impl Engine {
             strategy: StrategyChoice {
                 name: decision.strategy.clone(),
                 probability: decision.probability,
+                context: decision.context.clone(),
             },
             patterns,
             experiments: assignment.variants.clone(),

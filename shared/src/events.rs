@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conversation::{Exchange, Outcome, OutcomeRecord, Reply, StrategyChoice, StrategyUse};
 use crate::ids::{ConversationId, TenantId};
+use crate::learning::ExperimentResults;
 use crate::time::Millis;
 
 /// Bumped when an event's shape changes incompatibly.
@@ -19,7 +20,8 @@ pub struct Event {
     pub schema_version: u32,
     pub event_id: String,
     pub tenant: TenantId,
-    pub conversation_id: ConversationId,
+    /// The conversation the event is about; `null` for the results of a feedback run.
+    pub conversation_id: Option<ConversationId>,
     pub at: Millis,
     pub model_version: u64,
     #[serde(flatten)]
@@ -86,24 +88,34 @@ pub enum AbTestResults {
         outcome: Outcome,
     },
     Run {
-        experiment: String,
+        /// The model version the run published.
         run: u64,
-        variants: Vec<VariantResult>,
+        #[serde(flatten)]
+        results: ExperimentResults,
     },
 }
 
-/// One row of an experiment's results table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VariantResult {
-    pub variant: String,
-    pub conversations: u64,
-    pub wins: u64,
-    pub win_rate: f64,
-    pub win_rate_interval: (f64, f64),
-    pub lift: Option<f64>,
-    pub lift_interval: Option<(f64, f64)>,
-    pub probability_to_beat_control: Option<f64>,
-    pub srm_p_value: f64,
+impl Event {
+    /// The `ab_test_results` event of a feedback run for one experiment.
+    pub fn run_results(
+        tenant: &TenantId,
+        version: u64,
+        at: Millis,
+        results: &ExperimentResults,
+    ) -> Event {
+        Event {
+            schema_version: SCHEMA_VERSION,
+            event_id: format!("run/{version}/ab_test_results/{}", results.experiment),
+            tenant: tenant.clone(),
+            conversation_id: None,
+            at,
+            model_version: version,
+            body: EventBody::AbTestResults(AbTestResults::Run {
+                run: version,
+                results: results.clone(),
+            }),
+        }
+    }
 }
 
 impl Exchange {
@@ -114,7 +126,7 @@ impl Exchange {
             schema_version: SCHEMA_VERSION,
             event_id,
             tenant: tenant.clone(),
-            conversation_id: conversation_id.clone(),
+            conversation_id: Some(conversation_id.clone()),
             at: draft.at,
             model_version: draft.model_version,
             body,
@@ -155,7 +167,7 @@ impl OutcomeRecord {
             schema_version: SCHEMA_VERSION,
             event_id,
             tenant: tenant.clone(),
-            conversation_id: conversation_id.clone(),
+            conversation_id: Some(conversation_id.clone()),
             at: self.at,
             model_version: self.model_version,
             body,
@@ -208,6 +220,7 @@ mod tests {
             strategy: StrategyChoice {
                 name: "handle_price_objection".into(),
                 probability: 0.62,
+                context: "objection.price".into(),
             },
             patterns: patterns
                 .iter()

@@ -4,16 +4,19 @@
 pub mod config;
 pub mod conversation;
 pub mod decision;
+pub mod emf;
 pub mod engine;
 pub mod events;
 pub mod experiments;
 pub mod http;
 pub mod ids;
+pub mod learning;
 pub mod llm;
 pub mod model;
 pub mod model_cache;
 pub mod patterns;
 pub mod random;
+pub mod stats;
 pub mod store;
 pub mod time;
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::conversation::Cursor;
+use crate::learning::{LearningState, RunReport};
 use crate::time::Millis;
 
 /// A Beta posterior over a win probability.
@@ -46,4 +47,10 @@ pub struct ModelVersion {
     /// Outcomes learned from, over the whole history.
     pub outcomes_learned: u64,
     pub model: Model,
+    /// The running tallies the next run continues from.
+    #[serde(default)]
+    pub state: LearningState,
+    /// The metrics and A/B tables of the run that published this version.
+    #[serde(default)]
+    pub report: Option<RunReport>,
 }

@@ -26,6 +26,8 @@ fn priors() -> Arc<ModelVersion> {
         watermark: None,
         outcomes_learned: 0,
         model: Model::default(),
+        state: Default::default(),
+        report: None,
     })
 }
 

@@ -94,6 +94,11 @@ fn draft(message_id: &MessageId, text: &str, state: &ConversationState) -> Excha
             } else {
                 "ask_discovery_question".into()
             },
+            context: if price {
+                "objection.price".into()
+            } else {
+                "none".into()
+            },
             probability: 0.5,
         },
         patterns: if price {
@@ -143,6 +148,8 @@ fn model_version(version: u64) -> ModelVersion {
         watermark: None,
         outcomes_learned: version * 10,
         model: Model::default(),
+        state: Default::default(),
+        report: None,
     }
 }
 
@@ -366,6 +373,8 @@ async fn ending_twice_repeats_the_same_outcome_and_refuses_another<B: Backend>(b
     assert_eq!(first.record.strategies_used.len(), 2);
     assert_eq!(first.record.patterns_seen.get("objection.price"), Some(&1));
     assert_eq!(first.record.labels.len(), 1);
+    // Turn 1 detected the price objection: the label carries the detection's confidence.
+    assert!(first.record.labels[0].confidence.is_some());
 
     let again = store
         .end_conversation(&t, &c, end_request(Outcome::Won, 1_700_000_200_000))

@@ -30,6 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 strategy: StrategyChoice {
                     name: "ask_discovery_question".into(),
                     probability: 1.0,
+                    context: "none".into(),
                 },
                 patterns: Vec::new(),
                 experiments: Default::default(),

@@ -1,0 +1,90 @@
+//! CloudWatch Embedded Metric Format: one JSON log line that CloudWatch turns into metrics,
+//! with no API call and no extra latency. A line holds one set of dimensions; its metric values
+//! and properties sit at the top level beside the `_aws` directive.
+
+use serde_json::{Map, Value, json};
+
+use crate::time::Millis;
+
+pub const NAMESPACE: &str = "salesloop";
+
+/// One EMF document under construction.
+#[derive(Debug, Clone)]
+pub struct Emf {
+    dimensions: Vec<String>,
+    metrics: Vec<Value>,
+    fields: Map<String, Value>,
+    at: Millis,
+}
+
+impl Emf {
+    pub fn new(at: Millis) -> Emf {
+        Emf {
+            dimensions: Vec::new(),
+            metrics: Vec::new(),
+            fields: Map::new(),
+            at,
+        }
+    }
+
+    /// Adds a dimension (metrics are aggregated per distinct value).
+    pub fn dimension(mut self, name: &str, value: &str) -> Emf {
+        self.dimensions.push(name.to_owned());
+        self.fields.insert(name.to_owned(), json!(value));
+        self
+    }
+
+    /// Adds a metric; non-finite values are left out (CloudWatch refuses them).
+    pub fn metric(mut self, name: &str, unit: &str, value: f64) -> Emf {
+        if value.is_finite() {
+            self.metrics.push(json!({"Name": name, "Unit": unit}));
+            self.fields.insert(name.to_owned(), json!(value));
+        }
+        self
+    }
+
+    /// Adds a property: searchable in the log, not a metric.
+    pub fn property(mut self, name: &str, value: Value) -> Emf {
+        self.fields.insert(name.to_owned(), value);
+        self
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut document = self.fields.clone();
+        document.insert(
+            "_aws".to_owned(),
+            json!({
+                "Timestamp": self.at.0,
+                "CloudWatchMetrics": [{
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [self.dimensions],
+                    "Metrics": self.metrics,
+                }],
+            }),
+        );
+        Value::Object(document)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_names_each_metric_and_carries_its_value() {
+        let doc = Emf::new(Millis(1_700_000_000_000))
+            .dimension("Tenant", "acme")
+            .metric("EventTrackingRate", "None", 1.0)
+            .metric("Broken", "None", f64::NAN)
+            .property("version", json!(3))
+            .to_json();
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], NAMESPACE);
+        assert_eq!(directive["Dimensions"], json!([["Tenant"]]));
+        assert_eq!(directive["Metrics"].as_array().unwrap().len(), 1);
+        assert_eq!(doc["EventTrackingRate"], 1.0);
+        assert_eq!(doc["Tenant"], "acme");
+        assert!(doc.get("Broken").is_none());
+        assert_eq!(doc["_aws"]["Timestamp"], 1_700_000_000_000u64);
+    }
+}

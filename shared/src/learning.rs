@@ -1,0 +1,678 @@
+//! What a feedback run learns from a batch of outcomes, without I/O: the decision engine's
+//! posteriors, the pattern calibration, the running tallies behind the metrics and A/B tables,
+//! and the run's report.
+//!
+//! # Credit assignment
+//!
+//! A conversation's outcome is the only reward; it is credited to the decisions that could have
+//! gone otherwise. Each turn whose context offered more than one strategy is one such decision,
+//! and the `k` decisions of a conversation share one unit of credit: each adds `1/k` to the
+//! alpha (won) or beta (lost, no decision) of its (context, strategy) posterior, which starts
+//! from the playbook's prior. A long conversation thus weighs as much as a short one, and no
+//! turn is singled out without evidence that it mattered more.
+//!
+//! The logged probabilities are not weights in this update. Thompson sampling's posterior is a
+//! likelihood update, and the likelihood of an outcome does not depend on how the strategy was
+//! chosen as long as the choice depended only on data already seen (it did: the policy reads the
+//! published model and a seeded draw), so weighting by `1/p` would count exploratory turns
+//! several times over. The probabilities are used where they are needed: the run's off-policy
+//! estimate (`policy_value`) of what the newly published model's greedy choice would win,
+//! self-normalised inverse-propensity weighting over the batch's decisions, reported beside
+//! the logged policy's actual win rate and the effective sample size.
+//!
+//! # Calibration
+//!
+//! Clients may label detections when they end a conversation. Once a pattern has at least
+//! [`CALIBRATION_MIN_LABELS`] labelled detections, its confidence multiplier becomes the
+//! posterior mean precision, `(tp + 1) / (tp + fp + 2)`, divided by the mean uncalibrated
+//! confidence of those detections, bounded to [0.5, 1.25]: a pattern that is right less often
+//! than its confidence says is scaled down, and may fall below the threshold.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::conversation::{Cursor, OutcomeRecord};
+use crate::decision::Playbook;
+use crate::experiments::Experiments;
+use crate::model::{Beta, Model, ModelVersion};
+use crate::stats::{
+    Correlation, Proportion, chi_square_gof, lift, phi, probability_to_beat, wilson,
+};
+use crate::time::Millis;
+
+/// Labelled detections a pattern needs before its confidence is recalibrated.
+pub const CALIBRATION_MIN_LABELS: u64 = 30;
+/// Bounds of a calibration multiplier.
+pub const CALIBRATION_RANGE: (f64, f64) = (0.5, 1.25);
+/// Sample-ratio-mismatch p-values below this are flagged.
+pub const SRM_ALPHA: f64 = 0.001;
+/// Publish times kept for the update-frequency metric.
+const PUBLISHES_KEPT: usize = 64;
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Conversations and how many of them were won.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    pub conversations: u64,
+    pub wins: u64,
+}
+
+impl Tally {
+    fn add(&mut self, won: bool) {
+        self.conversations += 1;
+        self.wins += u64::from(won);
+    }
+}
+
+/// Labelled detections of one pattern.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LabelTally {
+    /// Detected and labelled correct.
+    pub true_positives: u64,
+    /// Detected and labelled wrong.
+    pub false_positives: u64,
+    /// Not detected, labelled as present.
+    pub misses: u64,
+    /// Sum of the uncalibrated confidences of the labelled detections.
+    pub raw_confidence_sum: f64,
+}
+
+impl LabelTally {
+    fn detected(&self) -> u64 {
+        self.true_positives + self.false_positives
+    }
+}
+
+/// Events a batch implies (one per exchange turn, per detection, per outcome and per experiment)
+/// against the events found stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventTally {
+    pub expected: u64,
+    pub recorded: u64,
+}
+
+/// The running tallies a model version carries so that each run reads only new outcomes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LearningState {
+    pub overall: Tally,
+    /// Conversations in which the pattern was detected.
+    pub by_pattern: BTreeMap<String, Tally>,
+    /// Conversations in which the strategy was used.
+    pub by_strategy: BTreeMap<String, Tally>,
+    /// Experiment to variant to its conversations.
+    pub experiments: BTreeMap<String, BTreeMap<String, Tally>>,
+    pub labels: BTreeMap<String, LabelTally>,
+    pub events: EventTally,
+    /// Publish times of the newest versions, oldest first.
+    pub publishes: Vec<Millis>,
+}
+
+/// A feedback run's metrics and A/B tables, stored with the version it published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub version: u64,
+    pub at: Millis,
+    /// Outcomes learned in this run.
+    pub outcomes: u64,
+    pub tracking: Tracking,
+    pub accuracy: Accuracy,
+    pub updates: UpdateFrequency,
+    pub correlation: Correlations,
+    pub policy_value: PolicyValue,
+    pub experiments: Vec<ExperimentResults>,
+}
+
+/// Event tracking rate: events found stored against events the outcomes imply.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Tracking {
+    pub run: Proportion,
+    pub all_time: Proportion,
+}
+
+/// Pattern detection accuracy on the detections clients labelled, all time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accuracy {
+    pub precision: Proportion,
+    pub recall: Proportion,
+    /// Labels received in this run.
+    pub labels_in_run: u64,
+    pub patterns: BTreeMap<String, PatternAccuracy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PatternAccuracy {
+    pub precision: Proportion,
+    pub recall: Proportion,
+    /// The confidence multiplier the published model uses (1 until enough labels).
+    pub calibration: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct UpdateFrequency {
+    /// Versions published in the 24 hours up to this run, this one included.
+    pub versions_last_24h: u64,
+    /// Mean time between the newest kept versions; `None` for the first.
+    pub mean_hours_between: Option<f64>,
+    pub outcomes_per_update: f64,
+}
+
+/// How winning correlates with a pattern being seen, or a strategy being used, in a
+/// conversation; all time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Correlations {
+    pub patterns: BTreeMap<String, OutcomeCorrelation>,
+    pub strategies: BTreeMap<String, OutcomeCorrelation>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeCorrelation {
+    pub win_rate_with: Proportion,
+    pub win_rate_without: Proportion,
+    /// `None` when phi is undefined (every conversation has it, or none won).
+    pub phi: Option<Correlation>,
+}
+
+/// The off-policy estimate of the new model's greedy policy on this run's decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PolicyValue {
+    /// Credit-weighted win rate of the decisions as they were made.
+    pub logged: Option<f64>,
+    /// Self-normalised inverse-propensity estimate for the new greedy policy.
+    pub greedy_estimate: Option<f64>,
+    /// Effective sample size of that estimate, `(Σw)² / Σw²`.
+    pub effective_sample_size: f64,
+    pub decisions: u64,
+}
+
+/// An experiment's results table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentResults {
+    pub experiment: String,
+    pub control: String,
+    pub srm: Option<SampleRatio>,
+    pub variants: Vec<VariantResult>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SampleRatio {
+    pub chi_square: f64,
+    pub p_value: f64,
+    /// `p_value < 0.001`: the split does not follow the weights; distrust the table.
+    pub mismatch: bool,
+}
+
+/// One row of an experiment's results table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariantResult {
+    pub variant: String,
+    /// Configured weight; 0 for a variant no longer configured.
+    pub weight: u32,
+    pub conversations: u64,
+    pub wins: u64,
+    pub win_rate: f64,
+    pub win_rate_interval: (f64, f64),
+    /// `p / p_control - 1`; `None` for control, or when an arm has no win.
+    pub lift: Option<f64>,
+    pub lift_interval: Option<(f64, f64)>,
+    pub probability_to_beat_control: Option<f64>,
+}
+
+/// Learns from a batch of outcomes on top of the previous model version.
+#[derive(Debug, Clone)]
+pub struct Learner<'a> {
+    playbook: &'a Playbook,
+    model: Model,
+    state: LearningState,
+    outcomes: u64,
+    watermark: Option<Cursor>,
+    run_events: EventTally,
+    run_labels: u64,
+    /// Credited decisions of the batch: (context, strategy, probability, credit, won).
+    decisions: Vec<(String, String, f64, f64, bool)>,
+}
+
+impl<'a> Learner<'a> {
+    pub fn new(playbook: &'a Playbook, previous: Option<&ModelVersion>) -> Learner<'a> {
+        Learner {
+            playbook,
+            model: previous.map(|v| v.model.clone()).unwrap_or_default(),
+            state: previous.map(|v| v.state.clone()).unwrap_or_default(),
+            outcomes: 0,
+            watermark: previous.and_then(|v| v.watermark.clone()),
+            run_events: EventTally::default(),
+            run_labels: 0,
+            decisions: Vec::new(),
+        }
+    }
+
+    /// Outcomes learned so far in this batch.
+    pub fn outcomes(&self) -> u64 {
+        self.outcomes
+    }
+
+    /// Learns from one outcome; outcomes must come in cursor order, each once.
+    pub fn learn(&mut self, outcome: &OutcomeRecord) {
+        let won = outcome.outcome.is_win();
+        self.outcomes += 1;
+        self.watermark = Some(outcome.cursor());
+
+        self.state.overall.add(won);
+        for pattern in outcome.patterns_seen.keys() {
+            self.state
+                .by_pattern
+                .entry(pattern.clone())
+                .or_default()
+                .add(won);
+        }
+        let mut strategies: Vec<&str> = outcome
+            .strategies_used
+            .iter()
+            .map(|u| u.strategy.as_str())
+            .collect();
+        strategies.sort_unstable();
+        strategies.dedup();
+        for strategy in strategies {
+            self.state
+                .by_strategy
+                .entry(strategy.to_owned())
+                .or_default()
+                .add(won);
+        }
+        for (experiment, variant) in &outcome.experiments {
+            self.state
+                .experiments
+                .entry(experiment.clone())
+                .or_default()
+                .entry(variant.clone())
+                .or_default()
+                .add(won);
+        }
+
+        self.count_events(outcome);
+        self.credit(outcome, won);
+        self.count_labels(outcome);
+    }
+
+    fn count_events(&mut self, outcome: &OutcomeRecord) {
+        // Turns are log positions 1..=turns; an exchange missing from the log is a lost
+        // message_exchange event (its detections are unknown, so they count as found).
+        let outcome_events = 1 + outcome.experiments.len() as u64;
+        let detections: u64 = outcome
+            .strategies_used
+            .iter()
+            .map(|u| u.patterns.len() as u64)
+            .sum();
+        let expected = u64::from(outcome.turns) + detections + outcome_events;
+        let recorded = outcome.strategies_used.len() as u64 + detections + outcome_events;
+        for tally in [&mut self.run_events, &mut self.state.events] {
+            tally.expected += expected;
+            tally.recorded += recorded.min(expected);
+        }
+    }
+
+    fn credit(&mut self, outcome: &OutcomeRecord, won: bool) {
+        let choices: Vec<(&str, &str, f64)> = outcome
+            .strategies_used
+            .iter()
+            .filter_map(|u| {
+                let context = if u.context.is_empty() {
+                    u.patterns
+                        .iter()
+                        .find(|p| self.playbook.candidates(p).is_some())
+                        .map_or("none", String::as_str)
+                } else {
+                    u.context.as_str()
+                };
+                let candidates = self.playbook.candidates(context)?;
+                (candidates.len() > 1 && candidates.contains(&u.strategy))
+                    .then_some((context, u.strategy.as_str(), u.probability))
+            })
+            .collect();
+        if choices.is_empty() {
+            return;
+        }
+        let credit = 1.0 / choices.len() as f64;
+        for (context, strategy, probability) in choices {
+            let prior = self.playbook.posterior(&self.model, context, strategy);
+            let posterior = self
+                .model
+                .posteriors
+                .entry(context.to_owned())
+                .or_default()
+                .entry(strategy.to_owned())
+                .or_insert(prior);
+            if won {
+                posterior.alpha += credit;
+            } else {
+                posterior.beta += credit;
+            }
+            self.decisions.push((
+                context.to_owned(),
+                strategy.to_owned(),
+                probability,
+                credit,
+                won,
+            ));
+        }
+    }
+
+    fn count_labels(&mut self, outcome: &OutcomeRecord) {
+        for label in &outcome.labels {
+            self.run_labels += 1;
+            let scale = self
+                .model
+                .calibration
+                .get(&label.pattern)
+                .copied()
+                .unwrap_or(1.0);
+            let tally = self.state.labels.entry(label.pattern.clone()).or_default();
+            match (label.confidence, label.correct) {
+                (Some(confidence), correct) => {
+                    if correct {
+                        tally.true_positives += 1;
+                    } else {
+                        tally.false_positives += 1;
+                    }
+                    tally.raw_confidence_sum += confidence / scale;
+                }
+                (None, true) => tally.misses += 1,
+                // Not detected and not there: nothing to count.
+                (None, false) => {}
+            }
+        }
+    }
+
+    fn recalibrate(&mut self) {
+        for (pattern, tally) in &self.state.labels {
+            let detected = tally.detected();
+            if detected < CALIBRATION_MIN_LABELS || tally.raw_confidence_sum <= 0.0 {
+                continue;
+            }
+            let precision = (tally.true_positives as f64 + 1.0) / (detected as f64 + 2.0);
+            let mean_confidence = tally.raw_confidence_sum / detected as f64;
+            let scale =
+                (precision / mean_confidence).clamp(CALIBRATION_RANGE.0, CALIBRATION_RANGE.1);
+            self.model
+                .calibration
+                .insert(pattern.clone(), (scale * 1000.0).round() / 1000.0);
+        }
+    }
+
+    /// The version that follows `previous`, with this batch learned, and its report.
+    pub fn finish(
+        mut self,
+        experiments: &Experiments,
+        previous: Option<&ModelVersion>,
+        now: Millis,
+    ) -> ModelVersion {
+        self.recalibrate();
+        let version = previous.map_or(1, |v| v.version + 1);
+        self.state.publishes.push(now);
+        if self.state.publishes.len() > PUBLISHES_KEPT {
+            let excess = self.state.publishes.len() - PUBLISHES_KEPT;
+            self.state.publishes.drain(..excess);
+        }
+        let outcomes_learned = previous.map_or(0, |v| v.outcomes_learned) + self.outcomes;
+        let report = RunReport {
+            version,
+            at: now,
+            outcomes: self.outcomes,
+            tracking: Tracking {
+                run: Proportion::new(self.run_events.recorded, self.run_events.expected),
+                all_time: Proportion::new(self.state.events.recorded, self.state.events.expected),
+            },
+            accuracy: accuracy(&self.state, &self.model, self.run_labels),
+            updates: update_frequency(&self.state.publishes, now, version, outcomes_learned),
+            correlation: correlations(&self.state),
+            policy_value: policy_value(self.playbook, &self.model, &self.decisions),
+            experiments: experiment_results(experiments, &self.state),
+        };
+        ModelVersion {
+            version,
+            published_at: now,
+            watermark: self.watermark,
+            outcomes_learned,
+            model: self.model,
+            state: self.state,
+            report: Some(report),
+        }
+    }
+}
+
+fn accuracy(state: &LearningState, model: &Model, labels_in_run: u64) -> Accuracy {
+    let mut total = LabelTally::default();
+    let mut patterns = BTreeMap::new();
+    for (pattern, tally) in &state.labels {
+        total.true_positives += tally.true_positives;
+        total.false_positives += tally.false_positives;
+        total.misses += tally.misses;
+        patterns.insert(
+            pattern.clone(),
+            PatternAccuracy {
+                precision: Proportion::new(tally.true_positives, tally.detected()),
+                recall: Proportion::new(tally.true_positives, tally.true_positives + tally.misses),
+                calibration: model.calibration.get(pattern).copied().unwrap_or(1.0),
+            },
+        );
+    }
+    Accuracy {
+        precision: Proportion::new(total.true_positives, total.detected()),
+        recall: Proportion::new(total.true_positives, total.true_positives + total.misses),
+        labels_in_run,
+        patterns,
+    }
+}
+
+fn update_frequency(
+    publishes: &[Millis],
+    now: Millis,
+    version: u64,
+    outcomes_learned: u64,
+) -> UpdateFrequency {
+    let day_ago = now.0.saturating_sub(DAY_MS);
+    let versions_last_24h = publishes.iter().filter(|t| t.0 >= day_ago).count() as u64;
+    let mean_hours_between = match (publishes.first(), publishes.last()) {
+        (Some(first), Some(last)) if publishes.len() > 1 => Some(
+            last.0.saturating_sub(first.0) as f64
+                / (publishes.len() - 1) as f64
+                / 3_600_000.0,
+        ),
+        _ => None,
+    };
+    UpdateFrequency {
+        versions_last_24h,
+        mean_hours_between,
+        outcomes_per_update: outcomes_learned as f64 / version.max(1) as f64,
+    }
+}
+
+fn correlation(feature: Tally, overall: Tally) -> OutcomeCorrelation {
+    let without = Tally {
+        conversations: overall.conversations.saturating_sub(feature.conversations),
+        wins: overall.wins.saturating_sub(feature.wins),
+    };
+    OutcomeCorrelation {
+        win_rate_with: Proportion::new(feature.wins, feature.conversations),
+        win_rate_without: Proportion::new(without.wins, without.conversations),
+        phi: phi(
+            feature.wins,
+            feature.conversations - feature.wins,
+            without.wins,
+            without.conversations - without.wins,
+        ),
+    }
+}
+
+fn correlations(state: &LearningState) -> Correlations {
+    let table = |tallies: &BTreeMap<String, Tally>| {
+        tallies
+            .iter()
+            .map(|(name, tally)| (name.clone(), correlation(*tally, state.overall)))
+            .collect()
+    };
+    Correlations {
+        patterns: table(&state.by_pattern),
+        strategies: table(&state.by_strategy),
+    }
+}
+
+fn policy_value(
+    playbook: &Playbook,
+    model: &Model,
+    decisions: &[(String, String, f64, f64, bool)],
+) -> PolicyValue {
+    let mut greedy: BTreeMap<&str, Option<String>> = BTreeMap::new();
+    let (mut logged_sum, mut logged_weight) = (0.0, 0.0);
+    let (mut ips_sum, mut ips_weight, mut ips_square) = (0.0, 0.0, 0.0);
+    for (context, strategy, probability, credit, won) in decisions {
+        let reward = if *won { 1.0 } else { 0.0 };
+        logged_sum += credit * reward;
+        logged_weight += credit;
+        let best = greedy.entry(context.as_str()).or_insert_with(|| {
+            playbook.candidates(context).and_then(|candidates| {
+                candidates
+                    .iter()
+                    .max_by(|a, b| {
+                        let (a, b) = (
+                            playbook.posterior(model, context, a).mean(),
+                            playbook.posterior(model, context, b).mean(),
+                        );
+                        a.total_cmp(&b)
+                    })
+                    .cloned()
+            })
+        });
+        if best.as_deref() == Some(strategy.as_str()) && *probability > 0.0 {
+            let w = credit / probability;
+            ips_sum += w * reward;
+            ips_weight += w;
+            ips_square += w * w;
+        }
+    }
+    PolicyValue {
+        logged: (logged_weight > 0.0).then(|| logged_sum / logged_weight),
+        greedy_estimate: (ips_weight > 0.0).then(|| ips_sum / ips_weight),
+        effective_sample_size: if ips_square > 0.0 {
+            ips_weight * ips_weight / ips_square
+        } else {
+            0.0
+        },
+        decisions: decisions.len() as u64,
+    }
+}
+
+/// The results table of every experiment: the configured ones, each with its configured
+/// variants first, then any variant or experiment seen in outcomes but no longer configured.
+pub fn experiment_results(
+    experiments: &Experiments,
+    state: &LearningState,
+) -> Vec<ExperimentResults> {
+    let empty = BTreeMap::new();
+    let mut results = Vec::new();
+    for experiment in &experiments.experiments {
+        let tallies = state.experiments.get(&experiment.name).unwrap_or(&empty);
+        let control = experiment
+            .control()
+            .map(|v| v.name.clone())
+            .unwrap_or_default();
+        let mut rows: Vec<(String, u32, Tally)> = experiment
+            .variants
+            .iter()
+            .map(|v| {
+                let tally = tallies.get(&v.name).copied().unwrap_or_default();
+                (v.name.clone(), v.weight, tally)
+            })
+            .collect();
+        for (name, tally) in tallies {
+            if !rows.iter().any(|(n, _, _)| n == name) {
+                rows.push((name.clone(), 0, *tally));
+            }
+        }
+        results.push(table(&experiment.name, &control, &rows));
+    }
+    for (name, tallies) in &state.experiments {
+        if experiments.get(name).is_none() {
+            let rows: Vec<(String, u32, Tally)> = tallies
+                .iter()
+                .map(|(variant, tally)| (variant.clone(), 0, *tally))
+                .collect();
+            let control = rows.first().map(|r| r.0.clone()).unwrap_or_default();
+            results.push(table(name, &control, &rows));
+        }
+    }
+    results
+}
+
+/// One experiment's table from its rows (variant, weight, tally). The sample-ratio check covers
+/// the variants with a configured weight.
+pub fn table(experiment: &str, control: &str, rows: &[(String, u32, Tally)]) -> ExperimentResults {
+    let configured: Vec<&(String, u32, Tally)> = rows.iter().filter(|r| r.1 > 0).collect();
+    let srm = chi_square_gof(
+        &configured
+            .iter()
+            .map(|r| r.2.conversations)
+            .collect::<Vec<_>>(),
+        &configured.iter().map(|r| f64::from(r.1)).collect::<Vec<_>>(),
+    )
+    .map(|(chi_square, p_value)| SampleRatio {
+        chi_square,
+        p_value,
+        mismatch: p_value < SRM_ALPHA,
+    });
+    let control_tally = rows
+        .iter()
+        .find(|r| r.0 == control)
+        .map(|r| r.2)
+        .unwrap_or_default();
+    let variants = rows
+        .iter()
+        .map(|(variant, weight, tally)| {
+            let is_control = variant == control;
+            let lifted = (!is_control)
+                .then(|| {
+                    lift(
+                        tally.wins,
+                        tally.conversations,
+                        control_tally.wins,
+                        control_tally.conversations,
+                    )
+                })
+                .flatten();
+            VariantResult {
+                variant: variant.clone(),
+                weight: *weight,
+                conversations: tally.conversations,
+                wins: tally.wins,
+                win_rate: Proportion::new(tally.wins, tally.conversations).rate,
+                win_rate_interval: wilson(tally.wins, tally.conversations),
+                lift: lifted.map(|l| l.value),
+                lift_interval: lifted.map(|l| l.interval),
+                probability_to_beat_control: (!is_control).then(|| {
+                    probability_to_beat(
+                        tally.wins,
+                        tally.conversations,
+                        control_tally.wins,
+                        control_tally.conversations,
+                    )
+                }),
+            }
+        })
+        .collect();
+    ExperimentResults {
+        experiment: experiment.to_owned(),
+        control: control.to_owned(),
+        srm,
+        variants,
+    }
+}
+
+/// The posterior mean of each strategy of a context in a model, for reports.
+pub fn posterior_means(playbook: &Playbook, model: &Model, context: &str) -> Vec<(String, Beta)> {
+    playbook
+        .candidates(context)
+        .unwrap_or_default()
+        .iter()
+        .map(|s| (s.clone(), playbook.posterior(model, context, s)))
+        .collect()
+}
