@@ -325,8 +325,11 @@ impl<'a> Learner<'a> {
                     u.context.as_str()
                 };
                 let candidates = self.playbook.candidates(context)?;
-                (candidates.len() > 1 && candidates.contains(&u.strategy))
-                    .then_some((context, u.strategy.as_str(), u.probability))
+                (candidates.len() > 1 && candidates.contains(&u.strategy)).then_some((
+                    context,
+                    u.strategy.as_str(),
+                    u.probability,
+                ))
             })
             .collect();
         if choices.is_empty() {
@@ -473,11 +476,9 @@ fn update_frequency(
     let day_ago = now.0.saturating_sub(DAY_MS);
     let versions_last_24h = publishes.iter().filter(|t| t.0 >= day_ago).count() as u64;
     let mean_hours_between = match (publishes.first(), publishes.last()) {
-        (Some(first), Some(last)) if publishes.len() > 1 => Some(
-            last.0.saturating_sub(first.0) as f64
-                / (publishes.len() - 1) as f64
-                / 3_600_000.0,
-        ),
+        (Some(first), Some(last)) if publishes.len() > 1 => {
+            Some(last.0.saturating_sub(first.0) as f64 / (publishes.len() - 1) as f64 / 3_600_000.0)
+        }
         _ => None,
     };
     UpdateFrequency {
@@ -613,7 +614,10 @@ pub fn table(experiment: &str, control: &str, rows: &[(String, u32, Tally)]) -> 
             .iter()
             .map(|r| r.2.conversations)
             .collect::<Vec<_>>(),
-        &configured.iter().map(|r| f64::from(r.1)).collect::<Vec<_>>(),
+        &configured
+            .iter()
+            .map(|r| f64::from(r.1))
+            .collect::<Vec<_>>(),
     )
     .map(|(chi_square, p_value)| SampleRatio {
         chi_square,

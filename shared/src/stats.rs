@@ -93,10 +93,7 @@ pub struct Estimate {
 
 /// `P(X_v > X_c)` for `X_v ~ Beta(1 + wins, 1 + trials - wins)` and the same for control.
 pub fn probability_to_beat(wins: u64, trials: u64, control_wins: u64, control_trials: u64) -> f64 {
-    let v = (
-        1.0 + wins as f64,
-        1.0 + trials.saturating_sub(wins) as f64,
-    );
+    let v = (1.0 + wins as f64, 1.0 + trials.saturating_sub(wins) as f64);
     let c = (
         1.0 + control_wins as f64,
         1.0 + control_trials.saturating_sub(control_wins) as f64,
@@ -119,7 +116,8 @@ fn beta_greater(b: (f64, f64), a: (f64, f64)) -> f64 {
     let mut total = 0.0;
     for i in 0..terms {
         let i = i as f64;
-        total += (ln_beta(a.0 + i, a.1 + b.1) - (b.1 + i).ln() - ln_beta(1.0 + i, b.1) - base).exp();
+        total +=
+            (ln_beta(a.0 + i, a.1 + b.1) - (b.1 + i).ln() - ln_beta(1.0 + i, b.1) - base).exp();
     }
     total
 }
@@ -263,7 +261,10 @@ mod tests {
     #[test]
     fn ln_gamma_matches_factorials() {
         for (n, factorial) in [(1u32, 1.0f64), (5, 24.0), (11, 3_628_800.0)] {
-            assert!((ln_gamma(f64::from(n)) - factorial.ln()).abs() < 1e-12, "{n}");
+            assert!(
+                (ln_gamma(f64::from(n)) - factorial.ln()).abs() < 1e-12,
+                "{n}"
+            );
         }
         assert!((ln_gamma(0.5) - std::f64::consts::PI.sqrt().ln()).abs() < 1e-12);
     }

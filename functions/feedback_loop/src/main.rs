@@ -1,20 +1,92 @@
-//! Lambda entry point. Configuration and the store are built once per process, before the
-//! first request. The request handling itself is issue 4's work: until then every request is
-//! answered with a JSON 501 that says so.
+//! Lambda entry point of feedback_loop, and its command line for people:
+//!
+//! ```text
+//! feedback_loop report [--tenant T] [--json]   current model, metrics and A/B tables
+//! feedback_loop run [--tenant T]               one feedback run now, on the configured store
+//! ```
+//!
+//! Both read the same configuration as the function (`TABLE_NAME` for DynamoDB, else the
+//! embedded store in `SALESLOOP_DATA_DIR`).
 
-use lambda_http::{Body, Error, Request, Response, run, service_fn};
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use salesloop::config::StoreChoice;
-use salesloop::http::ApiError;
+use salesloop::{AnyStore, Store, TenantId};
+use serde_json::Value;
+
+use feedback_loop::{App, Trigger, handle, parse_trigger, report, settings_from_env};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
-    let choice = StoreChoice::from_env(&|name| std::env::var(name).ok())?;
-    let _store = choice.open().await?;
-    run(service_fn(|_request: Request| async {
-        Ok::<Response<Body>, Error>(
-            ApiError::new(501, "not_implemented", "this function is not built yet").into_response(),
-        )
+    let env = |name: &str| std::env::var(name).ok();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.is_empty() {
+        return cli(&args).await;
+    }
+    lambda_runtime::tracing::init_default_subscriber();
+    let store = StoreChoice::from_env(&env)?.open().await?;
+    let app = App::new(store, settings_from_env(&env)?);
+    let app = &app;
+    run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let trigger = parse_trigger(&event.payload)?;
+        handle(app, trigger, &event.context.request_id)
+            .await
+            .map_err(Error::from)
     }))
     .await
 }
+
+async fn cli(args: &[String]) -> Result<(), Error> {
+    let env = |name: &str| std::env::var(name).ok();
+    let mut tenant = None;
+    let mut json = false;
+    let mut rest = args[1..].iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--tenant" => {
+                let raw = rest.next().ok_or("--tenant needs a value")?;
+                tenant = Some(TenantId::parse(raw)?);
+            }
+            "--json" => json = true,
+            other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
+        }
+    }
+    let store: AnyStore = StoreChoice::from_env(&env)?.open().await?;
+    let tenants = match tenant {
+        Some(t) => vec![t],
+        None => store.tenants().await?,
+    };
+    match args[0].as_str() {
+        "report" => {
+            if tenants.is_empty() {
+                println!("no tenant has ended a conversation yet");
+            }
+            for tenant in &tenants {
+                let current = store.current_model(tenant).await?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({
+                            "tenant": tenant,
+                            "model": current,
+                        }))?
+                    );
+                } else {
+                    println!("{}", report::render(tenant, current.as_ref()));
+                }
+            }
+        }
+        "run" => {
+            let app = App::new(store, settings_from_env(&env)?);
+            let holder = format!("cli-{}", std::process::id());
+            for tenant in tenants {
+                let summary = handle(&app, Trigger::Tenant(tenant), &holder).await?;
+                println!("{summary}");
+            }
+        }
+        _ => return Err(USAGE.into()),
+    }
+    Ok(())
+}
+
+const USAGE: &str =
+    "usage: feedback_loop report [--tenant T] [--json] | feedback_loop run [--tenant T]";

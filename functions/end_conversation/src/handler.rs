@@ -1,0 +1,230 @@
+//! `POST /conversations/{conversation_id}/end`: parse, end the conversation once with its
+//! outcome and A/B events in one write, answer, and on every `FEEDBACK_EVERY`-th ended
+//! conversation of the tenant ask for a feedback run.
+
+use std::collections::BTreeSet;
+
+use lambda_http::{Body, Request, Response};
+use salesloop::conversation::{DetectionLabel, MAX_TURNS};
+use salesloop::http::{Action, ApiError, TenantSource, json_body, json_response, route, tenant};
+use salesloop::model_cache::ModelCache;
+use salesloop::{ConversationId, EndRequest, Millis, Outcome, OutcomeRecord, Store, StoreError};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::trigger::Trigger;
+
+/// The longest `reason`, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+/// The most labels one end may carry.
+pub const MAX_LABELS: usize = 100;
+/// The largest deal value accepted.
+pub const MAX_VALUE: f64 = 1e12;
+
+/// What a process keeps between invocations.
+pub struct App<S> {
+    pub store: S,
+    pub models: ModelCache,
+    pub tenants: TenantSource,
+    /// Pattern names a label may name.
+    pub patterns: BTreeSet<String>,
+    /// Ended conversations between triggered feedback runs; 0 turns the trigger off.
+    pub feedback_every: u64,
+    pub trigger: Option<Trigger>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndBody {
+    outcome: String,
+    #[serde(default)]
+    value: Option<f64>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    labels: Vec<LabelBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabelBody {
+    turn: u32,
+    pattern: String,
+    correct: bool,
+}
+
+pub async fn handle<S: Store>(app: &App<S>, request: Request) -> Response<Body> {
+    match respond(app, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// The request, checked; `model_version` is filled in by the caller.
+fn parse(app: &App<impl Store>, body: EndBody) -> Result<EndRequest, ApiError> {
+    let outcome: Outcome =
+        body.outcome
+            .parse()
+            .map_err(|e: salesloop::conversation::OutcomeError| {
+                ApiError::bad_request("invalid_outcome", e.to_string())
+            })?;
+    if let Some(value) = body.value
+        && !(value.is_finite() && (0.0..=MAX_VALUE).contains(&value))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            format!("value must be a number from 0 to {MAX_VALUE:e}"),
+        ));
+    }
+    let reason = body
+        .reason
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty());
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_reason",
+            format!("reason may hold at most {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    if body.labels.len() > MAX_LABELS {
+        return Err(ApiError::bad_request(
+            "invalid_labels",
+            format!("at most {MAX_LABELS} labels"),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    let mut labels = Vec::with_capacity(body.labels.len());
+    for (i, label) in body.labels.into_iter().enumerate() {
+        if label.turn == 0 || label.turn > MAX_TURNS {
+            return Err(ApiError::bad_request(
+                "invalid_labels",
+                format!("labels[{i}].turn must be from 1 to {MAX_TURNS}"),
+            ));
+        }
+        if !app.patterns.contains(&label.pattern) {
+            return Err(ApiError::bad_request(
+                "invalid_labels",
+                format!("labels[{i}].pattern is not a known pattern"),
+            ));
+        }
+        if !seen.insert((label.turn, label.pattern.clone())) {
+            return Err(ApiError::bad_request(
+                "invalid_labels",
+                format!("labels[{i}] repeats a turn and pattern"),
+            ));
+        }
+        labels.push(DetectionLabel {
+            turn: label.turn,
+            pattern: label.pattern,
+            correct: label.correct,
+        });
+    }
+    Ok(EndRequest {
+        outcome,
+        value: body.value,
+        reason,
+        labels,
+        at: Millis::now(),
+        model_version: 0,
+    })
+}
+
+async fn respond<S: Store>(app: &App<S>, request: Request) -> Result<Response<Body>, ApiError> {
+    let (conversation, action) = route(&request)?;
+    if action != Action::End {
+        return Err(ApiError::new(404, "not_found", "no such route"));
+    }
+    let tenant = tenant(&request, &app.tenants)?;
+    let body: EndBody = json_body(&request)?;
+    let mut end = parse(app, body)?;
+    end.model_version = app.models.current(&app.store, &tenant).await.version;
+    let ended = app
+        .store
+        .end_conversation(&tenant, &conversation, end)
+        .await;
+    let ended = match ended {
+        Ok(ended) => ended,
+        Err(StoreError::NotFound) => {
+            return Err(ApiError::new(
+                404,
+                "conversation_not_found",
+                "no conversation with this id",
+            ));
+        }
+        Err(StoreError::OutcomeConflict(first)) => {
+            return Err(ApiError::new(
+                409,
+                "outcome_conflict",
+                format!(
+                    "the conversation already ended with outcome {}",
+                    first.outcome
+                ),
+            ));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "ending the conversation failed");
+            return Err(ApiError {
+                retry_after_secs: Some(1),
+                ..ApiError::new(503, "store_unavailable", "the store is unavailable; retry")
+            });
+        }
+    };
+    tracing::info!(
+        conversation = %conversation,
+        outcome = %ended.record.outcome,
+        first_time = ended.first_time,
+        "conversation ended"
+    );
+    if ended.first_time
+        && ended.crossed_multiple_of(app.feedback_every)
+        && let (Some(trigger), Some(count)) = (&app.trigger, ended.ended_count)
+    {
+        match trigger.fire(&tenant, count).await {
+            Ok(()) => tracing::info!(
+                ended_count = count,
+                function = trigger.function(),
+                "feedback run requested"
+            ),
+            Err(e) => {
+                tracing::warn!(ended_count = count, error = %e, "feedback trigger failed; the scheduled run will catch up")
+            }
+        }
+    }
+    Ok(json_response(200, &answer(&conversation, &ended.record)))
+}
+
+/// The answer, built from the stored record alone, so that a repeated end gets the same one.
+fn answer(conversation: &ConversationId, record: &OutcomeRecord) -> serde_json::Value {
+    json!({
+        "conversation_id": conversation,
+        "outcome": record.outcome,
+        "value": record.value,
+        "reason": record.reason,
+        "turns": record.turns,
+        "duration_ms": record.duration_ms,
+        "patterns_seen": record.patterns_seen,
+        "experiments": record.experiments,
+        "labels_recorded": record.labels.len(),
+        "ended_at": record.at.to_rfc3339(),
+    })
+}
+
+/// The pattern names of a catalog's JSON, without compiling its matcher.
+pub fn pattern_names(catalog_json: &str) -> Result<BTreeSet<String>, String> {
+    let value: serde_json::Value = serde_json::from_str(catalog_json).map_err(|e| e.to_string())?;
+    value
+        .get("patterns")
+        .and_then(|p| p.as_array())
+        .ok_or("the catalog has no patterns list")?
+        .iter()
+        .map(|p| {
+            p.get("name")
+                .and_then(|n| n.as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| "a pattern has no name".to_owned())
+        })
+        .collect()
+}

@@ -1,0 +1,111 @@
+//! The threshold trigger: an asynchronous invoke (`InvocationType: Event`) of the feedback
+//! function. Lambda queues the event and answers at once, so the caller waits only for the
+//! queueing; on failure the scheduled run catches up, so a failure is logged, never raised.
+//!
+//! Locally, `AWS_ENDPOINT_URL_LAMBDA` points the client at `cargo lambda watch`, whose invoke
+//! API runs the function synchronously; there the invoke is detached from the request instead
+//! (a local process is not frozen between requests, as a Lambda environment is).
+
+use std::time::Duration;
+
+use aws_sdk_lambda::Client;
+use aws_sdk_lambda::config::retry::RetryConfig;
+use aws_sdk_lambda::config::timeout::TimeoutConfig;
+use aws_sdk_lambda::config::{Credentials, Region};
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::InvocationType;
+use salesloop::TenantId;
+use serde_json::json;
+
+/// The longest the caller waits for the invoke to be queued, retries included.
+pub const INVOKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    client: Client,
+    function: String,
+    /// Fire and forget on a spawned task instead of awaiting the queueing (local runs).
+    detach: bool,
+}
+
+impl Trigger {
+    pub fn new(client: Client, function: impl Into<String>, detach: bool) -> Trigger {
+        Trigger {
+            client,
+            function: function.into(),
+            detach,
+        }
+    }
+
+    /// The client for AWS: region and credentials from the environment (the function's role).
+    pub async fn aws(function: impl Into<String>) -> Trigger {
+        let shared = aws_config::load_from_env().await;
+        let config = aws_sdk_lambda::config::Builder::from(&shared)
+            .timeout_config(timeouts())
+            .retry_config(RetryConfig::standard().with_max_attempts(2))
+            .build();
+        Trigger::new(Client::from_conf(config), function, false)
+    }
+
+    /// A client for a local invoke API (cargo lambda watch, or a test server), which checks
+    /// no signature: fixed region and placeholder credentials.
+    pub fn local(endpoint: &str, function: impl Into<String>, detach: bool) -> Trigger {
+        let config = aws_sdk_lambda::Config::builder()
+            .behavior_version_latest()
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(
+                "local",
+                "local",
+                None,
+                None,
+                "salesloop-local",
+            ))
+            .endpoint_url(endpoint)
+            .timeout_config(timeouts())
+            .retry_config(RetryConfig::standard().with_max_attempts(2))
+            .build();
+        Trigger::new(Client::from_conf(config), function, detach)
+    }
+
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+
+    /// Asks for a feedback run of `tenant`. Errors are returned for the caller to log.
+    pub async fn fire(&self, tenant: &TenantId, ended_count: u64) -> Result<(), String> {
+        let payload = json!({
+            "source": "salesloop.end_conversation",
+            "tenant": tenant,
+            "ended_count": ended_count,
+        });
+        let request = self
+            .client
+            .invoke()
+            .function_name(&self.function)
+            .invocation_type(InvocationType::Event)
+            .payload(Blob::new(payload.to_string()));
+        if self.detach {
+            let tenant = tenant.clone();
+            tokio::spawn(async move {
+                if let Err(e) = request.send().await {
+                    tracing::warn!(tenant = %tenant, error = %aws_sdk_lambda::error::DisplayErrorContext(&e), "feedback trigger failed");
+                }
+            });
+            return Ok(());
+        }
+        match tokio::time::timeout(INVOKE_TIMEOUT, request.send()).await {
+            Ok(Ok(output)) if (200..300).contains(&output.status_code()) => Ok(()),
+            Ok(Ok(output)) => Err(format!("invoke answered status {}", output.status_code())),
+            Ok(Err(e)) => Err(aws_sdk_lambda::error::DisplayErrorContext(&e).to_string()),
+            Err(_) => Err(format!("invoke not queued within {INVOKE_TIMEOUT:?}")),
+        }
+    }
+}
+
+fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_millis(500))
+        .operation_attempt_timeout(Duration::from_secs(1))
+        .operation_timeout(INVOKE_TIMEOUT)
+        .build()
+}

@@ -1,0 +1,174 @@
+//! feedback_loop as a library: the run (`run`), its outputs (`report`), and the Lambda event
+//! handling below, so that the workspace's tests drive them directly.
+
+pub mod report;
+pub mod run;
+
+use std::ops::ControlFlow;
+
+use salesloop::config::{ConfigError, number};
+use salesloop::decision::Playbook;
+use salesloop::experiments::Experiments;
+use salesloop::{Millis, Store, TenantId};
+use serde_json::{Value, json};
+
+use run::{Feedback, Settings, TenantRun};
+
+/// What a process keeps between invocations.
+pub struct App<S> {
+    pub store: S,
+    pub playbook: Playbook,
+    pub experiments: Experiments,
+    pub settings: Settings,
+}
+
+impl<S: Store> App<S> {
+    pub fn new(store: S, settings: Settings) -> App<S> {
+        App {
+            store,
+            playbook: Playbook::builtin(),
+            experiments: Experiments::builtin(),
+            settings,
+        }
+    }
+
+    pub fn feedback(&self) -> Feedback<'_, S> {
+        Feedback {
+            store: &self.store,
+            playbook: &self.playbook,
+            experiments: &self.experiments,
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+/// Run settings from the environment: `FEEDBACK_SETTLE_SECONDS` (default 30) and
+/// `FEEDBACK_BATCH_SIZE` (outcomes per model version, default 10,000).
+pub fn settings_from_env(env: &impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+    let defaults = Settings::default();
+    Ok(Settings {
+        settle_ms: number(
+            env,
+            "FEEDBACK_SETTLE_SECONDS",
+            defaults.settle_ms / 1000,
+            0,
+            3_600,
+        )? * 1000,
+        batch_size: number(
+            env,
+            "FEEDBACK_BATCH_SIZE",
+            defaults.batch_size as u64,
+            1,
+            1_000_000,
+        )? as usize,
+        ..defaults
+    })
+}
+
+/// What started a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// The EventBridge schedule: every tenant with outcomes.
+    Schedule,
+    /// end_conversation's threshold trigger: one tenant.
+    Tenant(TenantId),
+}
+
+/// The payload end_conversation sends when a tenant's ended count reaches a multiple of
+/// `FEEDBACK_EVERY`.
+pub fn trigger_payload(tenant: &TenantId, ended_count: u64) -> Value {
+    json!({"source": "salesloop.end_conversation", "tenant": tenant, "ended_count": ended_count})
+}
+
+/// Recognises the scheduled event (`source` `aws.events`, `detail-type` `Scheduled Event`) and
+/// the threshold trigger; anything else is refused, so it lands in the failure queue.
+pub fn parse_trigger(event: &Value) -> Result<Trigger, String> {
+    match event.get("source").and_then(Value::as_str) {
+        Some("aws.events")
+            if event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") =>
+        {
+            Ok(Trigger::Schedule)
+        }
+        Some("salesloop.end_conversation") => {
+            let raw = event
+                .get("tenant")
+                .and_then(Value::as_str)
+                .ok_or("the trigger names no tenant")?;
+            TenantId::parse(raw)
+                .map(Trigger::Tenant)
+                .map_err(|e| format!("the trigger's tenant is invalid: {e}"))
+        }
+        _ => Err(
+            "unrecognised event: expected an EventBridge scheduled event or salesloop's trigger"
+                .into(),
+        ),
+    }
+}
+
+/// Runs the loop for the trigger's tenants. EMF metrics and the run's `ab_test_results` events
+/// go to stdout (the function's log). A tenant whose run fails does not stop the others; the
+/// invocation then fails so that Lambda retries it, which is safe: finished tenants have
+/// nothing new.
+pub async fn handle<S: Store>(
+    app: &App<S>,
+    trigger: Trigger,
+    holder: &str,
+) -> Result<Value, String> {
+    let tenants = match trigger {
+        Trigger::Tenant(tenant) => vec![tenant],
+        Trigger::Schedule => app
+            .store
+            .tenants()
+            .await
+            .map_err(|e| format!("listing tenants failed: {e}"))?,
+    };
+    let feedback = app.feedback();
+    let mut results = Vec::with_capacity(tenants.len());
+    let mut failures = Vec::new();
+    for tenant in &tenants {
+        let span = tracing::info_span!("feedback_run", tenant = %tenant);
+        let _enter = span.enter();
+        let outcome = feedback
+            .run_tenant(tenant, holder, &Millis::now, &mut |_| {
+                ControlFlow::Continue(())
+            })
+            .await;
+        match outcome {
+            Ok(run) => {
+                for version in run.published() {
+                    for document in report::emf_documents(tenant, version) {
+                        println!("{document}");
+                    }
+                    for event in report::run_events(tenant, version) {
+                        println!("{}", serde_json::to_string(&event).unwrap_or_default());
+                    }
+                }
+                tracing::info!(
+                    result = run.label(),
+                    versions = run.published().len(),
+                    "feedback run"
+                );
+                results.push(summary(tenant, &run));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "feedback run failed");
+                failures.push(format!("{tenant}: {e}"));
+            }
+        }
+    }
+    if failures.is_empty() {
+        Ok(json!({"tenants": results}))
+    } else {
+        Err(format!("feedback run failed for {}", failures.join("; ")))
+    }
+}
+
+fn summary(tenant: &TenantId, run: &TenantRun) -> Value {
+    let published = run.published();
+    json!({
+        "tenant": tenant,
+        "result": run.label(),
+        "versions": published.iter().map(|v| v.version).collect::<Vec<_>>(),
+        "outcomes": published.iter().filter_map(|v| v.report.as_ref()).map(|r| r.outcomes).sum::<u64>(),
+    })
+}

@@ -1,0 +1,236 @@
+//! One tenant's feedback run: take the lease, read the outcomes after the watermark in pages,
+//! learn them in batches, publish one model version per batch by compare-and-set, release.
+//!
+//! Nothing is written before the publish, and the version carries the watermark, so publishing
+//! the model and advancing the watermark are one conditional write. A run that dies before it
+//! publishes leaves no trace (its lease expires and the next run redoes the batch); two runs that
+//! both read the same outcomes (the lease expired under a slow one) cannot both publish, because
+//! only one version can follow the current one. Each outcome is learned once per version chain.
+
+use std::ops::ControlFlow;
+
+use salesloop::decision::Playbook;
+use salesloop::experiments::Experiments;
+use salesloop::learning::Learner;
+use salesloop::{Millis, ModelVersion, Store, StoreError, TenantId};
+
+/// The lease every run of a tenant competes for.
+pub const LEASE: &str = "feedback";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Outcomes learned into one model version.
+    pub batch_size: usize,
+    /// Outcomes read per store query.
+    pub page_size: usize,
+    /// How long a run holds the lease without renewing it (renewed after each batch).
+    pub lease_ttl_ms: u64,
+    /// Outcomes younger than this are left for the next run: an outcome stamped before this
+    /// run's read but written after it (a slow or retried write) would otherwise fall behind
+    /// the watermark and never be learned.
+    pub settle_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            batch_size: 10_000,
+            page_size: 500,
+            lease_ttl_ms: 15 * 60 * 1000,
+            settle_ms: 30_000,
+        }
+    }
+}
+
+/// Where a run is, reported to the step hook before it goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Leased,
+    /// A batch has been read and learned, nothing written yet.
+    Read {
+        outcomes: u64,
+    },
+    /// The version is built and about to be published.
+    Publishing {
+        version: u64,
+    },
+    Published {
+        version: u64,
+    },
+}
+
+/// How a tenant's run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TenantRun {
+    /// Another run holds the lease: this one did nothing.
+    Busy,
+    /// No outcome after the watermark (older than the settle time).
+    NothingNew { version: Option<u64> },
+    /// Published these versions, oldest first.
+    Published(Vec<ModelVersion>),
+    /// Another run published the version this one built (its lease had expired): this run's
+    /// batch is discarded; the versions it published before are kept.
+    Superseded {
+        published: Vec<ModelVersion>,
+        expected: u64,
+    },
+    /// The step hook stopped the run (a simulated crash): nothing released.
+    Interrupted(Step),
+}
+
+impl TenantRun {
+    pub fn label(&self) -> &'static str {
+        match self {
+            TenantRun::Busy => "busy",
+            TenantRun::NothingNew { .. } => "nothing_new",
+            TenantRun::Published(_) => "published",
+            TenantRun::Superseded { .. } => "superseded",
+            TenantRun::Interrupted(_) => "interrupted",
+        }
+    }
+
+    pub fn published(&self) -> &[ModelVersion] {
+        match self {
+            TenantRun::Published(versions) => versions,
+            TenantRun::Superseded { published, .. } => published,
+            _ => &[],
+        }
+    }
+}
+
+/// What a run learns with.
+pub struct Feedback<'a, S> {
+    pub store: &'a S,
+    pub playbook: &'a Playbook,
+    pub experiments: &'a Experiments,
+    pub settings: Settings,
+}
+
+impl<S: Store> Feedback<'_, S> {
+    /// Runs the feedback loop for one tenant. `holder` names this run in the lease; `clock`
+    /// gives the time; `hook` sees each step and may stop the run there, as a crash would.
+    pub async fn run_tenant(
+        &self,
+        tenant: &TenantId,
+        holder: &str,
+        clock: &(dyn Fn() -> Millis + Sync),
+        hook: &mut (dyn FnMut(Step) -> ControlFlow<()> + Send),
+    ) -> Result<TenantRun, StoreError> {
+        let ttl = self.settings.lease_ttl_ms;
+        let Some(lease) = self
+            .store
+            .acquire_lease(tenant, LEASE, holder, clock(), ttl)
+            .await?
+        else {
+            return Ok(TenantRun::Busy);
+        };
+        if hook(Step::Leased).is_break() {
+            return Ok(TenantRun::Interrupted(Step::Leased));
+        }
+        let outcome = self.batches(tenant, holder, clock, hook).await;
+        if matches!(outcome, Ok(TenantRun::Interrupted(_))) {
+            return outcome;
+        }
+        // Release even after an error: the next run need not wait for the lease to expire.
+        let released = self.store.release_lease(&lease).await;
+        let outcome = outcome?;
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "releasing the feedback lease failed; it will expire");
+        }
+        Ok(outcome)
+    }
+
+    async fn batches(
+        &self,
+        tenant: &TenantId,
+        holder: &str,
+        clock: &(dyn Fn() -> Millis + Sync),
+        hook: &mut (dyn FnMut(Step) -> ControlFlow<()> + Send),
+    ) -> Result<TenantRun, StoreError> {
+        let mut previous = self.store.current_model(tenant).await?;
+        let mut published = Vec::new();
+        loop {
+            let settled = Millis(clock().0.saturating_sub(self.settings.settle_ms));
+            let (learner, full) = self.read_batch(tenant, previous.as_ref(), settled).await?;
+            let outcomes = learner.outcomes();
+            if hook(Step::Read { outcomes }).is_break() {
+                return Ok(TenantRun::Interrupted(Step::Read { outcomes }));
+            }
+            if outcomes == 0 {
+                break;
+            }
+            let next = learner.finish(self.experiments, previous.as_ref(), clock());
+            let version = next.version;
+            if hook(Step::Publishing { version }).is_break() {
+                return Ok(TenantRun::Interrupted(Step::Publishing { version }));
+            }
+            match self.store.publish_model(tenant, &next).await {
+                Ok(()) => {}
+                Err(StoreError::VersionConflict { expected }) => {
+                    return Ok(TenantRun::Superseded {
+                        published,
+                        expected,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+            if hook(Step::Published { version }).is_break() {
+                return Ok(TenantRun::Interrupted(Step::Published { version }));
+            }
+            published.push(next.clone());
+            previous = Some(next);
+            if !full {
+                break;
+            }
+            // More to do: renew the lease before the next batch, or stop if it was lost.
+            let renewed = self
+                .store
+                .acquire_lease(tenant, LEASE, holder, clock(), self.settings.lease_ttl_ms)
+                .await?;
+            if renewed.is_none() {
+                break;
+            }
+        }
+        Ok(if published.is_empty() {
+            TenantRun::NothingNew {
+                version: previous.map(|v| v.version),
+            }
+        } else {
+            TenantRun::Published(published)
+        })
+    }
+
+    /// Learns up to one batch of settled outcomes after the watermark; true when the batch is
+    /// full (more may follow).
+    async fn read_batch<'p>(
+        &'p self,
+        tenant: &TenantId,
+        previous: Option<&ModelVersion>,
+        settled: Millis,
+    ) -> Result<(Learner<'p>, bool), StoreError> {
+        let mut learner = Learner::new(self.playbook, previous);
+        let mut cursor = previous.and_then(|v| v.watermark.clone());
+        let batch = self.settings.batch_size.max(1) as u64;
+        loop {
+            let limit = (batch - learner.outcomes()).min(self.settings.page_size.max(1) as u64);
+            let page = self
+                .store
+                .outcomes_since(tenant, cursor.as_ref(), limit as usize)
+                .await?;
+            let fetched = page.len() as u64;
+            for outcome in &page {
+                if outcome.at > settled {
+                    return Ok((learner, false));
+                }
+                learner.learn(outcome);
+            }
+            if learner.outcomes() >= batch {
+                return Ok((learner, true));
+            }
+            if fetched < limit {
+                return Ok((learner, false));
+            }
+            cursor = page.last().map(|o| o.cursor());
+        }
+    }
+}
