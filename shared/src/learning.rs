@@ -652,14 +652,17 @@ pub fn table(experiment: &str, control: &str, rows: &[(String, u32, Tally)]) -> 
                 win_rate_interval: wilson(tally.wins, tally.conversations),
                 lift: lifted.map(|l| l.value),
                 lift_interval: lifted.map(|l| l.interval),
-                probability_to_beat_control: (!is_control).then(|| {
-                    probability_to_beat(
-                        tally.wins,
-                        tally.conversations,
-                        control_tally.wins,
-                        control_tally.conversations,
-                    )
-                }),
+                probability_to_beat_control: (!is_control
+                    && tally.conversations > 0
+                    && control_tally.conversations > 0)
+                    .then(|| {
+                        probability_to_beat(
+                            tally.wins,
+                            tally.conversations,
+                            control_tally.wins,
+                            control_tally.conversations,
+                        )
+                    }),
             }
         })
         .collect();

@@ -77,7 +77,7 @@ fn message(raw: &str) -> MessageId {
 
 /// A draft as process_message would build it; the text names the message so tests can check
 /// which draft was stored.
-fn draft(message_id: &MessageId, text: &str, state: &ConversationState) -> ExchangeDraft {
+pub fn draft(message_id: &MessageId, text: &str, state: &ConversationState) -> ExchangeDraft {
     let price = text.contains("expensive");
     ExchangeDraft {
         message_id: message_id.clone(),
@@ -117,7 +117,7 @@ fn draft(message_id: &MessageId, text: &str, state: &ConversationState) -> Excha
     }
 }
 
-fn end_request(outcome: Outcome, at: u64) -> EndRequest {
+pub fn end_request(outcome: Outcome, at: u64) -> EndRequest {
     EndRequest {
         outcome,
         value: Some(100.0),
@@ -128,7 +128,7 @@ fn end_request(outcome: Outcome, at: u64) -> EndRequest {
     }
 }
 
-async fn send<S: Store>(
+pub async fn send<S: Store>(
     store: &S,
     tenant: &TenantId,
     conversation: &ConversationId,

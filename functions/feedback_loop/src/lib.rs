@@ -105,14 +105,16 @@ pub fn parse_trigger(event: &Value) -> Result<Trigger, String> {
     }
 }
 
-/// Runs the loop for the trigger's tenants. EMF metrics and the run's `ab_test_results` events
-/// go to stdout (the function's log). A tenant whose run fails does not stop the others; the
+/// Runs the loop for the trigger's tenants. Each published version's EMF metrics and
+/// `ab_test_results` events are passed to `emit` as JSON lines (the function prints them to
+/// its log, where CloudWatch reads the metrics). A tenant whose run fails does not stop the others; the
 /// invocation then fails so that Lambda retries it, which is safe: finished tenants have
 /// nothing new.
 pub async fn handle<S: Store>(
     app: &App<S>,
     trigger: Trigger,
     holder: &str,
+    emit: &(dyn Fn(String) + Sync),
 ) -> Result<Value, String> {
     let tenants = match trigger {
         Trigger::Tenant(tenant) => vec![tenant],
@@ -137,10 +139,10 @@ pub async fn handle<S: Store>(
             Ok(run) => {
                 for version in run.published() {
                     for document in report::emf_documents(tenant, version) {
-                        println!("{document}");
+                        emit(document.to_string());
                     }
                     for event in report::run_events(tenant, version) {
-                        println!("{}", serde_json::to_string(&event).unwrap_or_default());
+                        emit(serde_json::to_string(&event).unwrap_or_default());
                     }
                 }
                 tracing::info!(

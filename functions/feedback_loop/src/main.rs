@@ -28,9 +28,11 @@ async fn main() -> Result<(), Error> {
     let app = &app;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
         let trigger = parse_trigger(&event.payload)?;
-        handle(app, trigger, &event.context.request_id)
-            .await
-            .map_err(Error::from)
+        handle(app, trigger, &event.context.request_id, &|line| {
+            println!("{line}")
+        })
+        .await
+        .map_err(Error::from)
     }))
     .await
 }
@@ -79,7 +81,7 @@ async fn cli(args: &[String]) -> Result<(), Error> {
             let app = App::new(store, settings_from_env(&env)?);
             let holder = format!("cli-{}", std::process::id());
             for tenant in tenants {
-                let summary = handle(&app, Trigger::Tenant(tenant), &holder).await?;
+                let summary = handle(&app, Trigger::Tenant(tenant), &holder, &|_| {}).await?;
                 println!("{summary}");
             }
         }

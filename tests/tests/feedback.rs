@@ -1,0 +1,1000 @@
+//! end_conversation's handler and trigger, and feedback_loop's runs: learning, batching, the
+//! lease and the compare-and-set publish, against the embedded store and DynamoDB Local.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::Duration;
+
+use end_conversation::handler::{App as EndApp, handle as end_handle, pattern_names};
+use end_conversation::trigger::Trigger as Invoker;
+use feedback_loop::run::{Settings, Step, TenantRun};
+use feedback_loop::{
+    App as FeedbackApp, Trigger, handle as feedback_handle, parse_trigger, trigger_payload,
+};
+use lambda_http::{Body, Response};
+use libtest_mimic::{Arguments, Trial};
+use process_message::handler::{App as MessageApp, handle as message_handle};
+use salesloop::engine::{Engine, UserMessage};
+use salesloop::http::TenantSource;
+use salesloop::model_cache::ModelCache;
+use salesloop::patterns::DEFAULT_CATALOG;
+use salesloop::random::Rng;
+use salesloop::{
+    ConversationId, ConversationState, EmbeddedStore, Millis, ModelVersion, Outcome, Store,
+    TenantId,
+};
+use salesloop_tests::contract::{end_request, send};
+use salesloop_tests::dynamo_local::DynamoLocal;
+use salesloop_tests::events::{Flavor, request};
+use serde_json::{Value, json};
+use tokio::runtime::Runtime;
+
+fn tenant(raw: &str) -> TenantId {
+    TenantId::parse(raw).unwrap()
+}
+
+fn conversation(raw: &str) -> ConversationId {
+    ConversationId::parse(raw).unwrap()
+}
+
+fn parts(response: Response<Body>) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = match response.body() {
+        Body::Text(text) => serde_json::from_str(text).unwrap(),
+        Body::Binary(bytes) => serde_json::from_slice(bytes).unwrap(),
+        _ => Value::Null,
+    };
+    (status, body)
+}
+
+/// The two API functions over one store (two handles to it).
+struct Api<S> {
+    messages: MessageApp<S>,
+    ends: EndApp<S>,
+}
+
+fn apis<S: Store>(
+    make: impl Fn() -> S,
+    engine: Engine,
+    every: u64,
+    trigger: Option<Invoker>,
+) -> Api<S> {
+    let tenants = TenantSource {
+        claim: "tenant_id".into(),
+        local: false,
+    };
+    Api {
+        messages: MessageApp {
+            store: make(),
+            engine,
+            // Read the newest model on every request, so each feedback run takes effect at once.
+            models: ModelCache::new(Duration::ZERO),
+            tenants: tenants.clone(),
+            llm: None,
+        },
+        ends: EndApp {
+            store: make(),
+            models: ModelCache::new(Duration::ZERO),
+            tenants,
+            patterns: pattern_names(DEFAULT_CATALOG).unwrap(),
+            feedback_every: every,
+            trigger,
+        },
+    }
+}
+
+impl<S: Store> Api<S> {
+    async fn say(&self, tenant: &str, conversation: &str, message_id: &str, text: &str) -> Value {
+        let body = json!({"message_id": message_id, "text": text}).to_string();
+        let path = format!("/conversations/{conversation}/messages");
+        let (status, answer) = parts(
+            message_handle(
+                &self.messages,
+                request(Flavor::HttpApi, "POST", &path, &body, Some(tenant), &[]),
+            )
+            .await,
+        );
+        assert_eq!(status, 200, "{answer}");
+        answer
+    }
+
+    async fn end(&self, tenant: Option<&str>, conversation: &str, body: &str) -> (u16, Value) {
+        let path = format!("/conversations/{conversation}/end");
+        parts(
+            end_handle(
+                &self.ends,
+                request(Flavor::HttpApi, "POST", &path, body, tenant, &[]),
+            )
+            .await,
+        )
+    }
+}
+
+fn embedded_maker() -> (impl Fn() -> EmbeddedStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    (move || EmbeddedStore::open_dir(&path).unwrap(), dir)
+}
+
+// ---------------------------------------------------------------------------------------------
+// end_conversation
+
+async fn ending_records_the_outcome_once_and_a_repeat_gets_the_same_answer<S: Store>(
+    make: impl Fn() -> S,
+) {
+    let api = apis(make, Engine::builtin(), 100, None);
+    api.say(
+        "acme",
+        "c-1",
+        "m-1",
+        "Honestly this looks too expensive for us.",
+    )
+    .await;
+    api.say("acme", "c-1", "m-2", "What integrations do you support?")
+        .await;
+    let body = json!({
+        "outcome": "won", "value": 1200.0, "reason": "  signed after the demo ",
+        "labels": [
+            {"turn": 1, "pattern": "objection.price", "correct": true},
+            {"turn": 2, "pattern": "objection.timing", "correct": true},
+            {"turn": 9, "pattern": "pain_point", "correct": false}
+        ]
+    })
+    .to_string();
+    let (status, first) = api.end(Some("acme"), "c-1", &body).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["conversation_id"], "c-1");
+    assert_eq!(first["outcome"], "won");
+    assert_eq!(first["value"], 1200.0);
+    assert_eq!(first["reason"], "signed after the demo");
+    assert_eq!(first["turns"], 2);
+    assert_eq!(first["patterns_seen"]["objection.price"], 1);
+    assert_eq!(first["experiments"].as_object().unwrap().len(), 3);
+    // The label on turn 9 names a turn the conversation does not have.
+    assert_eq!(first["labels_recorded"], 2);
+
+    let (status, again) = api.end(Some("acme"), "c-1", &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(again, first, "a repeated end answers exactly as the first");
+    let (status, conflict) = api.end(Some("acme"), "c-1", r#"{"outcome": "lost"}"#).await;
+    assert_eq!(status, 409);
+    assert_eq!(conflict["error"]["code"], "outcome_conflict");
+
+    let acme = tenant("acme");
+    let outcomes = api
+        .ends
+        .store
+        .outcomes_since(&acme, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 1, "recorded once");
+    let record = &outcomes[0];
+    assert_eq!(api.ends.store.ended_count(&acme).await.unwrap(), 1);
+    let labels: Vec<_> = record
+        .labels
+        .iter()
+        .map(|l| (l.turn, l.pattern.as_str(), l.confidence.is_some()))
+        .collect();
+    assert_eq!(
+        labels,
+        [(1, "objection.price", true), (2, "objection.timing", false)]
+    );
+    assert!(record.strategies_used.iter().all(|u| !u.context.is_empty()));
+    let events = record.events(&acme);
+    let types: Vec<_> = events.iter().map(|e| e.body.type_name()).collect();
+    assert_eq!(
+        types,
+        [
+            "conversation_outcome",
+            "ab_test_results",
+            "ab_test_results",
+            "ab_test_results"
+        ]
+    );
+    // A message to the ended conversation is refused.
+    let body = json!({"message_id": "m-3", "text": "one more thing"}).to_string();
+    let (status, refused) = parts(
+        message_handle(
+            &api.messages,
+            request(
+                Flavor::HttpApi,
+                "POST",
+                "/conversations/c-1/messages",
+                &body,
+                Some("acme"),
+                &[],
+            ),
+        )
+        .await,
+    );
+    assert_eq!(status, 409);
+    assert_eq!(refused["error"]["code"], "conversation_ended");
+}
+
+async fn bad_ends_get_a_json_4xx_and_change_nothing<S: Store>(make: impl Fn() -> S) {
+    let api = apis(make, Engine::builtin(), 100, None);
+    api.say("acme", "c-2", "m-1", "Too expensive.").await;
+    let long_reason = "r".repeat(501);
+    let many_labels: Vec<Value> = (1..=101)
+        .map(|turn| json!({"turn": turn, "pattern": "objection.price", "correct": true}))
+        .collect();
+    let cases: Vec<(String, u16, &str)> = vec![
+        ("".into(), 400, "invalid_json"),
+        ("{".into(), 400, "invalid_json"),
+        ("{}".into(), 400, "invalid_field"),
+        (r#"{"outcome": "maybe"}"#.into(), 400, "invalid_outcome"),
+        (r#"{"outcome": "WON"}"#.into(), 400, "invalid_outcome"),
+        (r#"{"outcome": 1}"#.into(), 400, "invalid_field"),
+        (r#"{"outcome": "won", "value": -1}"#.into(), 400, "invalid_value"),
+        (r#"{"outcome": "won", "value": 1e13}"#.into(), 400, "invalid_value"),
+        (r#"{"outcome": "won", "value": 1e999}"#.into(), 400, "invalid_json"),
+        (r#"{"outcome": "won", "value": "1200"}"#.into(), 400, "invalid_field"),
+        (json!({"outcome": "won", "reason": long_reason}).to_string(), 400, "invalid_reason"),
+        (json!({"outcome": "won", "labels": many_labels}).to_string(), 400, "invalid_labels"),
+        (r#"{"outcome": "won", "labels": [{"turn": 0, "pattern": "objection.price", "correct": true}]}"#.into(), 400, "invalid_labels"),
+        (r#"{"outcome": "won", "labels": [{"turn": 1, "pattern": "objection.vibes", "correct": true}]}"#.into(), 400, "invalid_labels"),
+        (r#"{"outcome": "won", "labels": [{"turn": 1, "pattern": "objection.price", "correct": true}, {"turn": 1, "pattern": "objection.price", "correct": false}]}"#.into(), 400, "invalid_labels"),
+        (r#"{"outcome": "won", "labels": [{"turn": 1, "pattern": "objection.price"}]}"#.into(), 400, "invalid_field"),
+        (r#"{"outcome": "won", "tenant": "victim"}"#.into(), 400, "invalid_field"),
+        (format!(r#"{{"outcome": "won", "reason": "{}"}}"#, "x".repeat(17_000)), 413, "body_too_large"),
+    ];
+    for (body, status, code) in &cases {
+        let (got, answer) = api.end(Some("acme"), "c-2", body).await;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (*status, Some(*code)),
+            "{body:.80}"
+        );
+    }
+    let (status, answer) = api
+        .end(Some("acme"), "c-404", r#"{"outcome": "won"}"#)
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (404, Some("conversation_not_found"))
+    );
+    // Another tenant cannot end acme's conversation: to it, the conversation does not exist.
+    let (status, _) = api
+        .end(Some("globex"), "c-2", r#"{"outcome": "lost"}"#)
+        .await;
+    assert_eq!(status, 404);
+    let (status, answer) = api.end(None, "c-2", r#"{"outcome": "lost"}"#).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+    let wrong_method = request(
+        Flavor::HttpApi,
+        "GET",
+        "/conversations/c-2/end",
+        "",
+        Some("acme"),
+        &[],
+    );
+    assert_eq!(parts(end_handle(&api.ends, wrong_method).await).0, 405);
+    let wrong_route = request(
+        Flavor::HttpApi,
+        "POST",
+        "/conversations/c-2/messages",
+        "{}",
+        Some("acme"),
+        &[],
+    );
+    assert_eq!(parts(end_handle(&api.ends, wrong_route).await).0, 404);
+
+    let acme = tenant("acme");
+    assert!(matches!(
+        api.ends
+            .store
+            .conversation(&acme, &conversation("c-2"))
+            .await
+            .unwrap(),
+        ConversationState::Open { turns: 1, .. }
+    ));
+    assert_eq!(api.ends.store.ended_count(&acme).await.unwrap(), 0);
+    assert_eq!(
+        api.ends.store.ended_count(&tenant("globex")).await.unwrap(),
+        0
+    );
+    let (status, _) = api
+        .end(Some("acme"), "c-2", r#"{"outcome": "no_decision"}"#)
+        .await;
+    assert_eq!(
+        status, 200,
+        "after all the refusals, a good end still works"
+    );
+}
+
+/// One request the invoke server saw: request line, headers (lower-case names), JSON body.
+type Invoked = (String, BTreeMap<String, String>, Value);
+
+/// A stand-in for Lambda's invoke API that records each request and answers 202, as Lambda
+/// does for `InvocationType: Event`.
+struct InvokeServer {
+    port: u16,
+    requests: Arc<Mutex<Vec<Invoked>>>,
+}
+
+impl InvokeServer {
+    fn start() -> InvokeServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Read the head, then as many body bytes as content-length says.
+                let (head, body) = loop {
+                    let n = stream.read(&mut buf).unwrap_or(0);
+                    if n == 0 {
+                        break (String::new(), Vec::new());
+                    }
+                    raw.extend_from_slice(&buf[..n]);
+                    if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&raw[..end]).to_string();
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        let mut body = raw[end + 4..].to_vec();
+                        while body.len() < length {
+                            let n = stream.read(&mut buf).unwrap_or(0);
+                            if n == 0 {
+                                break;
+                            }
+                            body.extend_from_slice(&buf[..n]);
+                        }
+                        break (head, body);
+                    }
+                };
+                let mut lines = head.lines();
+                let path = lines.next().unwrap_or_default().to_owned();
+                let headers = lines
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                    .collect();
+                let payload = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                seen.lock().unwrap().push((path, headers, payload));
+                let _ = stream.write_all(
+                    b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nx-amzn-requestid: test\r\n\r\n",
+                );
+            }
+        });
+        InvokeServer { port, requests }
+    }
+}
+
+async fn every_nth_end_asks_for_one_feedback_run_and_a_failing_trigger_changes_nothing() {
+    let server = InvokeServer::start();
+    let invoker = Invoker::local(
+        &format!("http://127.0.0.1:{}", server.port),
+        "feedback_loop",
+        false,
+    );
+    let (make, _dir) = embedded_maker();
+    let api = apis(make, Engine::builtin(), 3, Some(invoker));
+    for i in 1..=7 {
+        let c = format!("c-{i}");
+        api.say("acme", &c, "m-1", "Let's do it.").await;
+        assert_eq!(
+            api.end(Some("acme"), &c, r#"{"outcome": "won"}"#).await.0,
+            200
+        );
+    }
+    // A repeated end of the third conversation is not a new end: no new trigger.
+    assert_eq!(
+        api.end(Some("acme"), "c-3", r#"{"outcome": "won"}"#)
+            .await
+            .0,
+        200
+    );
+    let requests = server.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    for ((line, headers, payload), count) in requests.iter().zip([3, 6]) {
+        assert!(
+            line.starts_with("POST /2015-03-31/functions/feedback_loop/invocations"),
+            "{line}"
+        );
+        assert_eq!(
+            headers.get("x-amz-invocation-type").map(String::as_str),
+            Some("Event")
+        );
+        assert_eq!(payload, &trigger_payload(&tenant("acme"), count));
+        assert_eq!(parse_trigger(payload), Ok(Trigger::Tenant(tenant("acme"))));
+    }
+
+    // The invoke API is down: ends still succeed, and are recorded.
+    let dead = Invoker::local("http://127.0.0.1:9", "feedback_loop", false);
+    let (make, _dir) = embedded_maker();
+    let down = apis(make, Engine::builtin(), 1, Some(dead));
+    down.say("acme", "c-1", "m-1", "Let's do it.").await;
+    let (status, answer) = down.end(Some("acme"), "c-1", r#"{"outcome": "won"}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        down.ends.store.ended_count(&tenant("acme")).await.unwrap(),
+        1
+    );
+}
+
+async fn the_feedback_function_accepts_the_schedule_and_the_trigger_only() {
+    let fixture = salesloop_tests::workspace_root()
+        .join("tests/fixtures/aws-events/example-eventbridge-schedule.json");
+    let scheduled: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    assert_eq!(parse_trigger(&scheduled), Ok(Trigger::Schedule));
+    assert_eq!(
+        parse_trigger(&trigger_payload(&tenant("acme"), 100)),
+        Ok(Trigger::Tenant(tenant("acme")))
+    );
+    for bad in [
+        json!({}),
+        json!({"source": "aws.events", "detail-type": "EC2 Instance State-change Notification"}),
+        json!({"source": "salesloop.end_conversation"}),
+        json!({"source": "salesloop.end_conversation", "tenant": "../etc"}),
+    ] {
+        assert!(parse_trigger(&bad).is_err(), "{bad}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Learning
+
+/// Conversations where, after a price objection, `social_proof` truly wins 60% of the time
+/// and every other strategy 30%. Some conversations have a second turn (a product question,
+/// whose strategies never include social_proof), so credit is split between two decisions.
+async fn the_engine_learns_which_strategy_wins_after_a_price_objection() {
+    const BEST: &str = "social_proof";
+    let (make, _dir) = embedded_maker();
+    let api = apis(&make, Engine::builtin(), 0, None);
+    let feedback_app = FeedbackApp::new(
+        make(),
+        Settings {
+            settle_ms: 0,
+            ..Settings::default()
+        },
+    );
+    let feedback = feedback_app.feedback();
+    let t = tenant("learner");
+    let mut rng = Rng::seeded(7);
+    let mut chose_best_early = 0;
+    for round in 0..20 {
+        for i in 0..50 {
+            let c = format!("r{round}-c{i}");
+            let answer = api
+                .say(
+                    "learner",
+                    &c,
+                    "m-1",
+                    "Honestly this looks too expensive for us.",
+                )
+                .await;
+            assert_eq!(answer["patterns"][0]["name"], "objection.price", "{answer}");
+            let strategy = answer["strategy"]["name"].as_str().unwrap().to_owned();
+            if round == 0 && strategy == BEST {
+                chose_best_early += 1;
+            }
+            if rng.uniform() < 0.5 {
+                let second = api
+                    .say("learner", &c, "m-2", "What integrations do you support?")
+                    .await;
+                assert_ne!(second["strategy"]["name"], BEST);
+            }
+            let p = if strategy == BEST { 0.6 } else { 0.3 };
+            let outcome = if rng.uniform() < p { "won" } else { "lost" };
+            let (status, _) = api
+                .end(
+                    Some("learner"),
+                    &c,
+                    &json!({"outcome": outcome}).to_string(),
+                )
+                .await;
+            assert_eq!(status, 200);
+        }
+        let run = feedback
+            .run_tenant(&t, "test", &Millis::now, &mut |_| ControlFlow::Continue(()))
+            .await
+            .unwrap();
+        assert_eq!(run.published().len(), 1, "round {round}: {}", run.label());
+    }
+
+    let model = api.ends.store.current_model(&t).await.unwrap().unwrap();
+    assert_eq!(model.version, 20);
+    assert_eq!(model.outcomes_learned, 1000);
+    let engine = &api.messages.engine;
+    let mut best = 0;
+    for i in 0..1000 {
+        let c = conversation(&format!("fresh-{i}"));
+        let m = salesloop::MessageId::parse("m-1").unwrap();
+        let message = UserMessage {
+            tenant: &t,
+            conversation: &c,
+            message_id: &m,
+            text: "Honestly this looks too expensive for us.",
+            at: Millis::now(),
+        };
+        let assignment = engine.assign(&t, &c);
+        let (draft, _) = engine.plan(
+            &message,
+            &ConversationState::New,
+            model.version,
+            &model.model,
+            &assignment,
+        );
+        best += usize::from(draft.strategy.name == BEST);
+    }
+    println!(
+        "    learning: social_proof chosen in {chose_best_early}/50 decisions before learning, {best}/1000 after 20 runs"
+    );
+    assert!(
+        best >= 800,
+        "the better strategy was chosen {best} times in 1000"
+    );
+
+    let report = model.report.as_ref().unwrap();
+    let correlation = |name: &str| report.correlation.strategies[name];
+    let winner = correlation(BEST);
+    let loser = correlation("handle_price_objection");
+    println!(
+        "    correlation with winning: social_proof phi {:+.3} {:?} (n {}), handle_price_objection phi {:+.3}",
+        winner.phi.unwrap().phi,
+        winner.phi.unwrap().interval,
+        winner.phi.unwrap().n,
+        loser.phi.unwrap().phi
+    );
+    assert!(winner.phi.unwrap().interval.unwrap().0 > 0.0, "{winner:?}");
+    assert!(
+        winner.win_rate_with.rate > 0.5 && winner.win_rate_without.rate < 0.4,
+        "{winner:?}"
+    );
+    assert!(loser.phi.unwrap().phi < 0.0, "{loser:?}");
+    assert_eq!(report.tracking.all_time.rate, 1.0);
+    assert_eq!(winner.phi.unwrap().n, 1000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs against the store
+
+/// An instant in the past (so outcomes stamped with it are settled), later than every one
+/// handed out before, as the clock of a real end would be.
+fn past_instant() -> u64 {
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    NEXT.get_or_init(|| AtomicU64::new(Millis::now().0 - 3_600_000))
+        .fetch_add(1, Ordering::Relaxed)
+}
+
+/// Ends `n` one-turn conversations of `tenant`, alternating won and lost.
+async fn seed<S: Store>(store: &S, tenant: &TenantId, prefix: &str, n: usize) {
+    let mut pending = Vec::new();
+    for i in 0..n {
+        pending.push(async move {
+            let c = conversation(&format!("{prefix}-{i:04}"));
+            send(store, tenant, &c, "m-1", "too expensive")
+                .await
+                .unwrap();
+            let outcome = if i % 2 == 0 {
+                Outcome::Won
+            } else {
+                Outcome::Lost
+            };
+            store
+                .end_conversation(tenant, &c, end_request(outcome, past_instant()))
+                .await
+                .unwrap();
+        });
+        if pending.len() == 16 {
+            futures_join(std::mem::take(&mut pending)).await;
+        }
+    }
+    futures_join(pending).await;
+}
+
+async fn futures_join<F: std::future::Future<Output = ()>>(futures: Vec<F>) {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    for f in set {
+        f.await;
+    }
+}
+
+fn settled() -> Settings {
+    Settings {
+        settle_ms: 0,
+        ..Settings::default()
+    }
+}
+
+fn continue_all(_: Step) -> ControlFlow<()> {
+    ControlFlow::Continue(())
+}
+
+async fn history<S: Store>(store: &S, tenant: &TenantId) -> Vec<ModelVersion> {
+    let mut versions = store.model_history(tenant, 100).await.unwrap();
+    versions.reverse();
+    versions
+}
+
+async fn batches_publish_one_version_each_and_a_rerun_finds_nothing<S: Store>(
+    make: impl Fn() -> S,
+) {
+    let t = tenant("acme");
+    let store = make();
+    seed(&store, &t, "c", 120).await;
+    let app = FeedbackApp::new(
+        make(),
+        Settings {
+            batch_size: 50,
+            ..settled()
+        },
+    );
+    let feedback = app.feedback();
+    let run = feedback
+        .run_tenant(&t, "a", &Millis::now, &mut continue_all)
+        .await
+        .unwrap();
+    let sizes: Vec<u64> = run
+        .published()
+        .iter()
+        .map(|v| v.report.as_ref().unwrap().outcomes)
+        .collect();
+    assert_eq!(sizes, [50, 50, 20]);
+    let versions = history(&app.store, &t).await;
+    assert_eq!(
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(versions[2].outcomes_learned, 120);
+    assert_eq!(versions[2].state.overall.conversations, 120);
+    assert_eq!(versions[2].state.overall.wins, 60);
+    let again = feedback
+        .run_tenant(&t, "b", &Millis::now, &mut continue_all)
+        .await
+        .unwrap();
+    assert_eq!(again, TenantRun::NothingNew { version: Some(3) });
+    seed(&app.store, &t, "d", 7).await;
+    let more = feedback
+        .run_tenant(&t, "c", &Millis::now, &mut continue_all)
+        .await
+        .unwrap();
+    assert_eq!(more.published().len(), 1);
+    assert_eq!(more.published()[0].outcomes_learned, 127);
+    // The settle window leaves fresh outcomes for the next run.
+    let waiting = FeedbackApp::new(make(), Settings::default());
+    seed(&app.store, &t, "e", 1).await;
+    let young = conversation("e-young");
+    send(&app.store, &t, &young, "m-1", "hi").await.unwrap();
+    app.store
+        .end_conversation(&t, &young, end_request(Outcome::Won, Millis::now().0))
+        .await
+        .unwrap();
+    let run = waiting
+        .feedback()
+        .run_tenant(&t, "d", &Millis::now, &mut continue_all)
+        .await
+        .unwrap();
+    assert_eq!(
+        run.published()[0].report.as_ref().unwrap().outcomes,
+        1,
+        "only the settled one"
+    );
+}
+
+async fn two_runs_started_together_publish_once_and_count_each_outcome_once<S: Store>(
+    make: impl Fn() -> S,
+) {
+    let t = tenant("acme");
+    let seeder = make();
+    seed(&seeder, &t, "c", 60).await;
+    let (one, two) = (
+        FeedbackApp::new(make(), settled()),
+        FeedbackApp::new(make(), settled()),
+    );
+    let (a, b) = (one.feedback(), two.feedback());
+    let (mut hook_a, mut hook_b) = (continue_all, continue_all);
+    let (ra, rb) = tokio::join!(
+        a.run_tenant(&t, "run-a", &Millis::now, &mut hook_a),
+        b.run_tenant(&t, "run-b", &Millis::now, &mut hook_b),
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    let labels = [ra.label(), rb.label()];
+    assert!(
+        labels.contains(&"published")
+            && (labels.contains(&"busy") || labels.contains(&"nothing_new")),
+        "{labels:?}"
+    );
+    let versions = history(&seeder, &t).await;
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0].outcomes_learned, 60);
+    assert_eq!(versions[0].state.overall.conversations, 60);
+}
+
+/// Run A reads a batch, then stalls past its lease; run B takes the expired lease, reads the
+/// same outcomes and publishes. When A wakes, its publish is refused: nothing counted twice.
+fn a_stalled_run_whose_lease_expired_cannot_publish_the_same_batch<S: Store + Clone + 'static>(
+    store: S,
+    runtime: &Runtime,
+) {
+    let t = tenant("acme");
+    runtime.block_on(seed(&store, &t, "c", 30));
+    let settings = Settings {
+        lease_ttl_ms: 300,
+        ..settled()
+    };
+    let (read_tx, read_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let a_store = store.clone();
+    let a_settings = settings.clone();
+    let a_tenant = t.clone();
+    let stalled = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let app = FeedbackApp::new(a_store, a_settings);
+        runtime.block_on(app.feedback().run_tenant(
+            &a_tenant,
+            "run-a",
+            &Millis::now,
+            &mut move |step| {
+                if let Step::Read { outcomes } = step {
+                    read_tx.send(outcomes).unwrap();
+                    go_rx.recv().unwrap();
+                }
+                ControlFlow::Continue(())
+            },
+        ))
+    });
+    assert_eq!(read_rx.recv().unwrap(), 30);
+    std::thread::sleep(Duration::from_millis(400));
+    let app = FeedbackApp::new(store.clone(), settings);
+    let b = runtime
+        .block_on(
+            app.feedback()
+                .run_tenant(&t, "run-b", &Millis::now, &mut continue_all),
+        )
+        .unwrap();
+    assert_eq!(b.published().len(), 1);
+    go_tx.send(()).unwrap();
+    let a = stalled.join().unwrap().unwrap();
+    assert!(
+        matches!(a, TenantRun::Superseded { expected: 1, .. }),
+        "{a:?}"
+    );
+    let versions = runtime.block_on(history(&store, &t));
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0].outcomes_learned, 30);
+}
+
+/// A run killed at each step (the hook stops it where a crash would, leaving its lease held)
+/// is finished by the next run once the lease expires, and no outcome is counted twice.
+async fn a_run_killed_at_any_step_is_finished_by_the_next<S: Store>(make: impl Fn() -> S) {
+    let store = make();
+    let mut now = Millis::now().0;
+    let ttl = 60_000;
+    let settings = Settings {
+        lease_ttl_ms: ttl,
+        batch_size: 20,
+        ..settled()
+    };
+    let app = FeedbackApp::new(make(), settings);
+    let feedback = app.feedback();
+    let mut total = 0;
+    for (round, kill_at) in ["leased", "read", "publishing", "published"]
+        .into_iter()
+        .enumerate()
+    {
+        let t = tenant("acme");
+        seed(&store, &t, &format!("r{round}"), 30).await;
+        total += 30;
+        let clock_now = now;
+        let clock = move || Millis(clock_now);
+        let killed = feedback
+            .run_tenant(&t, &format!("doomed-{round}"), &clock, &mut |step| {
+                let name = match step {
+                    Step::Leased => "leased",
+                    Step::Read { .. } => "read",
+                    Step::Publishing { .. } => "publishing",
+                    Step::Published { .. } => "published",
+                };
+                if name == kill_at {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .await
+            .unwrap();
+        assert!(matches!(killed, TenantRun::Interrupted(_)), "{killed:?}");
+        // The dead run still holds the lease: a run now is turned away.
+        let busy = feedback
+            .run_tenant(&t, "eager", &clock, &mut continue_all)
+            .await
+            .unwrap();
+        assert_eq!(busy, TenantRun::Busy, "killed at {kill_at}");
+        // Once it expires, the next run finishes the work.
+        now += ttl + 1;
+        let later = now;
+        let rescue = feedback
+            .run_tenant(
+                &t,
+                &format!("rescue-{round}"),
+                &move || Millis(later),
+                &mut continue_all,
+            )
+            .await
+            .unwrap();
+        let current = store.current_model(&t).await.unwrap().unwrap();
+        assert_eq!(
+            current.outcomes_learned, total,
+            "killed at {kill_at}: {rescue:?}"
+        );
+        assert_eq!(current.state.overall.conversations, total);
+        now += 1;
+    }
+}
+
+async fn the_schedule_runs_every_tenant_and_keeps_their_learning_apart<S: Store>(
+    make: impl Fn() -> S,
+) {
+    let store = make();
+    seed(&store, &tenant("acme"), "a", 12).await;
+    seed(&store, &tenant("globex"), "g", 5).await;
+    let app = FeedbackApp::new(make(), settled());
+    let lines = Mutex::new(Vec::new());
+    let summary = feedback_handle(&app, Trigger::Schedule, "scheduled", &|line| {
+        lines.lock().unwrap().push(line)
+    })
+    .await
+    .unwrap();
+    // Per tenant and version: one EMF document of run metrics (correlation documents need a
+    // defined phi, which one-strategy data lacks), then one ab_test_results event per experiment.
+    let lines: Vec<Value> = lines
+        .into_inner()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let emf: Vec<&Value> = lines.iter().filter(|l| l.get("_aws").is_some()).collect();
+    assert_eq!(emf.len(), 2);
+    assert_eq!(emf[0]["EventTrackingRate"], 1.0);
+    assert_eq!(emf[0]["OutcomesLearned"], 12.0);
+    let events: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["type"] == "ab_test_results")
+        .collect();
+    assert_eq!(events.len(), 6);
+    assert_eq!(events[0]["event_id"], "run/1/ab_test_results/reply_tone");
+    assert_eq!(events[0]["data"]["variants"][1]["conversations"], 12);
+    let results: BTreeMap<String, u64> = summary["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["tenant"].as_str().unwrap().to_owned(),
+                r["outcomes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        BTreeMap::from([("acme".into(), 12), ("globex".into(), 5)])
+    );
+    let acme = store.current_model(&tenant("acme")).await.unwrap().unwrap();
+    let globex = store
+        .current_model(&tenant("globex"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((acme.outcomes_learned, globex.outcomes_learned), (12, 5));
+    // A triggered run of one tenant touches no other.
+    seed(&store, &tenant("globex"), "g2", 3).await;
+    feedback_handle(&app, Trigger::Tenant(tenant("acme")), "trigger", &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .current_model(&tenant("globex"))
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        1
+    );
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let (server, runtime) = salesloop_tests::server_and_runtime();
+    let mut trials = Vec::new();
+    macro_rules! both {
+        ($name:literal, $case:ident) => {{
+            let rt = runtime.clone();
+            trials.push(Trial::test(concat!("embedded::", $name), move || {
+                let (make, _dir) = embedded_maker();
+                rt.block_on($case(make));
+                Ok(())
+            }));
+            let rt = runtime.clone();
+            let server: Arc<DynamoLocal> = server.clone();
+            trials.push(Trial::test(concat!("dynamodb::", $name), move || {
+                rt.block_on(async {
+                    let store = server.fresh_store().await;
+                    $case(move || store.clone()).await
+                });
+                Ok(())
+            }));
+        }};
+    }
+    both!(
+        "ending_records_the_outcome_once_and_a_repeat_gets_the_same_answer",
+        ending_records_the_outcome_once_and_a_repeat_gets_the_same_answer
+    );
+    both!(
+        "bad_ends_get_a_json_4xx_and_change_nothing",
+        bad_ends_get_a_json_4xx_and_change_nothing
+    );
+    both!(
+        "two_runs_started_together_publish_once_and_count_each_outcome_once",
+        two_runs_started_together_publish_once_and_count_each_outcome_once
+    );
+    both!(
+        "a_run_killed_at_any_step_is_finished_by_the_next",
+        a_run_killed_at_any_step_is_finished_by_the_next
+    );
+    both!(
+        "batches_publish_one_version_each_and_a_rerun_finds_nothing",
+        batches_publish_one_version_each_and_a_rerun_finds_nothing
+    );
+    both!(
+        "the_schedule_runs_every_tenant_and_keeps_their_learning_apart",
+        the_schedule_runs_every_tenant_and_keeps_their_learning_apart
+    );
+    {
+        let rt = runtime.clone();
+        let server = server.clone();
+        trials.push(Trial::test(
+            "dynamodb::a_stalled_run_whose_lease_expired_cannot_publish_the_same_batch",
+            move || {
+                let store = rt.block_on(server.fresh_store());
+                a_stalled_run_whose_lease_expired_cannot_publish_the_same_batch(store, &rt);
+                Ok(())
+            },
+        ));
+        let rt = runtime.clone();
+        trials.push(Trial::test("embedded::every_nth_end_asks_for_one_feedback_run_and_a_failing_trigger_changes_nothing", move || {
+            rt.block_on(every_nth_end_asks_for_one_feedback_run_and_a_failing_trigger_changes_nothing());
+            Ok(())
+        }));
+        trials.push(Trial::test(
+            "the_feedback_function_accepts_the_schedule_and_the_trigger_only",
+            || {
+                tokio::runtime::Runtime::new()
+                    .unwrap()
+                    .block_on(the_feedback_function_accepts_the_schedule_and_the_trigger_only());
+                Ok(())
+            },
+        ));
+        let rt = runtime.clone();
+        trials.push(Trial::test(
+            "embedded::the_engine_learns_which_strategy_wins_after_a_price_objection",
+            move || {
+                rt.block_on(the_engine_learns_which_strategy_wins_after_a_price_objection());
+                Ok(())
+            },
+        ));
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
