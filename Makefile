@@ -2,13 +2,19 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run test lint fmt tools eval-patterns
+.PHONY: help run report feedback test lint fmt tools eval-patterns
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 run: ## run the functions locally on :9000 (cargo lambda watch, embedded store in .salesloop/)
-	bash scripts/cargo-lambda.sh watch
+	AWS_ENDPOINT_URL_LAMBDA=$${AWS_ENDPOINT_URL_LAMBDA:-http://127.0.0.1:9000} bash scripts/cargo-lambda.sh watch
+
+report: ## the current model, metrics and A/B tables of every tenant (TENANT=... for one)
+	cargo run -q -p feedback_loop -- report $(if $(TENANT),--tenant $(TENANT))
+
+feedback: ## one feedback run now, on the local store (or TABLE_NAME's table)
+	cargo run -q -p feedback_loop -- run $(if $(TENANT),--tenant $(TENANT))
 
 eval-patterns: ## precision and recall of pattern detection on the labelled utterances
 	cargo run -q -p salesloop-tests --bin pattern_eval

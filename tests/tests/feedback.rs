@@ -492,11 +492,14 @@ async fn the_engine_learns_which_strategy_wins_after_a_price_objection() {
             }
             let p = if strategy == BEST { 0.6 } else { 0.3 };
             let outcome = if rng.uniform() < p { "won" } else { "lost" };
+            // The client labels the price detection, wrongly in one case in ten.
+            let correct = rng.uniform() >= 0.1;
+            let labels = json!([{"turn": 1, "pattern": "objection.price", "correct": correct}]);
             let (status, _) = api
                 .end(
                     Some("learner"),
                     &c,
-                    &json!({"outcome": outcome}).to_string(),
+                    &json!({"outcome": outcome, "labels": labels}).to_string(),
                 )
                 .await;
             assert_eq!(status, 200);
@@ -560,6 +563,35 @@ async fn the_engine_learns_which_strategy_wins_after_a_price_objection() {
     assert!(loser.phi.unwrap().phi < 0.0, "{loser:?}");
     assert_eq!(report.tracking.all_time.rate, 1.0);
     assert_eq!(winner.phi.unwrap().n, 1000);
+
+    // 1000 labelled price detections, about 90% correct: precision near 0.9, and the pattern's
+    // confidence recalibrated towards it.
+    let price = report.accuracy.patterns["objection.price"];
+    assert_eq!(price.precision.trials, 1000);
+    assert!((0.86..=0.94).contains(&price.precision.rate), "{price:?}");
+    assert!(
+        price.calibration < 1.0 && price.calibration > 0.9,
+        "{price:?}"
+    );
+    assert_eq!(
+        model.model.calibration["objection.price"],
+        price.calibration
+    );
+    let rendered = feedback_loop::report::render(&t, Some(&model));
+    println!("{rendered}");
+    for expected in [
+        "model version 20",
+        "1000 outcomes learned",
+        "event tracking rate",
+        "A/B reply_tone (control neutral",
+        "A/B strategy_policy (control thompson",
+        "social_proof",
+    ] {
+        assert!(
+            rendered.contains(expected),
+            "{expected} missing from:\n{rendered}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use salesloop::Store;
 use salesloop_tests::workspace_root;
 use serde_json::Value;
 
@@ -49,6 +50,12 @@ fn start_watch(data_dir: &std::path::Path) -> Watch {
         .arg(port.to_string())
         .current_dir(workspace_root())
         .env("SALESLOOP_DATA_DIR", data_dir)
+        // end_conversation's trigger reaches the emulator's invoke API, every second end.
+        .env(
+            "AWS_ENDPOINT_URL_LAMBDA",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .env("FEEDBACK_EVERY", "2")
         .stdin(Stdio::null());
     // SAFETY: setsid and prctl only change the child's own process state.
     unsafe {
@@ -133,5 +140,50 @@ fn the_local_run_command_answers_real_http_requests() {
     assert_eq!(bad.1["error"]["code"], "invalid_json");
     // The embedded store file the functions wrote is where the run command said.
     assert!(data.path().join("salesloop.sqlite3").exists());
+
+    // Ending a conversation goes to end_conversation (built on its first request), and the
+    // second end reaches feedback_loop through the emulator's invoke API.
+    let ended = post(
+        watch.port,
+        "/conversations/c1/end",
+        r#"{"outcome":"won"}"#,
+        Duration::from_secs(600),
+    )
+    .expect("end answer");
+    assert_eq!(ended.0, 200, "{}", ended.1);
+    assert_eq!(ended.1["turns"], 2);
+    // The run learns outcomes older than its settle time (1 s locally): let c1 settle.
+    std::thread::sleep(Duration::from_millis(1500));
+    post(
+        watch.port,
+        "/conversations/c2/messages",
+        r#"{"message_id":"m1","text":"let's do it"}"#,
+        Duration::from_secs(60),
+    )
+    .expect("c2 message");
+    let second = post(
+        watch.port,
+        "/conversations/c2/end",
+        r#"{"outcome":"lost"}"#,
+        Duration::from_secs(60),
+    )
+    .expect("second end");
+    assert_eq!(second.0, 200, "{}", second.1);
+    let store = salesloop::EmbeddedStore::open_dir(data.path()).unwrap();
+    let tenant = salesloop::TenantId::parse("local").unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let model = loop {
+        if let Some(model) = runtime.block_on(store.current_model(&tenant)).unwrap() {
+            break model;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the triggered feedback run never published"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(model.version, 1);
+    assert!(model.outcomes_learned >= 1, "{model:?}");
     drop(watch);
 }

@@ -49,7 +49,22 @@ impl Trigger {
 
     /// A client for a local invoke API (cargo lambda watch, or a test server), which checks
     /// no signature: fixed region and placeholder credentials.
+    ///
+    /// A detached invoke waits as long as the emulator needs (it builds the function on its
+    /// first invoke and runs it synchronously) and is not retried: a retry after a timeout
+    /// would start a second run.
     pub fn local(endpoint: &str, function: impl Into<String>, detach: bool) -> Trigger {
+        let (timeouts, attempts) = if detach {
+            (
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(1))
+                    .operation_timeout(Duration::from_secs(900))
+                    .build(),
+                1,
+            )
+        } else {
+            (timeouts(), 2)
+        };
         let config = aws_sdk_lambda::Config::builder()
             .behavior_version_latest()
             .region(Region::new("us-east-1"))
@@ -61,8 +76,8 @@ impl Trigger {
                 "salesloop-local",
             ))
             .endpoint_url(endpoint)
-            .timeout_config(timeouts())
-            .retry_config(RetryConfig::standard().with_max_attempts(2))
+            .timeout_config(timeouts)
+            .retry_config(RetryConfig::standard().with_max_attempts(attempts))
             .build();
         Trigger::new(Client::from_conf(config), function, detach)
     }

@@ -97,7 +97,7 @@ fn correlation_rows(
 ) {
     let _ = writeln!(
         out,
-        "  {title:<26} {:>6} {:>10} {:>12} {:>7}  {:<18}",
+        "  {title:<26} {:>6} {:>10} {:>12} {:>7}  {}",
         "n", "won with", "won without", "phi", "phi 95%"
     );
     for (name, row) in rows {
@@ -111,10 +111,19 @@ fn correlation_rows(
             ),
             None => ("-".to_owned(), "-".to_owned()),
         };
+        let rate = |p: &Proportion| {
+            if p.trials == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.3}", p.rate)
+            }
+        };
         let _ = writeln!(
             out,
-            "  {name:<26} {:>6} {:>10.3} {:>12.3} {phi:>7}  {interval:<18}",
-            row.win_rate_with.trials, row.win_rate_with.rate, row.win_rate_without.rate
+            "  {name:<26} {:>6} {:>10} {:>12} {phi:>7}  {interval}",
+            row.win_rate_with.trials,
+            rate(&row.win_rate_with),
+            rate(&row.win_rate_without)
         );
     }
 }
