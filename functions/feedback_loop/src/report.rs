@@ -97,8 +97,8 @@ fn correlation_rows(
 ) {
     let _ = writeln!(
         out,
-        "  {title:<26} {:>6} {:>10} {:>12} {:>7}  {}",
-        "n", "won with", "won without", "phi", "phi 95%"
+        "  {title:<26} {:>6} {:>10} {:>12} {:>7}  phi 95%",
+        "n", "won with", "won without", "phi"
     );
     for (name, row) in rows {
         let (phi, interval) = match row.phi {
