@@ -1,0 +1,397 @@
+//! The infrastructure template's security rules, asserted on the template itself so that a later
+//! edit cannot loosen them silently: least privilege per function (no wildcard action or
+//! resource, only the DynamoDB actions each function's code calls, on the table and the index it
+//! reads), end_conversation may invoke only feedback_loop, and the table is the one the code
+//! expects, with recovery, encryption and deletion protection on.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use salesloop::store::{MESSAGE_INDEX, TIME_INDEX};
+use salesloop_tests::workspace_root;
+use serde_yaml::Value;
+
+fn template() -> Value {
+    let raw = std::fs::read_to_string(workspace_root().join("infra/template.yaml")).unwrap();
+    serde_yaml::from_str(&raw).expect("the template is YAML")
+}
+
+fn resources(template: &Value) -> &serde_yaml::Mapping {
+    template["Resources"].as_mapping().unwrap()
+}
+
+fn resource<'a>(template: &'a Value, name: &str) -> &'a Value {
+    &template["Resources"][name]
+}
+
+/// A value as text: plain strings as they are, CloudFormation tags (`!GetAtt X.Arn`, `!Sub ...`,
+/// `!Ref X`) as `tag value`.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Tagged(tagged) => format!("{} {}", tagged.tag, text(&tagged.value)),
+        Value::Sequence(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
+        other => serde_yaml::to_string(other).unwrap().trim().to_owned(),
+    }
+}
+
+fn list(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Sequence(items) => items.iter().collect(),
+        Value::Null => Vec::new(),
+        single => vec![single],
+    }
+}
+
+/// Every statement of every inline policy of a role: (actions, resources).
+fn statements(role: &Value) -> Vec<(Vec<String>, Vec<String>)> {
+    list(&role["Properties"]["Policies"])
+        .into_iter()
+        .flat_map(|policy| list(&policy["PolicyDocument"]["Statement"]))
+        .map(|statement| {
+            assert_eq!(statement["Effect"].as_str(), Some("Allow"), "{statement:?}");
+            assert!(statement.get("NotAction").is_none() && statement.get("NotResource").is_none());
+            (
+                list(&statement["Action"]).into_iter().map(text).collect(),
+                list(&statement["Resource"]).into_iter().map(text).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn no_statement_anywhere_grants_a_wildcard_action_or_resource() {
+    let template = template();
+    let mut roles = 0;
+    for (name, resource) in resources(&template) {
+        if resource["Type"].as_str() != Some("AWS::IAM::Role") {
+            continue;
+        }
+        roles += 1;
+        for (actions, resources) in statements(resource) {
+            for action in &actions {
+                assert!(!action.contains('*'), "{name:?}: action {action}");
+            }
+            for arn in &resources {
+                // A log group's streams are the one wildcard: the stream names are random.
+                let allowed = arn.starts_with("!Sub ${") && arn.ends_with("Logs.Arn}");
+                assert!(allowed || !arn.contains('*'), "{name:?}: resource {arn}");
+                assert!(
+                    arn.starts_with("!GetAtt ") || arn.starts_with("!Sub ${"),
+                    "{name:?}: resource {arn} does not name a resource of this stack"
+                );
+            }
+        }
+        let managed: Vec<String> = list(&resource["Properties"]["ManagedPolicyArns"])
+            .into_iter()
+            .map(text)
+            .collect();
+        assert_eq!(
+            managed,
+            ["!Sub arn:${AWS::Partition}:iam::aws:policy/AWSXrayWriteOnlyAccess"],
+            "{name:?}: only X-Ray's write-only policy may be attached"
+        );
+    }
+    assert_eq!(roles, 3, "one role per function");
+    // No function lets SAM generate a role (which would attach broader managed policies).
+    for (name, resource) in resources(&template) {
+        if resource["Type"].as_str() == Some("AWS::Serverless::Function") {
+            assert!(resource["Properties"].get("Policies").is_none(), "{name:?}");
+            assert!(
+                text(&resource["Properties"]["Role"]).starts_with("!GetAtt "),
+                "{name:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn each_function_may_do_exactly_what_its_code_does() {
+    let template = template();
+    let table = "!GetAtt Table.Arn".to_owned();
+    let index = |name: &str| format!("!Sub ${{Table.Arn}}/index/{name}");
+    let expected: BTreeMap<&str, (&str, BTreeSet<(String, String)>)> = BTreeMap::from([
+        (
+            "ProcessMessageFunction",
+            (
+                "process_message",
+                grants(&[(
+                    &["dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem"],
+                    &[table.as_str(), index(MESSAGE_INDEX).as_str()],
+                )]),
+            ),
+        ),
+        (
+            "EndConversationFunction",
+            (
+                "end_conversation",
+                grants(&[
+                    (
+                        &[
+                            "dynamodb:Query",
+                            "dynamodb:GetItem",
+                            "dynamodb:PutItem",
+                            "dynamodb:UpdateItem",
+                        ],
+                        &[table.as_str()],
+                    ),
+                    (
+                        &["lambda:InvokeFunction"],
+                        &["!GetAtt FeedbackLoopFunction.Arn"],
+                    ),
+                ]),
+            ),
+        ),
+        (
+            "FeedbackLoopFunction",
+            (
+                "feedback_loop",
+                grants(&[
+                    (
+                        &[
+                            "dynamodb:Query",
+                            "dynamodb:GetItem",
+                            "dynamodb:PutItem",
+                            "dynamodb:DeleteItem",
+                            "dynamodb:ConditionCheckItem",
+                        ],
+                        &[table.as_str(), index(TIME_INDEX).as_str()],
+                    ),
+                    (&["sqs:SendMessage"], &["!GetAtt FeedbackFailures.Arn"]),
+                ]),
+            ),
+        ),
+    ]);
+    for (function, (binary, want)) in &expected {
+        let resource = resource(&template, function);
+        assert_eq!(resource["Type"].as_str(), Some("AWS::Serverless::Function"));
+        assert_eq!(
+            resource["Metadata"]["BuildMethod"].as_str(),
+            Some("rust-cargolambda")
+        );
+        assert_eq!(
+            resource["Metadata"]["BuildProperties"]["Binary"].as_str(),
+            Some(*binary)
+        );
+        let role_name = text(&resource["Properties"]["Role"])
+            .trim_start_matches("!GetAtt ")
+            .trim_end_matches(".Arn")
+            .to_owned();
+        let role = &self::resource(&template, &role_name);
+        let log_group = text(&resource["Properties"]["LoggingConfig"]["LogGroup"]);
+        let mut got = BTreeSet::new();
+        for (actions, resources) in statements(role) {
+            for action in &actions {
+                for arn in &resources {
+                    if action.starts_with("logs:") {
+                        // Logs go to this function's own group only.
+                        assert_eq!(
+                            arn,
+                            &format!("!Sub ${{{}.Arn}}", log_group.trim_start_matches("!Ref ")),
+                            "{function}"
+                        );
+                        continue;
+                    }
+                    got.insert((action.clone(), arn.clone()));
+                }
+            }
+        }
+        assert_eq!(
+            &got, want,
+            "{function}: the grants differ from the code's needs"
+        );
+    }
+}
+
+fn grants(pairs: &[(&[&str], &[&str])]) -> BTreeSet<(String, String)> {
+    pairs
+        .iter()
+        .flat_map(|(actions, resources)| {
+            actions.iter().flat_map(move |a| {
+                resources
+                    .iter()
+                    .map(move |r| ((*a).to_owned(), (*r).to_owned()))
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn functions_run_on_arm64_al2023_at_128_mb_with_tracing_and_json_logs() {
+    let template = template();
+    let globals = &template["Globals"]["Function"];
+    assert_eq!(globals["Runtime"].as_str(), Some("provided.al2023"));
+    assert_eq!(text(&globals["Architectures"]), "arm64");
+    assert_eq!(globals["MemorySize"].as_u64(), Some(128));
+    assert_eq!(globals["Tracing"].as_str(), Some("Active"));
+    for function in [
+        "ProcessMessageFunction",
+        "EndConversationFunction",
+        "FeedbackLoopFunction",
+    ] {
+        let properties = &resource(&template, function)["Properties"];
+        assert!(
+            properties.get("MemorySize").is_none(),
+            "{function}: 128 MB from Globals"
+        );
+        assert_eq!(
+            properties["LoggingConfig"]["LogFormat"].as_str(),
+            Some("JSON")
+        );
+        let log_group = text(&properties["LoggingConfig"]["LogGroup"]);
+        let group = resource(&template, log_group.trim_start_matches("!Ref "));
+        assert!(
+            group["Properties"]["RetentionInDays"]
+                .as_mapping()
+                .is_some()
+                || !group["Properties"]["RetentionInDays"].is_null()
+        );
+    }
+    // Each function gets only the environment it needs.
+    let env = |function: &str| -> BTreeSet<String> {
+        resource(&template, function)["Properties"]["Environment"]["Variables"]
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let set = |names: &[&str]| {
+        names
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        env("ProcessMessageFunction"),
+        set(&[
+            "TABLE_NAME",
+            "TENANT_CLAIM",
+            "SALESLOOP_RETENTION_DAYS",
+            "SALESLOOP_MESSAGE_TEXT"
+        ])
+    );
+    assert_eq!(
+        env("EndConversationFunction"),
+        set(&[
+            "TABLE_NAME",
+            "TENANT_CLAIM",
+            "SALESLOOP_RETENTION_DAYS",
+            "FEEDBACK_EVERY",
+            "FEEDBACK_FUNCTION"
+        ])
+    );
+    assert_eq!(
+        env("FeedbackLoopFunction"),
+        set(&["TABLE_NAME", "FEEDBACK_SETTLE_SECONDS"])
+    );
+    // Every API route requires the JWT authorizer.
+    let api = &resource(&template, "Api")["Properties"];
+    assert_eq!(api["Auth"]["DefaultAuthorizer"].as_str(), Some("Jwt"));
+    assert!(
+        api["AccessLogSettings"]["DestinationArn"]
+            .as_mapping()
+            .is_some()
+            || !api["AccessLogSettings"]["DestinationArn"].is_null()
+    );
+    for (function, path) in [
+        (
+            "ProcessMessageFunction",
+            "/conversations/{conversation_id}/messages",
+        ),
+        (
+            "EndConversationFunction",
+            "/conversations/{conversation_id}/end",
+        ),
+    ] {
+        let events = resource(&template, function)["Properties"]["Events"]
+            .as_mapping()
+            .unwrap();
+        assert_eq!(events.len(), 1);
+        let event = events.values().next().unwrap();
+        assert_eq!(event["Type"].as_str(), Some("HttpApi"));
+        assert_eq!(event["Properties"]["Path"].as_str(), Some(path));
+        assert_eq!(event["Properties"]["Method"].as_str(), Some("POST"));
+        assert!(
+            event["Properties"].get("Auth").is_none(),
+            "{function}: no route opts out of the authorizer"
+        );
+    }
+}
+
+#[test]
+fn the_table_is_the_one_the_code_expects_and_is_protected() {
+    let template = template();
+    let table = resource(&template, "Table");
+    assert_eq!(table["DeletionPolicy"].as_str(), Some("Retain"));
+    let p = &table["Properties"];
+    assert_eq!(p["BillingMode"].as_str(), Some("PAY_PER_REQUEST"));
+    assert_eq!(
+        p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(p["SSESpecification"]["SSEEnabled"].as_bool(), Some(true));
+    assert_eq!(p["DeletionProtectionEnabled"].as_bool(), Some(true));
+    assert_eq!(
+        p["TimeToLiveSpecification"]["AttributeName"].as_str(),
+        Some("expires_at")
+    );
+    assert_eq!(
+        p["TimeToLiveSpecification"]["Enabled"].as_bool(),
+        Some(true)
+    );
+    let keys = |schema: &Value| -> Vec<(String, String)> {
+        list(schema)
+            .into_iter()
+            .map(|k| (text(&k["AttributeName"]), text(&k["KeyType"])))
+            .collect()
+    };
+    let pair = |a: &str, b: &str| {
+        vec![
+            (a.to_owned(), "HASH".to_owned()),
+            (b.to_owned(), "RANGE".to_owned()),
+        ]
+    };
+    assert_eq!(keys(&p["KeySchema"]), pair("pk", "sk"));
+    let lsi = &p["LocalSecondaryIndexes"][0];
+    assert_eq!(lsi["IndexName"].as_str(), Some(MESSAGE_INDEX));
+    assert_eq!(keys(&lsi["KeySchema"]), pair("pk", "mid"));
+    assert_eq!(
+        lsi["Projection"]["ProjectionType"].as_str(),
+        Some("KEYS_ONLY")
+    );
+    let gsi = &p["GlobalSecondaryIndexes"][0];
+    assert_eq!(gsi["IndexName"].as_str(), Some(TIME_INDEX));
+    assert_eq!(keys(&gsi["KeySchema"]), pair("gsi1pk", "gsi1sk"));
+    assert_eq!(text(&gsi["Projection"]["NonKeyAttributes"]), "body");
+    // The failure destination and the alarms on it exist.
+    assert_eq!(
+        text(
+            &resource(&template, "FeedbackLoopFunction")["Properties"]["EventInvokeConfig"]["DestinationConfig"]
+                ["OnFailure"]["Destination"]
+        ),
+        "!GetAtt FeedbackFailures.Arn"
+    );
+    let alarms: Vec<String> = resources(&template)
+        .values()
+        .filter(|r| r["Type"].as_str() == Some("AWS::CloudWatch::Alarm"))
+        .map(|r| {
+            format!(
+                "{}:{}",
+                text(&r["Properties"]["Namespace"]),
+                text(&r["Properties"]["MetricName"])
+            )
+        })
+        .collect();
+    assert_eq!(
+        alarms.iter().filter(|a| *a == "AWS/Lambda:Errors").count(),
+        3
+    );
+    assert_eq!(
+        alarms
+            .iter()
+            .filter(|a| *a == "AWS/Lambda:Throttles")
+            .count(),
+        3
+    );
+    assert!(alarms.contains(&"AWS/SQS:ApproximateNumberOfMessagesVisible".to_owned()));
+}
