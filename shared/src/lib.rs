@@ -15,6 +15,7 @@ pub mod llm;
 pub mod model;
 pub mod model_cache;
 pub mod patterns;
+pub mod privacy;
 pub mod random;
 pub mod stats;
 pub mod store;

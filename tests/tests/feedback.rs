@@ -75,6 +75,7 @@ fn apis<S: Store>(
             models: ModelCache::new(Duration::ZERO),
             tenants: tenants.clone(),
             llm: None,
+            text_storage: Default::default(),
         },
         ends: EndApp {
             store: make(),

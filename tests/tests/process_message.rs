@@ -28,6 +28,7 @@ fn app<S: Store>(store: S, local: bool) -> App<S> {
             local,
         },
         llm: None,
+        text_storage: Default::default(),
     }
 }
 
@@ -163,6 +164,37 @@ async fn a_repeated_message_gets_the_same_answer_and_a_reused_id_is_refused<S: S
     assert_eq!(answer["error"]["code"], "message_id_reused");
     let c7 = ConversationId::parse("c-7").unwrap();
     assert_eq!(app.store.exchanges(&acme(), &c7).await.unwrap().len(), 1);
+}
+
+/// With `SALESLOOP_MESSAGE_TEXT=hash` the store and the events hold only the hash, and
+/// idempotency still tells a repeat from a reused id.
+async fn hash_mode_keeps_no_message_text_and_idempotency_still_works<S: Store>(store: S) {
+    let mut app = app(store, false);
+    app.text_storage = salesloop::privacy::TextStorage::Hash;
+    let secret = "Our budget is 40k and the CFO is Jane Doe; too expensive.";
+    let body = json!({"message_id": "m-1", "text": secret});
+    let first = parts(handle(&app, message(Flavor::HttpApi, "c-h", &body)).await);
+    assert_eq!(first.0, 200);
+    assert_eq!(
+        first.1["patterns"][0]["name"], "objection.price",
+        "detection saw the text"
+    );
+    let again = parts(handle(&app, message(Flavor::HttpApi, "c-h", &body)).await);
+    assert_eq!(first, again);
+    let reused = json!({"message_id": "m-1", "text": "something else"});
+    assert_eq!(
+        parts(handle(&app, message(Flavor::HttpApi, "c-h", &reused)).await).0,
+        409
+    );
+    let ch = ConversationId::parse("c-h").unwrap();
+    let exchanges = app.store.exchanges(&acme(), &ch).await.unwrap();
+    assert_eq!(exchanges.len(), 1);
+    let stored = serde_json::to_string(&exchanges[0]).unwrap();
+    let events = serde_json::to_string(&exchanges[0].events(&acme(), &ch)).unwrap();
+    for kept in [&stored, &events] {
+        assert!(!kept.contains("Jane") && !kept.contains("40k"), "{kept}");
+    }
+    assert!(exchanges[0].draft.user_text.starts_with("sha256:"));
 }
 
 async fn fifty_concurrent_messages_take_turns_one_to_fifty<S: Store + 'static>(store: S) {
@@ -575,6 +607,19 @@ fn main() {
         |_: Arc<DynamoLocal>| async {
             let (s, _d) = embedded();
             a_repeated_message_gets_the_same_answer_and_a_reused_id_is_refused(s).await
+        }
+    );
+    trial!(
+        "embedded::hash_mode_keeps_no_message_text_and_idempotency_still_works",
+        |_: Arc<DynamoLocal>| async {
+            let (s, _d) = embedded();
+            hash_mode_keeps_no_message_text_and_idempotency_still_works(s).await
+        }
+    );
+    trial!(
+        "dynamodb::hash_mode_keeps_no_message_text_and_idempotency_still_works",
+        |s: Arc<DynamoLocal>| async move {
+            hash_mode_keeps_no_message_text_and_idempotency_still_works(s.fresh_store().await).await
         }
     );
     trial!(

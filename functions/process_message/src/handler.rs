@@ -8,6 +8,7 @@ use salesloop::engine::{Engine, UserMessage};
 use salesloop::http::{Action, ApiError, TenantSource, json_body, json_response, route, tenant};
 use salesloop::llm::LlmClient;
 use salesloop::model_cache::ModelCache;
+use salesloop::privacy::TextStorage;
 use salesloop::{
     ConversationState, Exchange, MessageId, Millis, Reply, ReplySource, Store, StoreError,
 };
@@ -25,6 +26,8 @@ pub struct App<S> {
     pub tenants: TenantSource,
     /// Writes replies when configured; templates otherwise, and whenever it fails.
     pub llm: Option<LlmClient>,
+    /// Whether the store keeps the message text or only its hash.
+    pub text_storage: TextStorage,
 }
 
 /// An LLM reply written for a turn decided in advance: it is used only if the recorded turn is
@@ -70,6 +73,7 @@ async fn respond<S: Store>(app: &App<S>, request: Request) -> Result<Response<Bo
         ));
     }
 
+    let stored_text = app.text_storage.stored(&tenant, text);
     let model = app.models.current(&app.store, &tenant).await;
     let assignment = app.engine.assign(&tenant, &conversation);
     let message = UserMessage {
@@ -102,6 +106,7 @@ async fn respond<S: Store>(app: &App<S>, request: Request) -> Result<Response<Bo
                         source: ReplySource::Llm,
                     };
                 }
+                draft.user_text.clone_from(&stored_text);
                 draft.latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 draft
             },
@@ -109,7 +114,7 @@ async fn respond<S: Store>(app: &App<S>, request: Request) -> Result<Response<Bo
         .await;
     match recorded {
         Ok(recorded) => {
-            if recorded.duplicate && recorded.exchange.draft.user_text != text {
+            if recorded.duplicate && recorded.exchange.draft.user_text != stored_text {
                 return Err(ApiError::new(
                     409,
                     "message_id_reused",

@@ -9,6 +9,7 @@ use salesloop::engine::Engine;
 use salesloop::http::TenantSource;
 use salesloop::llm::{LlmClient, LlmConfig};
 use salesloop::model_cache::ModelCache;
+use salesloop::privacy::TextStorage;
 
 use process_message::handler::{App, handle};
 
@@ -30,6 +31,7 @@ async fn main() -> Result<(), Error> {
             local: local_mode(&env)?,
         },
         llm,
+        text_storage: TextStorage::from_env(&env)?,
     };
     let app = &app;
     run(service_fn(move |request: Request| async move {
