@@ -66,6 +66,22 @@ impl Emf {
     }
 }
 
+/// The EMF line an API function prints per request: its latency, and whether it answered with
+/// a client error (4xx) or a server error (5xx), per function.
+pub fn request_metrics(function: &str, status: u16, latency: std::time::Duration) -> Value {
+    Emf::new(Millis::now())
+        .dimension("Function", function)
+        .metric("Latency", "Milliseconds", latency.as_secs_f64() * 1000.0)
+        .metric(
+            "ClientErrors",
+            "Count",
+            f64::from(u8::from((400..500).contains(&status))),
+        )
+        .metric("ServerErrors", "Count", f64::from(u8::from(status >= 500)))
+        .property("status", json!(status))
+        .to_json()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +102,18 @@ mod tests {
         assert_eq!(doc["Tenant"], "acme");
         assert!(doc.get("Broken").is_none());
         assert_eq!(doc["_aws"]["Timestamp"], 1_700_000_000_000u64);
+    }
+
+    #[test]
+    fn request_metrics_count_errors_by_class() {
+        let doc = request_metrics(
+            "process_message",
+            503,
+            std::time::Duration::from_micros(1500),
+        );
+        assert_eq!(doc["Latency"], 1.5);
+        assert_eq!(doc["ServerErrors"], 1.0);
+        assert_eq!(doc["ClientErrors"], 0.0);
+        assert_eq!(doc["Function"], "process_message");
     }
 }

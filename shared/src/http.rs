@@ -139,6 +139,28 @@ fn claim_value(context: &RequestContext, claim: &str) -> Option<String> {
     }
 }
 
+/// The span every log line of a request is written in: the Lambda request id, API Gateway's
+/// request id (which the access log carries), the tenant and the conversation. Never the text.
+pub fn request_span(
+    request: &Request,
+    tenant: &TenantId,
+    conversation: &ConversationId,
+) -> tracing::Span {
+    let lambda_request_id = request.lambda_context_ref().map(|c| c.request_id.clone());
+    let api_request_id = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(c)) => c.request_id.clone(),
+        Some(RequestContext::ApiGatewayV1(c)) => c.request_id.clone(),
+        _ => None,
+    };
+    tracing::info_span!(
+        "request",
+        request_id = lambda_request_id.as_deref().unwrap_or("-"),
+        api_request_id = api_request_id.as_deref().unwrap_or("-"),
+        tenant = %tenant,
+        conversation = %conversation,
+    )
+}
+
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

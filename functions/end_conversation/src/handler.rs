@@ -6,11 +6,14 @@ use std::collections::BTreeSet;
 
 use lambda_http::{Body, Request, Response};
 use salesloop::conversation::{DetectionLabel, MAX_TURNS};
-use salesloop::http::{Action, ApiError, TenantSource, json_body, json_response, route, tenant};
+use salesloop::http::{
+    Action, ApiError, TenantSource, json_body, json_response, request_span, route, tenant,
+};
 use salesloop::model_cache::ModelCache;
 use salesloop::{ConversationId, EndRequest, Millis, Outcome, OutcomeRecord, Store, StoreError};
 use serde::Deserialize;
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::trigger::Trigger;
 
@@ -138,7 +141,19 @@ async fn respond<S: Store>(app: &App<S>, request: Request) -> Result<Response<Bo
         return Err(ApiError::new(404, "not_found", "no such route"));
     }
     let tenant = tenant(&request, &app.tenants)?;
-    let body: EndBody = json_body(&request)?;
+    let span = request_span(&request, &tenant, &conversation);
+    end(app, &request, tenant, conversation)
+        .instrument(span)
+        .await
+}
+
+async fn end<S: Store>(
+    app: &App<S>,
+    request: &Request,
+    tenant: salesloop::TenantId,
+    conversation: ConversationId,
+) -> Result<Response<Body>, ApiError> {
+    let body: EndBody = json_body(request)?;
     let mut end = parse(app, body)?;
     end.model_version = app.models.current(&app.store, &tenant).await.version;
     let ended = app
@@ -173,7 +188,6 @@ async fn respond<S: Store>(app: &App<S>, request: Request) -> Result<Response<Bo
         }
     };
     tracing::info!(
-        conversation = %conversation,
         outcome = %ended.record.outcome,
         first_time = ended.first_time,
         "conversation ended"

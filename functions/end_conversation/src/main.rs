@@ -55,7 +55,18 @@ async fn main() -> Result<(), Error> {
     };
     let app = &app;
     run(service_fn(move |request: Request| async move {
-        Ok::<_, Error>(handle(app, request).await)
+        let started = std::time::Instant::now();
+        let response = handle(app, request).await;
+        // One EMF line per request: latency and error counts, as CloudWatch metrics.
+        println!(
+            "{}",
+            salesloop::emf::request_metrics(
+                "end_conversation",
+                response.status().as_u16(),
+                started.elapsed()
+            )
+        );
+        Ok::<_, Error>(response)
     }))
     .await
 }

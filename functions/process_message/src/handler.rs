@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use lambda_http::{Body, Request, Response};
 use salesloop::engine::{Engine, UserMessage};
-use salesloop::http::{Action, ApiError, TenantSource, json_body, json_response, route, tenant};
+use salesloop::http::{
+    Action, ApiError, TenantSource, json_body, json_response, request_span, route, tenant,
+};
 use salesloop::llm::LlmClient;
 use salesloop::model_cache::ModelCache;
 use salesloop::privacy::TextStorage;
@@ -14,6 +16,7 @@ use salesloop::{
 };
 use serde::Deserialize;
 use serde_json::json;
+use tracing::Instrument;
 
 /// The longest user message, in characters.
 pub const MAX_TEXT_CHARS: usize = 4_000;
@@ -59,7 +62,20 @@ async fn respond<S: Store>(app: &App<S>, request: Request) -> Result<Response<Bo
         return Err(ApiError::new(404, "not_found", "no such route"));
     }
     let tenant = tenant(&request, &app.tenants)?;
-    let body: MessageBody = json_body(&request)?;
+    let span = request_span(&request, &tenant, &conversation);
+    answer_message(app, &request, tenant, conversation, started)
+        .instrument(span)
+        .await
+}
+
+async fn answer_message<S: Store>(
+    app: &App<S>,
+    request: &Request,
+    tenant: salesloop::TenantId,
+    conversation: salesloop::ConversationId,
+    started: Instant,
+) -> Result<Response<Body>, ApiError> {
+    let body: MessageBody = json_body(request)?;
     let message_id = MessageId::parse(&body.message_id)
         .map_err(|e| ApiError::bad_request("invalid_message_id", e.to_string()))?;
     let text = body.text.trim();

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds each function's Lambda package with `cargo lambda build --release` for this machine's
+# architecture (the deploy builds arm64: see README, "Deploy") and reports its zipped size
+# against the 10 MB budget.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+case $(uname -m) in
+    x86_64) arch=--x86-64 ;;
+    aarch64 | arm64) arch=--arm64 ;;
+    *) echo "error: unsupported architecture $(uname -m)" >&2; exit 1 ;;
+esac
+
+bash scripts/cargo-lambda.sh build --release "$arch" --compiler cargo --output-format zip \
+    --lambda-dir "${CARGO_TARGET_DIR:-target}/lambda" >&2
+budget=$((10 * 1000 * 1000))
+status=0
+for function in process_message end_conversation feedback_loop; do
+    zip=${CARGO_TARGET_DIR:-target}/lambda/$function/bootstrap.zip
+    size=$(stat -c %s "$zip")
+    printf 'package %-17s %9d bytes zipped (%.2f MB; budget 10 MB)\n' "$function" "$size" \
+        "$(echo "$size / 1000000" | bc -l)"
+    ((size < budget)) || { echo "error: $function is over budget" >&2; status=1; }
+done
+exit $status
