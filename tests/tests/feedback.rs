@@ -948,6 +948,145 @@ async fn the_schedule_runs_every_tenant_and_keeps_their_learning_apart<S: Store>
     );
 }
 
+// ---------------------------------------------------------------------------------------------
+// Tenant isolation: the tenant comes from the authorizer's claim and prefixes every key, so one
+// tenant can neither read, nor end, nor learn from another's conversations.
+
+async fn tenants_cannot_read_end_or_learn_from_each_other<S: Store>(make: impl Fn() -> S) {
+    let api = apis(&make, Engine::builtin(), 0, None);
+    let a = api
+        .say(
+            "acme",
+            "c-1",
+            "m-1",
+            "Honestly this looks too expensive for us.",
+        )
+        .await;
+    api.say("acme", "c-1", "m-2", "What integrations do you support?")
+        .await;
+    api.say("acme", "c-2", "m-1", "Let's do it.").await;
+    // Same conversation id and message id under another tenant: a new conversation of its own,
+    // not a replay of acme's answer and not a reused id.
+    let b = api
+        .say(
+            "globex",
+            "c-1",
+            "m-1",
+            "We are happy with our current vendor.",
+        )
+        .await;
+    assert_eq!(b["turn"], 1);
+    assert_ne!(b["reply"], a["reply"]);
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    assert_eq!(
+        api.ends
+            .store
+            .exchanges(&acme, &conversation("c-1"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        api.ends
+            .store
+            .exchanges(&globex, &conversation("c-1"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // globex cannot end acme's c-2: to globex it does not exist.
+    let (status, _) = api
+        .end(Some("globex"), "c-2", r#"{"outcome": "lost"}"#)
+        .await;
+    assert_eq!(status, 404);
+    // Each ends its own c-1, differently: no conflict between them.
+    assert_eq!(
+        api.end(Some("globex"), "c-1", r#"{"outcome": "won"}"#)
+            .await
+            .0,
+        200
+    );
+    let (status, ended) = api.end(Some("acme"), "c-1", r#"{"outcome": "lost"}"#).await;
+    assert_eq!((status, ended["turns"].as_u64()), (200, Some(2)));
+    assert!(matches!(
+        api.ends
+            .store
+            .conversation(&acme, &conversation("c-2"))
+            .await
+            .unwrap(),
+        ConversationState::Open { .. }
+    ));
+    assert_eq!(api.ends.store.ended_count(&acme).await.unwrap(), 1);
+    assert_eq!(api.ends.store.ended_count(&globex).await.unwrap(), 1);
+
+    // globex's feedback run learns from globex's outcome only; acme has no model until its own.
+    let app = FeedbackApp::new(make(), settled());
+    feedback_handle(&app, Trigger::Tenant(globex.clone()), "t", &|_| {})
+        .await
+        .unwrap();
+    let model = app.store.current_model(&globex).await.unwrap().unwrap();
+    assert_eq!((model.version, model.outcomes_learned), (1, 1));
+    assert_eq!(model.state.overall.wins, 1);
+    assert!(
+        model.state.by_pattern.get("objection.price").is_none(),
+        "acme's pattern"
+    );
+    assert!(app.store.current_model(&acme).await.unwrap().is_none());
+    // And process_message decides with the caller's own model version.
+    let next = api.say("acme", "c-3", "m-1", "hello").await;
+    assert_eq!(next["model_version"], 0);
+    let next = api.say("globex", "c-3", "m-1", "hello").await;
+    assert_eq!(next["model_version"], 1);
+
+    // Without a tenant claim, deployed, every front door is refused; a malformed claim too.
+    for flavor in [Flavor::HttpApi, Flavor::Rest, Flavor::FunctionUrl] {
+        let message = request(
+            flavor,
+            "POST",
+            "/conversations/c-1/messages",
+            r#"{"message_id":"m-9","text":"hi"}"#,
+            None,
+            &[("x-tenant-id", "acme")],
+        );
+        assert_eq!(
+            parts(message_handle(&api.messages, message).await).0,
+            401,
+            "{flavor:?}"
+        );
+        let end = request(
+            flavor,
+            "POST",
+            "/conversations/c-2/end",
+            r#"{"outcome":"won"}"#,
+            None,
+            &[("x-tenant-id", "acme")],
+        );
+        assert_eq!(parts(end_handle(&api.ends, end).await).0, 401, "{flavor:?}");
+    }
+    for forged in ["acme#C#c-2", "../acme", "acme/x", ""] {
+        let end = request(
+            Flavor::HttpApi,
+            "POST",
+            "/conversations/c-2/end",
+            r#"{"outcome":"won"}"#,
+            Some(forged),
+            &[],
+        );
+        let (status, answer) = parts(end_handle(&api.ends, end).await);
+        assert!(
+            status == 403 || status == 401,
+            "{forged}: {status} {answer}"
+        );
+    }
+    assert_eq!(
+        api.ends.store.ended_count(&acme).await.unwrap(),
+        1,
+        "nothing above ended anything"
+    );
+}
+
 fn main() {
     let args = Arguments::from_args();
     let (server, runtime) = salesloop_tests::server_and_runtime();
@@ -986,6 +1125,10 @@ fn main() {
     both!(
         "a_run_killed_at_any_step_is_finished_by_the_next",
         a_run_killed_at_any_step_is_finished_by_the_next
+    );
+    both!(
+        "tenants_cannot_read_end_or_learn_from_each_other",
+        tenants_cannot_read_end_or_learn_from_each_other
     );
     both!(
         "batches_publish_one_version_each_and_a_rerun_finds_nothing",
