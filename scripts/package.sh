@@ -12,6 +12,7 @@ case $(uname -m) in
 esac
 
 bash scripts/cargo-lambda.sh build --release "$arch" --compiler cargo --output-format zip \
+    --bin process_message --bin end_conversation --bin feedback_loop \
     --lambda-dir "${CARGO_TARGET_DIR:-target}/lambda" >&2
 budget=$((10 * 1000 * 1000))
 status=0
