@@ -109,7 +109,7 @@ fn each_function_may_do_exactly_what_its_code_does() {
     let template = template();
     let table = "!GetAtt Table.Arn".to_owned();
     let index = |name: &str| format!("!Sub ${{Table.Arn}}/index/{name}");
-    let expected: BTreeMap<&str, (&str, BTreeSet<(String, String)>)> = BTreeMap::from([
+    let expected: BTreeMap<&str, (&str, Grants)> = BTreeMap::from([
         (
             "ProcessMessageFunction",
             (
@@ -202,7 +202,10 @@ fn each_function_may_do_exactly_what_its_code_does() {
     }
 }
 
-fn grants(pairs: &[(&[&str], &[&str])]) -> BTreeSet<(String, String)> {
+/// (action, resource) pairs a role grants.
+type Grants = BTreeSet<(String, String)>;
+
+fn grants(pairs: &[(&[&str], &[&str])]) -> Grants {
     pairs
         .iter()
         .flat_map(|(actions, resources)| {
