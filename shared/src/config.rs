@@ -39,6 +39,14 @@ fn get(env: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
     env(name).filter(|value| !value.is_empty())
 }
 
+/// The AWS SDK's shared configuration (region, credentials, endpoint overrides), loaded from
+/// the environment once per process, however many clients are built from it.
+pub async fn aws_sdk_config() -> &'static aws_config::SdkConfig {
+    static CONFIG: tokio::sync::OnceCell<aws_config::SdkConfig> =
+        tokio::sync::OnceCell::const_new();
+    CONFIG.get_or_init(aws_config::load_from_env).await
+}
+
 /// A whole number from `name`, `default` when unset, refused outside `min..=max`.
 pub fn number(
     env: &impl Fn(&str) -> Option<String>,

@@ -37,10 +37,11 @@ impl Trigger {
         }
     }
 
-    /// The client for AWS: region and credentials from the environment (the function's role).
+    /// The client for AWS: region and credentials from the environment (the function's role),
+    /// the same configuration the store's client was built from.
     pub async fn aws(function: impl Into<String>) -> Trigger {
-        let shared = aws_config::load_from_env().await;
-        let config = aws_sdk_lambda::config::Builder::from(&shared)
+        let shared = salesloop::config::aws_sdk_config().await;
+        let config = aws_sdk_lambda::config::Builder::from(shared)
             .timeout_config(timeouts())
             .retry_config(RetryConfig::standard().with_max_attempts(2))
             .build();

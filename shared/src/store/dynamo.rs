@@ -223,8 +223,8 @@ impl DynamoStore {
     /// Builds the client from the environment (region, credentials, and the SDK's own
     /// `AWS_ENDPOINT_URL_DYNAMODB` override for local servers).
     pub async fn from_env(config: DynamoStoreConfig) -> Self {
-        let sdk_config = aws_config::load_from_env().await;
-        DynamoStore::new(Client::new(&sdk_config), config)
+        let sdk_config = crate::config::aws_sdk_config().await;
+        DynamoStore::new(Client::new(sdk_config), config)
     }
 
     pub fn table(&self) -> &str {
