@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run report feedback test lint fmt tools eval-patterns
+.PHONY: help run report feedback test lint fmt tools eval-patterns bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,6 +18,9 @@ feedback: ## one feedback run now, on the local store (or TABLE_NAME's table)
 
 eval-patterns: ## precision and recall of pattern detection on the labelled utterances
 	cargo run -q -p salesloop-tests --bin pattern_eval
+
+bench: tools ## every benchmark side by side (criterion, cold starts vs Python, memory, cost, feedback scaling); rewrites BENCHMARKS.md
+	bash scripts/bench.sh
 
 test: tools ## every check and test: format, clippy, unit, contract (embedded + DynamoDB Local)
 	bash scripts/test.sh

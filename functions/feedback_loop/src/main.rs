@@ -24,6 +24,7 @@ async fn main() -> Result<(), Error> {
     }
     lambda_runtime::tracing::init_default_subscriber();
     let store = StoreChoice::from_env(&env)?.open().await?;
+    store.warm_up().await;
     let app = App::new(store, settings_from_env(&env)?);
     let app = &app;
     run(service_fn(move |event: LambdaEvent<Value>| async move {

@@ -18,6 +18,7 @@ async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let env = |name: &str| std::env::var(name).ok();
     let store = StoreChoice::from_env(&env)?.open().await?;
+    store.warm_up().await;
     let llm = match LlmConfig::from_env(&env)? {
         Some(config) => Some(LlmClient::new(config)?),
         None => None,

@@ -23,6 +23,16 @@ macro_rules! delegate {
     };
 }
 
+impl AnyStore {
+    /// Opens the store's network connection during init (DynamoDB only; see
+    /// `DynamoStore::warm_up`).
+    pub async fn warm_up(&self) {
+        if let AnyStore::Dynamo(store) = self {
+            store.warm_up().await;
+        }
+    }
+}
+
 impl Store for AnyStore {
     async fn conversation(
         &self,

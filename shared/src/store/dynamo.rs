@@ -231,6 +231,29 @@ impl DynamoStore {
         &self.config.table
     }
 
+    /// Opens the connection to DynamoDB during init, so that the first request a user sends
+    /// does not pay for the TCP and TLS handshakes (and the first use of the TLS library's
+    /// random generator): one eventually consistent read of a key no tenant can have (tenant
+    /// keys start with `T#`), 0.5 read units per cold start. Best effort: a failure is logged
+    /// and the first real request connects as usual.
+    pub async fn warm_up(&self) {
+        let read = self
+            .client
+            .get_item()
+            .table_name(&self.config.table)
+            .key("pk", s("WARMUP".to_owned()))
+            .key("sk", s("WARMUP".to_owned()))
+            .projection_expression("pk")
+            .send();
+        match tokio::time::timeout(Duration::from_secs(2), read).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %unavailable(e), "warming the DynamoDB connection failed")
+            }
+            Err(_) => tracing::warn!("warming the DynamoDB connection timed out"),
+        }
+    }
+
     fn expires_at(&self, at: Millis) -> Option<u64> {
         let retention = self.config.retention?;
         let ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);

@@ -1,0 +1,347 @@
+//! Cold starts and memory through the Runtime API harness: each release bootstrap and the
+//! Python peer (boto3 under awslambdaric) started side by side, round after round, against the
+//! same harness and the same DynamoDB Local table.
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use salesloop_benches::root;
+use salesloop_benches::runtime_api::{Function, Launch};
+use salesloop_tests::dynamo_local::DynamoLocal;
+use serde_json::json;
+
+use crate::{Scale, Section, median, ms, percentile};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    ProcessMessage,
+    EndConversation,
+    FeedbackLoop,
+    Python,
+}
+
+const KINDS: [Kind; 4] = [
+    Kind::ProcessMessage,
+    Kind::EndConversation,
+    Kind::FeedbackLoop,
+    Kind::Python,
+];
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::ProcessMessage => "process_message",
+            Kind::EndConversation => "end_conversation",
+            Kind::FeedbackLoop => "feedback_loop",
+            Kind::Python => "Python peer (boto3, awslambdaric)",
+        }
+    }
+
+    /// The event of invocation `n` in a series named `series`.
+    fn event(self, series: &str, n: usize) -> String {
+        match self {
+            Kind::ProcessMessage => salesloop_benches::http_api_event(
+                &format!("/conversations/{series}-{n}/messages"),
+                &json!({"message_id": "m-1", "text": TEXTS[n % TEXTS.len()]}).to_string(),
+            ),
+            Kind::EndConversation => salesloop_benches::http_api_event(
+                &format!("/conversations/{series}-{n}/end"),
+                &json!({"outcome": if n.is_multiple_of(3) { "won" } else { "lost" }, "value": 1200})
+                    .to_string(),
+            ),
+            Kind::FeedbackLoop => json!({
+                "source": "salesloop.end_conversation",
+                "tenant": "acme",
+                "ended_count": n
+            })
+            .to_string(),
+            Kind::Python => salesloop_benches::http_api_event(
+                &format!("/conversations/py-{series}-{n}/messages"),
+                &json!({"message_id": "m-1", "text": TEXTS[n % TEXTS.len()]}).to_string(),
+            ),
+        }
+    }
+}
+
+const TEXTS: [&str; 4] = [
+    "Honestly this looks too expensive for us, we don't have the budget this quarter.",
+    "Can you send me a demo next week? I need to run it by my manager first.",
+    "We already use HubSpot and it does most of this.",
+    "How does the pricing work for a team of 12 people?",
+];
+
+/// A function's program, arguments, folder and environment.
+type Spec = (
+    PathBuf,
+    Vec<&'static str>,
+    Option<PathBuf>,
+    Vec<(String, String)>,
+);
+
+struct Setup {
+    bin: PathBuf,
+    python: PathBuf,
+    table: String,
+    endpoint: String,
+}
+
+impl Setup {
+    fn launch(&self, kind: Kind) -> Spec {
+        let mut env = vec![
+            ("TABLE_NAME".to_owned(), self.table.clone()),
+            (
+                "AWS_ENDPOINT_URL_DYNAMODB".to_owned(),
+                self.endpoint.clone(),
+            ),
+        ];
+        match kind {
+            Kind::Python => {
+                env.push(("AWS_LAMBDA_FUNCTION_NAME".into(), "python_peer".into()));
+                (
+                    self.python.clone(),
+                    vec!["-m", "awslambdaric", "handler.handler"],
+                    Some(root().join("benches/python")),
+                    env,
+                )
+            }
+            _ => {
+                env.push(("AWS_LAMBDA_FUNCTION_NAME".into(), kind.name().into()));
+                env.push(("FEEDBACK_EVERY".into(), "0".into()));
+                env.push(("FEEDBACK_SETTLE_SECONDS".into(), "0".into()));
+                (self.bin.join(kind.name()), vec![], None, env)
+            }
+        }
+    }
+
+    async fn start(&self, kind: Kind) -> Result<Function, String> {
+        let (program, args, dir, env) = self.launch(kind);
+        Function::start(Launch {
+            program: &program,
+            args: &args,
+            dir: dir.as_deref(),
+            env,
+        })
+        .await
+    }
+}
+
+/// Whether an answer is a success: API Gateway answers need a 2xx status code.
+fn succeeded(kind: Kind, body: &[u8]) -> bool {
+    if kind == Kind::FeedbackLoop {
+        return true;
+    }
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["statusCode"].as_u64())
+        .is_some_and(|s| (200..300).contains(&s))
+}
+
+fn version(python: &Path) -> String {
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import sys, importlib.metadata as m; print(sys.version.split()[0], 'awslambdaric', m.version('awslambdaric'), 'boto3', m.version('boto3'))",
+        ])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            format!("Python {}", String::from_utf8_lossy(&o.stdout).trim())
+        }
+        _ => "not installed".to_owned(),
+    }
+}
+
+pub async fn sections(scale: &Scale, server: &DynamoLocal) -> Vec<Section> {
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .expect("the bench binary's folder");
+    let python = root().join(".venv-bench/bin/python");
+    let store = server.fresh_store().await;
+    let setup = Setup {
+        bin,
+        python: python.clone(),
+        table: store.table().to_owned(),
+        endpoint: server.endpoint(),
+    };
+    let peer = version(&python);
+    eprintln!("bench: peer {peer}");
+
+    // Cold starts, one of each per round.
+    let mut inits: Vec<Vec<Duration>> = vec![Vec::new(); KINDS.len()];
+    let mut firsts: Vec<Vec<Duration>> = vec![Vec::new(); KINDS.len()];
+    let mut failures = 0;
+    for round in 0..scale.cold_rounds {
+        for (k, kind) in KINDS.into_iter().enumerate() {
+            let mut function = setup.start(kind).await.unwrap_or_else(|e| panic!("{e}"));
+            let init = function
+                .init()
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
+            let answer = function
+                .invoke(kind.event("cold", round))
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
+            if answer.error || !succeeded(kind, &answer.body) {
+                failures += 1;
+                eprintln!(
+                    "bench: {} failed its first invocation: {}",
+                    kind.name(),
+                    String::from_utf8_lossy(&answer.body)
+                );
+            }
+            inits[k].push(init);
+            firsts[k].push(answer.took);
+            function.stop().await;
+        }
+    }
+    let python_init = median(&mut inits[3].clone());
+    let mut cold = String::from("## Cold start\n\n");
+    let _ = writeln!(
+        cold,
+        "A minimal Lambda Runtime API in the bench harness (`benches/src/runtime_api.rs`) starts \
+         each release bootstrap ({} rounds, interleaved with the peer) with Lambda's environment \
+         (128 MB, `TABLE_NAME`, DynamoDB Local as the endpoint) and times **init** (exec to the \
+         first `GET /runtime/invocation/next`, what Lambda reports as Init Duration) and the \
+         **first invocation** (event handed out to answer posted, DynamoDB writes included). \
+         Peer: the stack a user of the Python original would pick, a boto3 handler under \
+         `awslambdaric` (`benches/python/handler.py`), same harness, same table: {peer}. \
+         Failed first invocations: {failures}.\n",
+        scale.cold_rounds
+    );
+    let _ = writeln!(
+        cold,
+        "| function | init median | init min – max | first invocation median | Python init ÷ this init |"
+    );
+    let _ = writeln!(cold, "|---|---|---|---|---|");
+    let mut summary = Vec::new();
+    for (k, kind) in KINDS.into_iter().enumerate() {
+        let mut i = inits[k].clone();
+        let init = median(&mut i);
+        let first = median(&mut firsts[k].clone());
+        let ratio = python_init.as_secs_f64() / init.as_secs_f64();
+        let _ = writeln!(
+            cold,
+            "| {} | {} | {} – {} | {} | {} |",
+            kind.name(),
+            ms(init),
+            ms(i[0]),
+            ms(*i.last().expect("rounds")),
+            ms(first),
+            if kind == Kind::Python {
+                "1×".to_owned()
+            } else {
+                format!("**{ratio:.0}×**")
+            }
+        );
+        if kind != Kind::Python {
+            summary.push([
+                format!("cold start (init), {}", kind.name()),
+                format!("{} ({ratio:.0}× faster)", ms(init)),
+                "at least 20× faster than the peer".to_owned(),
+                format!("Python peer {}", ms(python_init)),
+            ]);
+        }
+    }
+
+    // Memory: one process of each through many invocations.
+    let mut memory = String::from("## Memory\n\n");
+    let _ = writeln!(
+        memory,
+        "Each function started once under the harness and invoked {} times against DynamoDB \
+         Local (process_message: one message to each of {} conversations; end_conversation: ends \
+         them; feedback_loop: one triggered run per invocation, the first learning every outcome; \
+         the peer: as process_message). Peak RSS is the kernel's VmHWM.\n",
+        scale.invocations, scale.invocations
+    );
+    let _ = writeln!(
+        memory,
+        "| function | peak RSS after {} | peak RSS after {} | RSS growth {} → {} | warm p50 | warm p99 | budget |",
+        scale.checkpoint, scale.invocations, scale.checkpoint, scale.invocations
+    );
+    let _ = writeln!(memory, "|---|---|---|---|---|---|---|");
+    for kind in KINDS {
+        let mut function = setup.start(kind).await.unwrap_or_else(|e| panic!("{e}"));
+        function
+            .init()
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
+        let mut at_checkpoint = (0, 0);
+        let mut took = Vec::with_capacity(scale.invocations);
+        let mut failed = 0;
+        for n in 0..scale.invocations {
+            let answer = function
+                .invoke(kind.event("c", n))
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
+            if answer.error || !succeeded(kind, &answer.body) {
+                failed += 1;
+            }
+            took.push(answer.took);
+            if n + 1 == scale.checkpoint {
+                at_checkpoint = function.memory_kib().unwrap_or_default();
+            }
+        }
+        let at_end = function.memory_kib().unwrap_or_default();
+        function.stop().await;
+        took.sort();
+        let mb = |kib: u64| format!("{:.1} MB", kib as f64 / 1024.0);
+        let growth = at_end.1 as i64 - at_checkpoint.1 as i64;
+        let _ = writeln!(
+            memory,
+            "| {} | {} | {} | {:+} KB | {} | {} | {} |",
+            kind.name(),
+            mb(at_checkpoint.0),
+            mb(at_end.0),
+            growth,
+            ms(percentile(&took, 50.0)),
+            ms(percentile(&took, 99.0)),
+            if kind == Kind::Python {
+                ""
+            } else {
+                "under 24 MB"
+            }
+        );
+        if failed > 0 {
+            let _ = writeln!(memory, "\n{} failed {failed} invocations.\n", kind.name());
+        }
+        if kind != Kind::Python {
+            summary.push([
+                format!(
+                    "peak RSS over {} invocations, {}",
+                    scale.invocations,
+                    kind.name()
+                ),
+                format!(
+                    "{} (growth {:+} KB after the {}th)",
+                    mb(at_end.0),
+                    growth,
+                    scale.checkpoint
+                ),
+                "under 24 MB, no growth".to_owned(),
+                String::new(),
+            ]);
+        } else {
+            summary.push([
+                format!(
+                    "peak RSS over {} invocations, Python peer",
+                    scale.invocations
+                ),
+                mb(at_end.0),
+                String::new(),
+                "(the peer)".to_owned(),
+            ]);
+        }
+    }
+    vec![
+        Section {
+            markdown: cold,
+            summary: summary.drain(..3).collect(),
+        },
+        Section {
+            markdown: memory,
+            summary,
+        },
+    ]
+}

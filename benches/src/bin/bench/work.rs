@@ -1,0 +1,172 @@
+//! Per-message work: criterion's estimates (whole-corpus passes) turned into ns per message and
+//! MB/s beside one aho-corasick pass, and each message timed alone for the p99 budget.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use salesloop::patterns::{Catalog, DEFAULT_CATALOG, DEFAULT_THRESHOLD};
+use salesloop_benches::{corpora, message_events, nostore, phrase_automaton, process_event, root};
+
+use crate::{Scale, Section, median, percentile};
+
+/// Criterion's mean time of one pass over a corpus, in ns.
+fn criterion_mean(group: &str, bench: &str) -> Option<f64> {
+    let home = std::env::var("CRITERION_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target/criterion"));
+    let path = home.join(group).join(bench).join("new/estimates.json");
+    let raw = std::fs::read_to_string(path).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&raw).ok()?;
+    value["mean"]["point_estimate"].as_f64()
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+pub fn section(scale: &Scale) -> Section {
+    let mut markdown = String::from("## Per-message work\n\n");
+    let mut summary = Vec::new();
+    let _ = writeln!(
+        markdown,
+        "Criterion (`cargo bench -p salesloop-benches --bench detection`), one iteration = one pass \
+         over a whole corpus: the CaSiNo negotiation utterances (`benches/data/casino`, CC BY 4.0) \
+         and the project's labelled sales utterances (`tests/fixtures/patterns`). `detect` is \
+         pattern detection alone; `process_message` is the function's own work on each message's \
+         API Gateway event (event parsed into a request, tenant, validation, detection, decision, \
+         reply, answer), on a store that keeps nothing; the limit is one aho-corasick pass of all \
+         58,271 phrases the catalog's cues stand for over the same raw text (no normalisation, no \
+         word boundaries, no negation: less work than detection does).\n"
+    );
+    let _ = writeln!(
+        markdown,
+        "| corpus | messages | bytes | work | ns per message | MB/s | × one aho-corasick pass |"
+    );
+    let _ = writeln!(markdown, "|---|---|---|---|---|---|---|");
+    let catalog = Catalog::builtin();
+    let app = nostore::app();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let calibration = BTreeMap::new();
+    let mut all_work = Vec::new();
+    let mut all_detect = Vec::new();
+    for corpus in corpora() {
+        let n = corpus.texts.len() as f64;
+        let bytes = corpus.bytes() as f64;
+        let pass = criterion_mean(corpus.name, "aho_corasick_pass");
+        for bench in ["aho_corasick_pass", "detect", "process_message"] {
+            let Some(mean) = criterion_mean(corpus.name, bench) else {
+                let _ = writeln!(
+                    markdown,
+                    "| {} | {} | {} | {bench} | not run | | |",
+                    corpus.name,
+                    corpus.texts.len(),
+                    corpus.bytes()
+                );
+                continue;
+            };
+            let ratio = pass.map_or(String::new(), |p| format!("{:.1}×", mean / p));
+            let _ = writeln!(
+                markdown,
+                "| {} | {} | {} | {bench} | {:.0} | {:.1} | {ratio} |",
+                corpus.name,
+                corpus.texts.len(),
+                corpus.bytes(),
+                mean / n,
+                bytes / mean * 1e3,
+            );
+            if bench == "detect" && corpus.name == "casino" {
+                summary.push([
+                    "pattern detection, CaSiNo (ns per message, MB/s)".to_owned(),
+                    format!("{:.0} ns, {:.1} MB/s", mean / n, bytes / mean * 1e3),
+                    "(part of the 1 ms below)".to_owned(),
+                    pass.map_or(String::new(), |p| {
+                        format!("{:.1}× one aho-corasick pass ({:.0} ns)", mean / p, p / n)
+                    }),
+                ]);
+            }
+        }
+        // Each message alone, for the tail.
+        let events = message_events(&corpus.texts);
+        for _ in 0..scale.work_passes {
+            for (text, event) in corpus.texts.iter().zip(&events) {
+                let t = Instant::now();
+                std::hint::black_box(catalog.detect(text, DEFAULT_THRESHOLD, &calibration));
+                all_detect.push(t.elapsed());
+                let t = Instant::now();
+                std::hint::black_box(runtime.block_on(process_event(&app, event)));
+                all_work.push(t.elapsed());
+            }
+        }
+    }
+    all_work.sort();
+    all_detect.sort();
+    let _ = writeln!(
+        markdown,
+        "\nEach message timed alone (`target/release/bench`, {} passes over both corpora, {} timings):\n",
+        scale.work_passes,
+        all_work.len()
+    );
+    let _ = writeln!(markdown, "| work | p50 | p90 | p99 | max | budget (p99) |");
+    let _ = writeln!(markdown, "|---|---|---|---|---|---|");
+    for (name, values) in [("detect", &all_detect), ("process_message", &all_work)] {
+        let _ = writeln!(
+            markdown,
+            "| {name} | {} | {} | {} | {} | {} |",
+            us(percentile(values, 50.0)),
+            us(percentile(values, 90.0)),
+            us(percentile(values, 99.0)),
+            us(*values.last().expect("timings")),
+            if name == "process_message" {
+                "under 1 ms"
+            } else {
+                ""
+            }
+        );
+    }
+    summary.push([
+        "process_message own work, p99 (store excluded)".to_owned(),
+        us(percentile(&all_work, 99.0)),
+        "under 1 ms".to_owned(),
+        format!("p50 {}", us(percentile(&all_work, 50.0))),
+    ]);
+
+    // Init: the catalog as compiled now, beside the expanded automaton it replaced.
+    let mut compile: Vec<Duration> = (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(Catalog::from_json(DEFAULT_CATALOG).expect("catalog"));
+            t.elapsed()
+        })
+        .collect();
+    let mut expanded: Vec<Duration> = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(phrase_automaton());
+            t.elapsed()
+        })
+        .collect();
+    let compile = median(&mut compile);
+    let expanded = median(&mut expanded);
+    let _ = writeln!(
+        markdown,
+        "\nCatalog compile at init (median): word-level cues **{}**; the 58,271 expanded phrases \
+         compiled into one aho-corasick automaton, as before, {} ({:.0}× slower).\n",
+        us(compile),
+        us(expanded),
+        expanded.as_secs_f64() / compile.as_secs_f64()
+    );
+    summary.push([
+        "catalog compile at init".to_owned(),
+        us(compile),
+        "(part of cold start)".to_owned(),
+        format!(
+            "{} for the expanded-phrase automaton it replaced",
+            us(expanded)
+        ),
+    ]);
+    Section { markdown, summary }
+}

@@ -1,0 +1,139 @@
+//! What the benchmarks share: the corpora, and process_message run on a store that keeps
+//! nothing, so that its own work (parsing, detection, decision, reply) is measured alone.
+
+pub mod counting;
+pub mod nostore;
+pub mod runtime_api;
+
+use std::path::PathBuf;
+
+/// The workspace's top folder.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A named set of user messages.
+pub struct Corpus {
+    pub name: &'static str,
+    pub texts: Vec<String>,
+}
+
+impl Corpus {
+    pub fn bytes(&self) -> usize {
+        self.texts.iter().map(String::len).sum()
+    }
+}
+
+fn lines(files: &[&str]) -> Vec<String> {
+    let mut texts = Vec::new();
+    for file in files {
+        let path = root().join(file);
+        let raw = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        for line in raw.lines().filter(|l| !l.trim().is_empty()) {
+            let value: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            let text = value.get("text").unwrap_or(&value);
+            texts.push(text.as_str().expect("a text").to_owned());
+        }
+    }
+    texts
+}
+
+/// The CaSiNo negotiation utterances (CC BY 4.0, see benches/data/casino/README.md) and the
+/// project's labelled sales utterances.
+pub fn corpora() -> Vec<Corpus> {
+    vec![
+        Corpus {
+            name: "casino",
+            texts: lines(&["benches/data/casino/utterances.jsonl"]),
+        },
+        Corpus {
+            name: "sales",
+            texts: lines(&[
+                "tests/fixtures/patterns/labelled.jsonl",
+                "tests/fixtures/patterns/heldout.jsonl",
+            ]),
+        },
+    ]
+}
+
+/// The raw API Gateway HTTP API events (payload 2.0) of these messages, as the Lambda service
+/// hands them to a function: message `i` is `m-<i>` in conversation `c-<i>` of tenant `acme`.
+pub fn message_events(texts: &[String]) -> Vec<String> {
+    let path =
+        root().join("tests/fixtures/aws-events/example-apigw-v2-request-jwt-authorizer.json");
+    let raw = std::fs::read_to_string(&path).expect("the HTTP API fixture");
+    let mut event: serde_json::Value = serde_json::from_str(&raw).expect("fixture is JSON");
+    event["rawQueryString"] = serde_json::json!("");
+    event["queryStringParameters"] = serde_json::json!({});
+    event["requestContext"]["http"]["method"] = serde_json::json!("POST");
+    event["requestContext"]["authorizer"]["jwt"]["claims"] =
+        serde_json::json!({"sub": "user-1", "tenant_id": "acme"});
+    event["isBase64Encoded"] = serde_json::json!(false);
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let route = format!("/conversations/c-{i}/messages");
+            event["rawPath"] = serde_json::json!(route);
+            event["requestContext"]["http"]["path"] = serde_json::json!(route);
+            let body = serde_json::json!({"message_id": format!("m-{i}"), "text": text});
+            event["body"] = serde_json::json!(body.to_string());
+            event.to_string()
+        })
+        .collect()
+}
+
+/// An API Gateway HTTP API event (payload 2.0, JWT claim `tenant_id: acme`) for `POST path`
+/// with `body`.
+pub fn http_api_event(path: &str, body: &str) -> String {
+    static FIXTURE: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    let fixture = FIXTURE.get_or_init(|| {
+        let path =
+            root().join("tests/fixtures/aws-events/example-apigw-v2-request-jwt-authorizer.json");
+        let raw = std::fs::read_to_string(&path).expect("the HTTP API fixture");
+        serde_json::from_str(&raw).expect("fixture is JSON")
+    });
+    let mut event = fixture.clone();
+    event["rawPath"] = serde_json::json!(path);
+    event["rawQueryString"] = serde_json::json!("");
+    event["queryStringParameters"] = serde_json::json!({});
+    event["requestContext"]["http"]["path"] = serde_json::json!(path);
+    event["requestContext"]["http"]["method"] = serde_json::json!("POST");
+    event["requestContext"]["authorizer"]["jwt"]["claims"] =
+        serde_json::json!({"sub": "user-1", "tenant_id": "acme"});
+    event["body"] = serde_json::json!(body);
+    event["isBase64Encoded"] = serde_json::json!(false);
+    event.to_string()
+}
+
+/// One aho-corasick automaton of every phrase the catalog's cues stand for (58,271 for the
+/// built-in catalog): the physical limit detection is compared with, one pass over the text.
+pub fn phrase_automaton() -> aho_corasick::AhoCorasick {
+    let phrases: Vec<String> =
+        salesloop::patterns::expanded_phrases(salesloop::patterns::DEFAULT_CATALOG)
+            .expect("the built-in catalog")
+            .into_iter()
+            .map(|(_, phrase)| phrase)
+            .collect();
+    aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(&phrases)
+        .expect("the phrase automaton")
+}
+
+/// process_message's whole own work on one Lambda event: the event parsed into a request, the
+/// handler (detection, decision, reply) over the store that keeps nothing, the answer's status.
+pub async fn process_event(
+    app: &process_message::handler::App<nostore::NoStore>,
+    event: &str,
+) -> u16 {
+    let request = lambda_http::request::from_str(event).expect("an API Gateway event");
+    process_message::handler::handle(app, request)
+        .await
+        .status()
+        .as_u16()
+}
