@@ -18,7 +18,9 @@ async fn main() -> Result<(), Error> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let local = local_mode(&env)?;
     let store = StoreChoice::from_env(&env)?.open().await?;
-    store.warm_up().await;
+    if salesloop::config::warm_up(&env)? {
+        store.warm_up().await;
+    }
     let feedback_every = number(&env, "FEEDBACK_EVERY", 100, 0, 1_000_000_000)?;
     let function = env("FEEDBACK_FUNCTION").unwrap_or_else(|| "feedback_loop".to_owned());
     let trigger = match (feedback_every, local, env("AWS_ENDPOINT_URL_LAMBDA")) {

@@ -24,7 +24,9 @@ async fn main() -> Result<(), Error> {
     }
     lambda_runtime::tracing::init_default_subscriber();
     let store = StoreChoice::from_env(&env)?.open().await?;
-    store.warm_up().await;
+    if salesloop::config::warm_up(&env)? {
+        store.warm_up().await;
+    }
     let app = App::new(store, settings_from_env(&env)?);
     let app = &app;
     run(service_fn(move |event: LambdaEvent<Value>| async move {

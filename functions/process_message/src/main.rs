@@ -18,7 +18,9 @@ async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let env = |name: &str| std::env::var(name).ok();
     let store = StoreChoice::from_env(&env)?.open().await?;
-    store.warm_up().await;
+    if salesloop::config::warm_up(&env)? {
+        store.warm_up().await;
+    }
     let llm = match LlmConfig::from_env(&env)? {
         Some(config) => Some(LlmClient::new(config)?),
         None => None,

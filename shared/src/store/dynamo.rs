@@ -235,7 +235,7 @@ impl DynamoStore {
     /// does not pay for the TCP and TLS handshakes (and the first use of the TLS library's
     /// random generator): one eventually consistent read of a key no tenant can have (tenant
     /// keys start with `T#`), 0.5 read units per cold start. Best effort: a failure is logged
-    /// and the first real request connects as usual.
+    /// and the first real request connects as usual. One attempt, never retried.
     pub async fn warm_up(&self) {
         let read = self
             .client
@@ -244,6 +244,11 @@ impl DynamoStore {
             .key("pk", s("WARMUP".to_owned()))
             .key("sk", s("WARMUP".to_owned()))
             .projection_expression("pk")
+            .customize()
+            .config_override(
+                aws_sdk_dynamodb::Config::builder()
+                    .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()),
+            )
             .send();
         match tokio::time::timeout(Duration::from_secs(2), read).await {
             Ok(Ok(_)) => {}
