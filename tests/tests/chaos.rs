@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use end_conversation::handler::{App as EndApp, handle as end_handle, pattern_names};
 use feedback_loop::App as FeedbackApp;
 use feedback_loop::run::{Settings, TenantRun};
 use libtest_mimic::{Arguments, Trial};
@@ -21,12 +22,15 @@ use process_message::handler::App;
 use salesloop::engine::Engine;
 use salesloop::http::TenantSource;
 use salesloop::model_cache::ModelCache;
+use salesloop::patterns::DEFAULT_CATALOG;
 use salesloop::store::{DynamoStore, DynamoStoreConfig};
-use salesloop::{ConversationId, Millis, Outcome, Store, TenantId};
+use salesloop::{ConversationId, ConversationState, Millis, Outcome, Store, TenantId};
 use salesloop_tests::contract::{end_request, send};
 use salesloop_tests::dynamo_local::DynamoLocal;
+use salesloop_tests::events::{Flavor, request};
 use salesloop_tests::fault_proxy::{FaultProxy, FaultRates};
 use salesloop_tests::load::{self, Handlers, Http, LoadReport, Plan, Verdict};
+use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
 /// Faults the proxy injects into the message load: 14% of calls.
@@ -189,7 +193,8 @@ fn dynamodb_stopped_and_restarted_mid_load(runtime: &Runtime) {
 
 /// Throttling errors and dropped connections (before the call reaches DynamoDB Local, and after
 /// it was carried out) injected into 14% of the store's calls: the SDK's retries absorb most,
-/// the clients retry the 503s of the rest, and nothing is lost or doubled.
+/// the clients retry the 503s of the rest, and nothing is lost or doubled. Then every
+/// conversation is ended (twice) through the same faults: each ends once and is counted once.
 fn throttling_and_dropped_connections_between_handler_and_store(
     server: &DynamoLocal,
     runtime: &Runtime,
@@ -202,17 +207,42 @@ fn throttling_and_dropped_connections_between_handler_and_store(
             .expect("the fault proxy starts");
         let transport = Arc::new(Handlers(app(store_at(&proxy.endpoint(), &table))));
         let report = load::run(&plan, transport, Arc::new(AtomicU64::new(0))).await;
+        let ends = end_every_conversation(&plan, store_at(&proxy.endpoint(), &table)).await;
         let injected = proxy.injected();
         drop(proxy);
         check(
-            "faults: throttling and dropped connections between process_message and DynamoDB",
+            "faults: throttling and dropped connections between the functions and DynamoDB",
             &server.endpoint(),
             &table,
             &plan,
             &report,
-            &format!("\n  proxy: {injected}"),
+            &format!("\n  {ends}\n  proxy: {injected}"),
         )
         .await;
+        // Each conversation ended once, after its last turn, and counted once.
+        let direct = store_at(&server.endpoint(), &table);
+        let tenant = TenantId::parse(&plan.tenant).unwrap();
+        assert_eq!(
+            direct.ended_count(&tenant).await.unwrap(),
+            plan.conversations as u64
+        );
+        let outcomes = direct.outcomes_since(&tenant, None, 100_000).await.unwrap();
+        assert_eq!(outcomes.len(), plan.conversations);
+        for c in 0..plan.conversations {
+            let conversation = ConversationId::parse(&plan.conversation(c)).unwrap();
+            match direct.conversation(&tenant, &conversation).await.unwrap() {
+                ConversationState::Ended(record) => {
+                    assert_eq!(record.turns as usize, plan.messages_per_conversation)
+                }
+                state => panic!("{conversation} did not end: {state:?}"),
+            }
+        }
+        assert!(ends.unexpected.is_empty(), "{:?}", ends.unexpected);
+        assert_eq!(ends.first_answers.len(), plan.conversations);
+        assert_eq!(
+            ends.repeats_differing, 0,
+            "a repeated end gets the first answer"
+        );
         assert!(
             injected.throttled > 0
                 && injected.capacity_exceeded > 0
@@ -221,6 +251,106 @@ fn throttling_and_dropped_connections_between_handler_and_store(
             "every kind of fault was injected: {injected:?}"
         );
     });
+}
+
+/// What end_conversation's clients saw.
+#[derive(Debug, Default)]
+struct Ends {
+    sent: u64,
+    unavailable: u64,
+    first_answers: Vec<(usize, Value)>,
+    repeats_differing: u64,
+    unexpected: Vec<String>,
+}
+
+impl std::fmt::Display for Ends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ends: {} conversations ended with {} requests (503 {}, retried with the same body), \
+             each ended again: {} answered differently",
+            self.first_answers.len(),
+            self.sent,
+            self.unavailable,
+            self.repeats_differing
+        )
+    }
+}
+
+/// Ends every conversation of the plan through end_conversation's handler, 16 at a time,
+/// retrying 503s, then ends each again: the repeat must get the first answer.
+async fn end_every_conversation<S: Store + 'static>(plan: &Plan, store: S) -> Ends {
+    let app = Arc::new(EndApp {
+        store,
+        models: ModelCache::new(Duration::from_secs(30)),
+        tenants: TenantSource {
+            claim: "tenant_id".into(),
+            local: false,
+        },
+        patterns: pattern_names(DEFAULT_CATALOG).expect("the catalog's pattern names"),
+        feedback_every: 0,
+        trigger: None,
+    });
+    let mut ends = Ends::default();
+    for round in 0..2 {
+        for chunk in (0..plan.conversations).collect::<Vec<_>>().chunks(16) {
+            let mut pending = Vec::new();
+            for &c in chunk {
+                let (app, plan) = (app.clone(), plan.clone());
+                pending.push(tokio::spawn(async move {
+                    let path = format!("/conversations/{}/end", plan.conversation(c));
+                    let outcome = ["won", "lost", "no_decision"][c % 3];
+                    let body = json!({"outcome": outcome, "value": c}).to_string();
+                    let (mut sent, mut unavailable) = (0, 0);
+                    loop {
+                        sent += 1;
+                        let event = request(
+                            Flavor::HttpApi,
+                            "POST",
+                            &path,
+                            &body,
+                            Some(&plan.tenant),
+                            &[],
+                        );
+                        let response = end_handle(&app, event).await;
+                        let status = response.status().as_u16();
+                        let answer: Value = match response.body() {
+                            lambda_http::Body::Text(text) => {
+                                serde_json::from_str(text).unwrap_or(Value::Null)
+                            }
+                            _ => Value::Null,
+                        };
+                        match status {
+                            200 => return (c, sent, unavailable, Ok(answer)),
+                            503 if sent < 200 => {
+                                unavailable += 1;
+                                tokio::time::sleep(plan.retry_after_cap).await;
+                            }
+                            _ => return (c, sent, unavailable, Err(format!("{status} {answer}"))),
+                        }
+                    }
+                }));
+            }
+            for task in pending {
+                let (c, sent, unavailable, answer) = task.await.expect("an end finished");
+                ends.sent += sent;
+                ends.unavailable += unavailable;
+                match answer {
+                    Ok(answer) if round == 0 => ends.first_answers.push((c, answer)),
+                    Ok(answer) => {
+                        let first = ends.first_answers.iter().find(|(i, _)| *i == c);
+                        if first.map(|(_, a)| a) != Some(&answer) {
+                            ends.repeats_differing += 1;
+                        }
+                    }
+                    Err(e) => ends
+                        .unexpected
+                        .push(format!("{}: {e}", plan.conversation(c))),
+                }
+            }
+        }
+    }
+    ends
 }
 
 fn free_port() -> u16 {
