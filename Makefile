@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run report feedback test lint fmt tools eval-patterns
+.PHONY: help run report feedback test chaos lint fmt tools eval-patterns
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -21,6 +21,9 @@ eval-patterns: ## precision and recall of pattern detection on the labelled utte
 
 test: tools ## every check and test: format, clippy, unit, contract (embedded + DynamoDB Local)
 	bash scripts/test.sh
+
+chaos: tools ## the fault-injection and load suite at 4x the size make test runs (SCALE=n to change)
+	CHAOS_SCALE=$(or $(SCALE),4) cargo test -p salesloop-tests --test chaos
 
 lint: ## format check and clippy only
 	cargo fmt --all -- --check
