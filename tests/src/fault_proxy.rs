@@ -1,7 +1,8 @@
 //! A fault-injecting HTTP proxy for the chaos suite, put between the DynamoDB client and
 //! DynamoDB Local. It answers a share of calls with DynamoDB's throttling errors and drops a
 //! share of connections, some before forwarding the call and some after DynamoDB Local has
-//! carried it out (the write happened, its answer is lost), and counts what it injected.
+//! carried it out (the write happened, its answer is lost), can hold calls unanswered, and
+//! counts what it injected.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -27,6 +28,9 @@ pub struct FaultRates {
     pub drop_before: f64,
     /// The call is carried out, then the connection is closed instead of answering.
     pub drop_after: f64,
+    /// The call is held unanswered for a minute, then its connection is closed: a store that
+    /// hangs.
+    pub stall: f64,
 }
 
 /// What the proxy did, counted since it started.
@@ -37,11 +41,16 @@ pub struct Injected {
     pub capacity_exceeded: u64,
     pub dropped_before: u64,
     pub dropped_after: u64,
+    pub stalled: u64,
 }
 
 impl Injected {
     pub fn faults(&self) -> u64 {
-        self.throttled + self.capacity_exceeded + self.dropped_before + self.dropped_after
+        self.throttled
+            + self.capacity_exceeded
+            + self.dropped_before
+            + self.dropped_after
+            + self.stalled
     }
 }
 
@@ -51,13 +60,14 @@ impl fmt::Display for Injected {
             f,
             "{} calls, {} faults injected: {} ThrottlingException, {} \
              ProvisionedThroughputExceededException, {} dropped before forwarding, {} dropped \
-             after forwarding (answer lost)",
+             after forwarding (answer lost), {} held unanswered",
             self.calls,
             self.faults(),
             self.throttled,
             self.capacity_exceeded,
             self.dropped_before,
-            self.dropped_after
+            self.dropped_after,
+            self.stalled
         )
     }
 }
@@ -69,6 +79,7 @@ struct Counters {
     capacity_exceeded: AtomicU64,
     dropped_before: AtomicU64,
     dropped_after: AtomicU64,
+    stalled: AtomicU64,
 }
 
 /// Returned by the proxy's service to make hyper close the connection without answering.
@@ -89,6 +100,7 @@ enum Fault {
     Capacity,
     DropBefore,
     DropAfter,
+    Stall,
 }
 
 struct State {
@@ -118,6 +130,10 @@ impl State {
         edge += rates.drop_after;
         if u < edge {
             return Fault::DropAfter;
+        }
+        edge += rates.stall;
+        if u < edge {
+            return Fault::Stall;
         }
         Fault::None
     }
@@ -153,6 +169,11 @@ impl State {
             Fault::DropAfter => {
                 self.forward(parts, body).await?;
                 self.counters.dropped_after.fetch_add(1, Ordering::Relaxed);
+                return Err(DropConnection);
+            }
+            Fault::Stall => {
+                self.counters.stalled.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
                 return Err(DropConnection);
             }
             Fault::None => {}
@@ -273,6 +294,7 @@ impl FaultProxy {
             capacity_exceeded: c.capacity_exceeded.load(Ordering::Relaxed),
             dropped_before: c.dropped_before.load(Ordering::Relaxed),
             dropped_after: c.dropped_after.load(Ordering::Relaxed),
+            stalled: c.stalled.load(Ordering::Relaxed),
         }
     }
 }

@@ -29,7 +29,7 @@ use salesloop_tests::contract::{end_request, send};
 use salesloop_tests::dynamo_local::DynamoLocal;
 use salesloop_tests::events::{Flavor, request};
 use salesloop_tests::fault_proxy::{FaultProxy, FaultRates};
-use salesloop_tests::load::{self, Handlers, Http, LoadReport, Plan, Verdict};
+use salesloop_tests::load::{self, Handlers, Http, LoadReport, Plan, Transport, Verdict};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
@@ -39,6 +39,7 @@ const MESSAGE_FAULTS: FaultRates = FaultRates {
     capacity: 0.03,
     drop_before: 0.03,
     drop_after: 0.04,
+    stall: 0.0,
 };
 
 /// Faults the proxy injects into feedback runs: 60% of calls, so that about a fifth of the
@@ -48,6 +49,7 @@ const FEEDBACK_FAULTS: FaultRates = FaultRates {
     capacity: 0.1,
     drop_before: 0.15,
     drop_after: 0.2,
+    stall: 0.0,
 };
 
 fn scale() -> usize {
@@ -353,6 +355,57 @@ async fn end_every_conversation<S: Store + 'static>(plan: &Plan, store: S) -> En
     ends
 }
 
+/// DynamoDB that accepts calls and never answers: the message gets its 503 with Retry-After
+/// inside the function's 10 s timeout (the SDK's attempt and call timeouts), not a Lambda
+/// timeout; once the store answers again, the retry is stored once.
+fn a_store_that_hangs_is_a_503_within_the_function_timeout(
+    server: &DynamoLocal,
+    runtime: &Runtime,
+) {
+    runtime.block_on(async {
+        let table = server.fresh_store().await.table().to_owned();
+        let hanging = FaultRates {
+            stall: 1.0,
+            ..FaultRates::default()
+        };
+        let proxy = FaultProxy::start(&server.endpoint(), hanging, 3)
+            .await
+            .expect("the fault proxy starts");
+        let transport = Handlers(app(store_at(&proxy.endpoint(), &table)));
+        let body = json!({"message_id": "m-1", "text": "too expensive for us"}).to_string();
+        let started = Instant::now();
+        let answer = transport
+            .post_message("hang", "c-1", body.clone())
+            .await
+            .expect("an answer");
+        let took = started.elapsed();
+        println!(
+            "\nchaos hang: a store that never answers\n  503 after {:.1} s (function timeout 10 s); \
+             proxy: {}\n",
+            took.as_secs_f64(),
+            proxy.injected()
+        );
+        assert_eq!(answer.status, 503, "{:?}", answer.body);
+        assert_eq!(answer.retry_after.as_deref(), Some("1"));
+        assert!(took < Duration::from_secs(9), "took {took:?}");
+        proxy.set_rates(FaultRates::default());
+        let retried = transport
+            .post_message("hang", "c-1", body)
+            .await
+            .expect("an answer");
+        assert_eq!(retried.status, 200, "{:?}", retried.body);
+        let direct = store_at(&server.endpoint(), &table);
+        let exchanges = direct
+            .exchanges(
+                &TenantId::parse("hang").unwrap(),
+                &ConversationId::parse("c-1").unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(exchanges.len(), 1);
+    });
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -587,6 +640,10 @@ fn main() {
     on_server!(
         "faults::throttling_and_dropped_connections_between_handler_and_store",
         throttling_and_dropped_connections_between_handler_and_store
+    );
+    on_server!(
+        "faults::a_store_that_hangs_is_a_503_within_the_function_timeout",
+        a_store_that_hangs_is_a_503_within_the_function_timeout
     );
     on_server!(
         "process::a_function_process_killed_mid_request",
