@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run report feedback test lint fmt tools eval-patterns bench
+.PHONY: help run report feedback test chaos lint fmt tools eval-patterns bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -24,6 +24,9 @@ bench: tools ## every benchmark side by side (criterion, cold starts vs Python, 
 
 test: tools ## every check and test: format, clippy, unit, contract (embedded + DynamoDB Local)
 	bash scripts/test.sh
+
+chaos: tools ## the fault-injection and load suite at 4x the size make test runs (SCALE=n to change)
+	CHAOS_SCALE=$(or $(SCALE),4) cargo test -p salesloop-tests --test chaos
 
 lint: ## format check and clippy only
 	cargo fmt --all -- --check

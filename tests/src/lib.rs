@@ -1,9 +1,12 @@
 //! Test support for salesloop: a DynamoDB Local server started on a free port for the length of
-//! a test run, and the contract suite that every store adapter must pass.
+//! a test run, the contract suite that every store adapter must pass, and the chaos suite's
+//! fault proxy and load clients.
 
 pub mod contract;
 pub mod dynamo_local;
 pub mod events;
+pub mod fault_proxy;
+pub mod load;
 pub mod pattern_eval;
 
 use std::path::PathBuf;

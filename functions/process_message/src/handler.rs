@@ -1,16 +1,18 @@
 //! `POST /conversations/{conversation_id}/messages`: parse, decide the turn, record it with its
 //! events in one write, answer. Generic over the store, so tests drive it with either adapter.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lambda_http::{Body, Request, Response};
+use salesloop::config::{StoreChoice, local_mode};
 use salesloop::engine::{Engine, UserMessage};
 use salesloop::http::{
     Action, ApiError, TenantSource, json_body, json_response, request_span, route, tenant,
 };
-use salesloop::llm::LlmClient;
+use salesloop::llm::{LlmClient, LlmConfig};
 use salesloop::model_cache::ModelCache;
 use salesloop::privacy::TextStorage;
+use salesloop::store::AnyStore;
 use salesloop::{
     ConversationState, Exchange, MessageId, Millis, Reply, ReplySource, Store, StoreError,
 };
@@ -39,6 +41,31 @@ struct PreparedReply {
     turns_before: u32,
     strategy: String,
     text: String,
+}
+
+impl App<AnyStore> {
+    /// Configuration, the store client and the compiled catalog, from the environment: what a
+    /// process builds once and serves every request from.
+    pub async fn from_env(
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, lambda_http::Error> {
+        let store = StoreChoice::from_env(env)?.open().await?;
+        let llm = match LlmConfig::from_env(env)? {
+            Some(config) => Some(LlmClient::new(config)?),
+            None => None,
+        };
+        Ok(App {
+            store,
+            engine: Engine::from_env(env)?,
+            models: ModelCache::new(Duration::from_secs(30)),
+            tenants: TenantSource {
+                claim: env("TENANT_CLAIM").unwrap_or_else(|| "tenant_id".to_owned()),
+                local: local_mode(env)?,
+            },
+            llm,
+            text_storage: TextStorage::from_env(env)?,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]

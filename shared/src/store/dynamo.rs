@@ -194,6 +194,38 @@ fn lost_race<R>(e: &SdkError<TransactWriteItemsError, R>) -> Option<LostRace> {
     }
 }
 
+/// How the DynamoDB client retries and gives up, set so that a request to an API function
+/// fails over to a 503 (the client retries with the same key) well within the function's 10 s
+/// timeout, while a throttled or dropped call is retried before the caller ever sees it.
+///
+/// - the SDK's standard retry mode: 3 attempts in all, full-jitter exponential back-off from
+///   50 ms (at most 1 s), throttling and transient errors and dropped connections retried,
+///   within the SDK's retry quota;
+/// - 1 s to connect, 1 s per attempt, 3 s per call, retries included.
+///
+/// Every write is conditional, so retrying one whose answer was lost cannot apply it twice:
+/// the retry finds its own item and the adapter answers with what was written.
+pub fn retry_settings(
+    builder: aws_sdk_dynamodb::config::Builder,
+) -> aws_sdk_dynamodb::config::Builder {
+    use aws_sdk_dynamodb::config::retry::RetryConfig;
+    use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+    builder
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(50))
+                .with_max_backoff(Duration::from_secs(1)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(1))
+                .operation_attempt_timeout(Duration::from_secs(1))
+                .operation_timeout(Duration::from_secs(3))
+                .build(),
+        )
+}
+
 /// A short randomised pause, growing with the attempt, so racing writers spread out.
 async fn back_off(attempt: u32) {
     let jitter = std::collections::hash_map::RandomState::new()
@@ -221,10 +253,11 @@ impl DynamoStore {
     }
 
     /// Builds the client from the environment (region, credentials, and the SDK's own
-    /// `AWS_ENDPOINT_URL_DYNAMODB` override for local servers).
+    /// `AWS_ENDPOINT_URL_DYNAMODB` override for local servers), with [`retry_settings`].
     pub async fn from_env(config: DynamoStoreConfig) -> Self {
         let sdk_config = crate::config::aws_sdk_config().await;
-        DynamoStore::new(Client::new(sdk_config), config)
+        let client_config = retry_settings(aws_sdk_dynamodb::config::Builder::from(sdk_config));
+        DynamoStore::new(Client::from_conf(client_config.build()), config)
     }
 
     pub fn table(&self) -> &str {

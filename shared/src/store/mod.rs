@@ -12,7 +12,7 @@ mod embedded;
 use std::future::Future;
 
 pub use any::AnyStore;
-pub use dynamo::{DynamoStore, DynamoStoreConfig, MESSAGE_INDEX, TIME_INDEX};
+pub use dynamo::{DynamoStore, DynamoStoreConfig, MESSAGE_INDEX, TIME_INDEX, retry_settings};
 pub use embedded::EmbeddedStore;
 
 use crate::conversation::{

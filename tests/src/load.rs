@@ -1,0 +1,654 @@
+//! A load of chat messages through process_message, and the check of what it left in the store.
+//!
+//! Each client owns some conversations and sends their messages in order, one conversation's
+//! next message only after the previous one was answered, interleaving its conversations. A
+//! 503 is retried with the same message_id after its Retry-After (capped, to keep tests short),
+//! and so is a failed connection; every `repeat_every`-th acknowledged message is sent again
+//! and must get the same answer. Afterwards [`verify`] reads the store back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use lambda_http::Body;
+use process_message::handler::{App, handle};
+use salesloop::conversation::ConversationSummary;
+use salesloop::{ConversationId, Millis, Store, TenantId};
+use serde_json::{Value, json};
+
+use crate::events::{Flavor, request};
+
+/// Texts the clients send, with and without sales patterns in them.
+const TEXTS: [&str; 12] = [
+    "Honestly this looks too expensive for us.",
+    "We are evaluating other vendors right now.",
+    "I need to check with my boss before we decide.",
+    "How do I sign up?",
+    "Could you show me a demo next week?",
+    "Sounds good, let's do it.",
+    "Our reporting takes forever and it is a real pain.",
+    "How much does the enterprise plan cost?",
+    "Does it integrate with our CRM?",
+    "Hello there, just looking around.",
+    "Maybe next quarter, the timing is bad for us.",
+    "I am not sure we really need this.",
+];
+
+/// Attempts at one message before a client gives up on it (and the run fails).
+const MAX_ATTEMPTS: u32 = 2_000;
+/// The pause before retrying after a failed connection.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(50);
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub tenant: String,
+    /// Conversation ids are `{prefix}-{n:04}`.
+    pub prefix: String,
+    pub conversations: usize,
+    pub messages_per_conversation: usize,
+    pub clients: usize,
+    /// Every n-th acknowledged message is sent again (0: never).
+    pub repeat_every: usize,
+    /// Retry-After is respected up to this long.
+    pub retry_after_cap: Duration,
+}
+
+impl Plan {
+    pub fn messages(&self) -> usize {
+        self.conversations * self.messages_per_conversation
+    }
+
+    pub fn conversation(&self, c: usize) -> String {
+        format!("{}-{c:04}", self.prefix)
+    }
+
+    pub fn message_id(&self, m: usize) -> String {
+        format!("m-{m:04}")
+    }
+
+    pub fn text(&self, c: usize, m: usize) -> &'static str {
+        TEXTS[(c * 7 + m * 5) % TEXTS.len()]
+    }
+
+    fn body(&self, c: usize, m: usize) -> String {
+        json!({"message_id": self.message_id(m), "text": self.text(c, m)}).to_string()
+    }
+}
+
+/// An HTTP answer, as a client sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: Value,
+}
+
+/// Why no answer came back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoAnswer {
+    /// No connection could be made: the request never reached the function.
+    Refused(String),
+    /// The request was on its way or being served when its connection broke.
+    Cut(String),
+}
+
+/// How a message reaches process_message.
+pub trait Transport: Send + Sync + 'static {
+    /// Posts `body` to `/conversations/{conversation}/messages` as `tenant`.
+    fn post_message(
+        &self,
+        tenant: &str,
+        conversation: &str,
+        body: String,
+    ) -> impl Future<Output = Result<Answer, NoAnswer>> + Send;
+}
+
+/// The handler called in this process, with API Gateway HTTP API events carrying the tenant as
+/// the JWT authorizer's claim.
+pub struct Handlers<S>(pub App<S>);
+
+impl<S: Store + 'static> Transport for Handlers<S> {
+    async fn post_message(
+        &self,
+        tenant: &str,
+        conversation: &str,
+        body: String,
+    ) -> Result<Answer, NoAnswer> {
+        let path = format!("/conversations/{conversation}/messages");
+        let event = request(Flavor::HttpApi, "POST", &path, &body, Some(tenant), &[]);
+        let response = handle(&self.0, event).await;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = match response.body() {
+            Body::Text(text) => serde_json::from_str(text),
+            Body::Binary(bytes) => serde_json::from_slice(bytes),
+            _ => Ok(Value::Null),
+        }
+        .map_err(|e| NoAnswer::Cut(format!("the answer is not JSON: {e}")))?;
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
+    }
+}
+
+/// A function process serving plain HTTP on `base` (`http://127.0.0.1:port`), in local mode:
+/// the tenant travels in `x-tenant-id`.
+pub struct Http {
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Http {
+    pub fn new(base: impl Into<String>) -> Http {
+        Http {
+            base: base.into(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+}
+
+impl Transport for Http {
+    async fn post_message(
+        &self,
+        tenant: &str,
+        conversation: &str,
+        body: String,
+    ) -> Result<Answer, NoAnswer> {
+        let request = hyper::Request::post(format!(
+            "{}/conversations/{conversation}/messages",
+            self.base
+        ))
+        .header("content-type", "application/json")
+        .header("x-tenant-id", tenant)
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| NoAnswer::Refused(e.to_string()))?;
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    NoAnswer::Refused(e.to_string())
+                } else {
+                    NoAnswer::Cut(e.to_string())
+                }
+            })?;
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| NoAnswer::Cut(e.to_string()))?
+                .to_bytes();
+            let body = serde_json::from_slice(&bytes)
+                .map_err(|e| NoAnswer::Cut(format!("the answer is not JSON: {e}")))?;
+            Ok(Answer {
+                status,
+                retry_after,
+                body,
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(30), exchange)
+            .await
+            .map_err(|_| NoAnswer::Cut("no answer within 30 s".to_owned()))?
+    }
+}
+
+/// A message answered 200.
+#[derive(Debug, Clone)]
+pub struct Acked {
+    pub answer: Value,
+    /// When the attempt that got the answer was sent.
+    pub sent_at: Millis,
+    /// Whether earlier attempts went unanswered (503, or no answer at all).
+    pub retried: bool,
+}
+
+/// What the clients saw.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub messages: usize,
+    pub conversations: usize,
+    pub clients: usize,
+    /// Requests sent, retries and repeats included.
+    pub sent: u64,
+    /// Messages answered 200.
+    pub acknowledged: u64,
+    /// Requests sent again after a 503 or a failed connection.
+    pub retried: u64,
+    pub unavailable: u64,
+    /// 503s without a Retry-After header.
+    pub missing_retry_after: u64,
+    /// Requests that found no one listening, and requests cut off without an answer.
+    pub refused: u64,
+    pub cut: u64,
+    /// Any other status, and messages given up on: each one fails the run.
+    pub unexpected: Vec<String>,
+    /// Acknowledged messages sent again, and those whose second answer differed.
+    pub repeats: u64,
+    pub repeat_mismatches: Vec<String>,
+    /// Time to each 200 answer, and to each 503.
+    pub answered: Vec<Duration>,
+    pub unavailable_latency: Vec<Duration>,
+    /// The acknowledged answer of each (conversation, message) index.
+    pub acked: BTreeMap<(usize, usize), Acked>,
+    pub wall: Duration,
+}
+
+impl LoadReport {
+    fn merge(&mut self, other: LoadReport) {
+        self.sent += other.sent;
+        self.acknowledged += other.acknowledged;
+        self.retried += other.retried;
+        self.unavailable += other.unavailable;
+        self.missing_retry_after += other.missing_retry_after;
+        self.refused += other.refused;
+        self.cut += other.cut;
+        self.unexpected.extend(other.unexpected);
+        self.repeats += other.repeats;
+        self.repeat_mismatches.extend(other.repeat_mismatches);
+        self.answered.extend(other.answered);
+        self.unavailable_latency.extend(other.unavailable_latency);
+        self.acked.extend(other.acked);
+    }
+
+    /// The counts and latency percentiles, for the test output.
+    pub fn summary(&self) -> String {
+        let mut answered = self.answered.clone();
+        answered.sort();
+        let mut unavailable = self.unavailable_latency.clone();
+        unavailable.sort();
+        let rate = self.acknowledged as f64 / self.wall.as_secs_f64().max(1e-9);
+        format!(
+            "  {} messages over {} conversations from {} clients in {:.1} s ({rate:.0} acknowledged/s)\n  \
+             requests sent {}: acknowledged {}, retried {} (503 {}, without Retry-After {}; connection refused {}, cut without an answer {}), \
+             repeats {} (different answers {}), other statuses or given up {}\n  \
+             latency of 200 answers: {}\n  latency of 503 answers: {}",
+            self.messages,
+            self.conversations,
+            self.clients,
+            self.wall.as_secs_f64(),
+            self.sent,
+            self.acknowledged,
+            self.retried,
+            self.unavailable,
+            self.missing_retry_after,
+            self.refused,
+            self.cut,
+            self.repeats,
+            self.repeat_mismatches.len(),
+            self.unexpected.len(),
+            percentiles(&answered),
+            percentiles(&unavailable),
+        )
+    }
+}
+
+fn percentiles(sorted: &[Duration]) -> String {
+    if sorted.is_empty() {
+        return "none".to_owned();
+    }
+    let at = |q: f64| {
+        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1].as_secs_f64() * 1000.0
+    };
+    format!(
+        "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n {})",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(1.0),
+        sorted.len()
+    )
+}
+
+/// Sends the plan's messages through `transport`; `progress` counts acknowledged messages as
+/// they come, so a scenario can inject its fault part-way.
+pub async fn run<T: Transport>(
+    plan: &Plan,
+    transport: Arc<T>,
+    progress: Arc<AtomicU64>,
+) -> LoadReport {
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for client in 0..plan.clients {
+        let plan = plan.clone();
+        let transport = transport.clone();
+        let progress = progress.clone();
+        clients.push(tokio::spawn(async move {
+            let mine: Vec<usize> = (client..plan.conversations).step_by(plan.clients).collect();
+            let mut report = LoadReport::default();
+            for m in 0..plan.messages_per_conversation {
+                for &c in &mine {
+                    let Some(acked) = deliver(&plan, &*transport, c, m, &mut report).await else {
+                        continue;
+                    };
+                    let answer = &acked.answer;
+                    report.acknowledged += 1;
+                    progress.fetch_add(1, Ordering::Relaxed);
+                    let serial = c * plan.messages_per_conversation + m;
+                    if plan.repeat_every > 0 && serial.is_multiple_of(plan.repeat_every) {
+                        report.repeats += 1;
+                        if let Some(again) = deliver(&plan, &*transport, c, m, &mut report).await
+                            && again.answer != *answer
+                        {
+                            report.repeat_mismatches.push(format!(
+                                "{}/{}: first {answer}, then {}",
+                                plan.conversation(c),
+                                plan.message_id(m),
+                                again.answer
+                            ));
+                        }
+                    }
+                    report.acked.insert((c, m), acked);
+                }
+            }
+            report
+        }));
+    }
+    let mut total = LoadReport {
+        messages: plan.messages(),
+        conversations: plan.conversations,
+        clients: plan.clients,
+        ..LoadReport::default()
+    };
+    for client in clients {
+        match client.await {
+            Ok(report) => total.merge(report),
+            Err(e) => total.unexpected.push(format!("a client panicked: {e}")),
+        }
+    }
+    total.wall = started.elapsed();
+    total
+}
+
+/// Sends one message until it is answered 200, retrying 503s and failed connections with the
+/// same message_id. `None` when it got another status or was given up on (recorded).
+async fn deliver<T: Transport>(
+    plan: &Plan,
+    transport: &T,
+    c: usize,
+    m: usize,
+    report: &mut LoadReport,
+) -> Option<Acked> {
+    let conversation = plan.conversation(c);
+    for attempt in 0..MAX_ATTEMPTS {
+        if attempt > 0 {
+            report.retried += 1;
+        }
+        report.sent += 1;
+        let sent_at = Millis::now();
+        let started = Instant::now();
+        let answer = transport
+            .post_message(&plan.tenant, &conversation, plan.body(c, m))
+            .await;
+        let took = started.elapsed();
+        match answer {
+            Ok(answer) if answer.status == 200 => {
+                report.answered.push(took);
+                return Some(Acked {
+                    answer: answer.body,
+                    sent_at,
+                    retried: attempt > 0,
+                });
+            }
+            Ok(answer) if answer.status == 503 => {
+                report.unavailable += 1;
+                report.unavailable_latency.push(took);
+                let secs = match answer.retry_after.as_deref().map(str::parse::<u64>) {
+                    Some(Ok(secs)) => secs,
+                    _ => {
+                        report.missing_retry_after += 1;
+                        1
+                    }
+                };
+                tokio::time::sleep(Duration::from_secs(secs).min(plan.retry_after_cap)).await;
+            }
+            Ok(answer) => {
+                report.unexpected.push(format!(
+                    "{conversation}/{}: {} {}",
+                    plan.message_id(m),
+                    answer.status,
+                    answer.body
+                ));
+                return None;
+            }
+            Err(NoAnswer::Refused(_)) => {
+                report.refused += 1;
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+            }
+            Err(NoAnswer::Cut(_)) => {
+                report.cut += 1;
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+            }
+        }
+    }
+    report.unexpected.push(format!(
+        "{conversation}/{}: no answer after {MAX_ATTEMPTS} attempts",
+        plan.message_id(m)
+    ));
+    None
+}
+
+/// What the store holds after a load, against what the clients were told.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// Exchanges read back through the store, and exchange items counted by a table scan.
+    pub stored: usize,
+    pub scanned: usize,
+    /// Acknowledged but not stored.
+    pub lost: usize,
+    /// Stored more than once (extra copies).
+    pub duplicated: usize,
+    /// Pattern detections stored (each a `pattern_detected` event of its exchange).
+    pub detections: usize,
+    /// Retried messages whose exchange was written by an attempt that got no answer (or a
+    /// 503): the retry was answered from the stored exchange.
+    pub recovered: usize,
+    /// Anything else wrong: gaps in turns, answers that differ from what was stored, broken
+    /// summaries, incomplete events.
+    pub problems: Vec<String>,
+}
+
+impl Verdict {
+    pub fn summary(&self) -> String {
+        format!(
+            "  stored: {} exchanges read back ({} exchange items in the table, {} pattern detections); \
+             {} retried messages answered from a write whose answer was lost; lost {}, duplicated {}, \
+             other problems {}",
+            self.stored,
+            self.scanned,
+            self.detections,
+            self.recovered,
+            self.lost,
+            self.duplicated,
+            self.problems.len()
+        )
+    }
+
+    /// Panics, listing the first problems, unless nothing was lost, doubled or broken.
+    pub fn assert_clean(&self, report: &LoadReport) {
+        let first: Vec<&String> = self.problems.iter().take(10).collect();
+        assert!(
+            self.lost == 0 && self.duplicated == 0 && self.problems.is_empty(),
+            "lost {}, duplicated {}, problems: {first:#?}",
+            self.lost,
+            self.duplicated
+        );
+        assert_eq!(self.stored, report.acked.len(), "every message stored");
+        assert_eq!(self.scanned, self.stored, "the table holds no other item");
+        assert!(self.detections > 0, "patterns were detected and stored");
+    }
+}
+
+/// Reads back every conversation of the plan through `store` (which must not inject faults),
+/// and counts the exchange items of the plan's tenant with a scan of `table`.
+pub async fn verify<S: Store>(
+    store: &S,
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    plan: &Plan,
+    report: &LoadReport,
+) -> Verdict {
+    let mut verdict = Verdict::default();
+    let tenant = TenantId::parse(&plan.tenant).expect("valid tenant");
+    for c in 0..plan.conversations {
+        let name = plan.conversation(c);
+        let conversation = ConversationId::parse(&name).expect("valid conversation id");
+        let exchanges = match store.exchanges(&tenant, &conversation).await {
+            Ok(exchanges) => exchanges,
+            Err(e) => {
+                verdict.problems.push(format!("{name}: cannot read: {e}"));
+                continue;
+            }
+        };
+        verdict.stored += exchanges.len();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut summary = ConversationSummary::default();
+        for (i, exchange) in exchanges.iter().enumerate() {
+            let draft = &exchange.draft;
+            let id = draft.message_id.to_string();
+            if exchange.turn as usize != i + 1 {
+                verdict.problems.push(format!(
+                    "{name}: position {} holds turn {}",
+                    i + 1,
+                    exchange.turn
+                ));
+            }
+            *seen.entry(id.clone()).or_default() += 1;
+            // Each exchange was built on the one before it: its summary is the previous one
+            // plus itself.
+            if summary.started_at.is_none() {
+                summary.started_at = Some(draft.at);
+            }
+            summary.patterns_seen.extend(
+                draft
+                    .patterns
+                    .iter()
+                    .map(|detection| detection.pattern.clone()),
+            );
+            *summary
+                .strategies_used
+                .entry(draft.strategy.name.clone())
+                .or_default() += 1;
+            summary.last_strategy = Some(draft.strategy.name.clone());
+            if exchange.summary != summary {
+                verdict.problems.push(format!(
+                    "{name} turn {}: summary {:?} does not follow from the turns before ({summary:?})",
+                    exchange.turn, exchange.summary
+                ));
+                summary = exchange.summary.clone();
+            }
+            // The exchange carries its message_exchange event and one pattern_detected event
+            // per detection.
+            let events = exchange.events(&tenant, &conversation);
+            let kinds: Vec<&str> = events.iter().map(|e| e.body.type_name()).collect();
+            let complete = kinds.first() == Some(&"message_exchange")
+                && kinds.len() == 1 + draft.patterns.len()
+                && kinds[1..].iter().all(|kind| *kind == "pattern_detected")
+                && !draft.reply.text.is_empty()
+                && !draft.user_text.is_empty();
+            if !complete {
+                verdict.problems.push(format!(
+                    "{name} turn {}: incomplete events {kinds:?}",
+                    exchange.turn
+                ));
+            }
+            verdict.detections += draft.patterns.len();
+        }
+        for (id, count) in &seen {
+            if *count > 1 {
+                verdict.duplicated += count - 1;
+            }
+            let known = (0..plan.messages_per_conversation).any(|m| plan.message_id(m) == *id);
+            if !known {
+                verdict
+                    .problems
+                    .push(format!("{name}: unknown message {id}"));
+            }
+        }
+        for m in 0..plan.messages_per_conversation {
+            let Some(acked) = report.acked.get(&(c, m)) else {
+                continue;
+            };
+            let answer = &acked.answer;
+            let id = plan.message_id(m);
+            let Some(exchange) = exchanges.iter().find(|e| e.draft.message_id.as_str() == id)
+            else {
+                verdict.lost += 1;
+                continue;
+            };
+            // Messages of a conversation were sent one after another, so message m is turn m+1.
+            let draft = &exchange.draft;
+            if acked.retried && draft.at < acked.sent_at {
+                verdict.recovered += 1;
+            }
+            let same = answer["turn"] == json!(exchange.turn)
+                && exchange.turn as usize == m + 1
+                && answer["message_id"] == json!(id)
+                && answer["reply"]["text"] == json!(draft.reply.text)
+                && answer["strategy"]["name"] == json!(draft.strategy.name)
+                && answer["patterns"].as_array().map(Vec::len) == Some(draft.patterns.len())
+                && answer["model_version"] == json!(draft.model_version)
+                && draft.user_text == plan.text(c, m);
+            if !same {
+                verdict.problems.push(format!(
+                    "{name}/{id}: the answer {answer} differs from the stored turn {} ({:?}, {:?})",
+                    exchange.turn, draft.strategy.name, draft.reply.text
+                ));
+            }
+        }
+    }
+    verdict.scanned = match count_exchange_items(client, table, &plan.tenant).await {
+        Ok(count) => count,
+        Err(e) => {
+            verdict.problems.push(format!("scan failed: {e}"));
+            0
+        }
+    };
+    verdict
+}
+
+/// Exchange items (those with a message id) of `tenant`, counted by scanning the whole table.
+async fn count_exchange_items(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    tenant: &str,
+) -> Result<usize, String> {
+    let mut count = 0;
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .filter_expression("begins_with(pk, :prefix) AND attribute_exists(mid)")
+            .expression_attribute_values(":prefix", AttributeValue::S(format!("T#{tenant}#C#")))
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())?;
+        count += usize::try_from(page.count()).unwrap_or(0);
+        match page.last_evaluated_key() {
+            Some(key) => start = Some(key.clone()),
+            None => return Ok(count),
+        }
+    }
+}
