@@ -324,14 +324,17 @@ impl Catalog {
             .filter_map(|(pattern, (miss, _, start, end))| {
                 let name = &inner.names[pattern];
                 let scale = calibration.get(name).copied().unwrap_or(1.0);
+                // Reported to three decimals, and the threshold applies to what is reported, so
+                // that no detection ever shows a confidence below it.
                 let confidence = ((1.0 - miss) * scale).clamp(0.0, 1.0);
+                let confidence = (confidence * 1000.0).round() / 1000.0;
                 if confidence < threshold {
                     return None;
                 }
                 let (from, to) = norm.original_span(start, end);
                 Some(Detection {
                     pattern: name.clone(),
-                    confidence: (confidence * 1000.0).round() / 1000.0,
+                    confidence,
                     evidence: text[from..to].to_owned(),
                     start: from,
                     end: to,
@@ -637,6 +640,16 @@ mod tests {
         assert!(catalog.detect(text, DEFAULT_THRESHOLD, &damp).is_empty());
         assert_eq!(catalog.detect(text, 0.3, &damp).len(), 1);
         assert!(catalog.detect(text, 1.0, &BTreeMap::new()).len() <= 1);
+    }
+
+    #[test]
+    fn no_detection_is_reported_below_the_threshold() {
+        // 0.96 × 0.8098 = 0.77741, reported as 0.777: below a threshold of 0.7774.
+        let catalog = Catalog::builtin();
+        let calibration = BTreeMap::from([("objection.price".to_owned(), 0.7774 / 0.96)]);
+        for d in catalog.detect("this is too expensive", 0.7774, &calibration) {
+            assert!(d.confidence >= 0.7774, "{d:?}");
+        }
     }
 
     #[test]
