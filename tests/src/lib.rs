@@ -4,6 +4,7 @@
 pub mod contract;
 pub mod dynamo_local;
 pub mod events;
+pub mod hostile;
 pub mod pattern_eval;
 
 use std::path::PathBuf;

@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use lambda_http::{Body, Request, Response};
 use salesloop::conversation::{DetectionLabel, MAX_TURNS};
 use salesloop::http::{
-    Action, ApiError, TenantSource, json_body, json_response, request_span, route, tenant,
+    Action, ApiError, TenantSource, has_control_characters, is_blank, json_body, json_response,
+    request_span, route, tenant,
 };
 use salesloop::model_cache::ModelCache;
 use salesloop::{
@@ -102,7 +103,7 @@ fn parse_body(patterns: &BTreeSet<String>, body: EndBody) -> Result<EndRequest, 
     let reason = body
         .reason
         .map(|r| r.trim().to_owned())
-        .filter(|r| !r.is_empty());
+        .filter(|r| !is_blank(r));
     if reason
         .as_ref()
         .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
@@ -110,6 +111,12 @@ fn parse_body(patterns: &BTreeSet<String>, body: EndBody) -> Result<EndRequest, 
         return Err(ApiError::bad_request(
             "invalid_reason",
             format!("reason may hold at most {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    if reason.as_deref().is_some_and(has_control_characters) {
+        return Err(ApiError::bad_request(
+            "invalid_reason",
+            "reason may not hold control characters other than tab and line breaks",
         ));
     }
     if body.labels.len() > MAX_LABELS {

@@ -6,7 +6,8 @@ use std::time::Instant;
 use lambda_http::{Body, Request, Response};
 use salesloop::engine::{Engine, UserMessage};
 use salesloop::http::{
-    Action, ApiError, TenantSource, json_body, json_response, request_span, route, tenant,
+    Action, ApiError, TenantSource, has_control_characters, is_blank, json_body, json_response,
+    request_span, route, tenant,
 };
 use salesloop::llm::LlmClient;
 use salesloop::model_cache::ModelCache;
@@ -88,8 +89,14 @@ pub fn parse_request(
     let message_id = MessageId::parse(&body.message_id)
         .map_err(|e| ApiError::bad_request("invalid_message_id", e.to_string()))?;
     let text = body.text.trim();
-    if text.is_empty() {
+    if is_blank(text) {
         return Err(ApiError::bad_request("invalid_text", "text is empty"));
+    }
+    if has_control_characters(text) {
+        return Err(ApiError::bad_request(
+            "invalid_text",
+            "text may not hold control characters other than tab and line breaks",
+        ));
     }
     if text.chars().count() > MAX_TEXT_CHARS {
         return Err(ApiError::bad_request(
