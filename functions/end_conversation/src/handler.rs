@@ -7,10 +7,13 @@ use std::collections::BTreeSet;
 use lambda_http::{Body, Request, Response};
 use salesloop::conversation::{DetectionLabel, MAX_TURNS};
 use salesloop::http::{
-    Action, ApiError, TenantSource, json_body, json_response, request_span, route, tenant,
+    Action, ApiError, TenantSource, has_control_characters, is_blank, json_body, json_response,
+    request_span, route, tenant,
 };
 use salesloop::model_cache::ModelCache;
-use salesloop::{ConversationId, EndRequest, Millis, Outcome, OutcomeRecord, Store, StoreError};
+use salesloop::{
+    ConversationId, EndRequest, Millis, Outcome, OutcomeRecord, Store, StoreError, TenantId,
+};
 use serde::Deserialize;
 use serde_json::json;
 use tracing::Instrument;
@@ -63,8 +66,26 @@ pub async fn handle<S: Store>(app: &App<S>, request: Request) -> Response<Body> 
     }
 }
 
-/// The request, checked; `model_version` is filled in by the caller.
-fn parse(app: &App<impl Store>, body: EndBody) -> Result<EndRequest, ApiError> {
+/// Route, tenant and body of a request, checked without touching the store (so it can be
+/// fuzzed on its own); `patterns` are the names a label may use. Every refusal is an
+/// [`ApiError`] with a 4xx status. The end's `model_version` is left for the caller to fill in.
+pub fn parse_request(
+    request: &Request,
+    tenants: &TenantSource,
+    patterns: &BTreeSet<String>,
+) -> Result<(TenantId, ConversationId, EndRequest), ApiError> {
+    let (conversation, action) = route(request)?;
+    if action != Action::End {
+        return Err(ApiError::new(404, "not_found", "no such route"));
+    }
+    let tenant = tenant(request, tenants)?;
+    let body: EndBody = json_body(request)?;
+    let end = parse_body(patterns, body)?;
+    Ok((tenant, conversation, end))
+}
+
+/// The body, checked; `model_version` is filled in by the caller.
+fn parse_body(patterns: &BTreeSet<String>, body: EndBody) -> Result<EndRequest, ApiError> {
     let outcome: Outcome =
         body.outcome
             .parse()
@@ -82,7 +103,7 @@ fn parse(app: &App<impl Store>, body: EndBody) -> Result<EndRequest, ApiError> {
     let reason = body
         .reason
         .map(|r| r.trim().to_owned())
-        .filter(|r| !r.is_empty());
+        .filter(|r| !is_blank(r));
     if reason
         .as_ref()
         .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
@@ -90,6 +111,12 @@ fn parse(app: &App<impl Store>, body: EndBody) -> Result<EndRequest, ApiError> {
         return Err(ApiError::bad_request(
             "invalid_reason",
             format!("reason may hold at most {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    if reason.as_deref().is_some_and(has_control_characters) {
+        return Err(ApiError::bad_request(
+            "invalid_reason",
+            "reason may not hold control characters other than tab and line breaks",
         ));
     }
     if body.labels.len() > MAX_LABELS {
@@ -107,7 +134,7 @@ fn parse(app: &App<impl Store>, body: EndBody) -> Result<EndRequest, ApiError> {
                 format!("labels[{i}].turn must be from 1 to {MAX_TURNS}"),
             ));
         }
-        if !app.patterns.contains(&label.pattern) {
+        if !patterns.contains(&label.pattern) {
             return Err(ApiError::bad_request(
                 "invalid_labels",
                 format!("labels[{i}].pattern is not a known pattern"),
@@ -136,25 +163,19 @@ fn parse(app: &App<impl Store>, body: EndBody) -> Result<EndRequest, ApiError> {
 }
 
 async fn respond<S: Store>(app: &App<S>, request: Request) -> Result<Response<Body>, ApiError> {
-    let (conversation, action) = route(&request)?;
-    if action != Action::End {
-        return Err(ApiError::new(404, "not_found", "no such route"));
-    }
-    let tenant = tenant(&request, &app.tenants)?;
+    let (tenant, conversation, end) = parse_request(&request, &app.tenants, &app.patterns)?;
     let span = request_span(&request, &tenant, &conversation);
-    end(app, &request, tenant, conversation)
+    record_end(app, tenant, conversation, end)
         .instrument(span)
         .await
 }
 
-async fn end<S: Store>(
+async fn record_end<S: Store>(
     app: &App<S>,
-    request: &Request,
-    tenant: salesloop::TenantId,
+    tenant: TenantId,
     conversation: ConversationId,
+    mut end: EndRequest,
 ) -> Result<Response<Body>, ApiError> {
-    let body: EndBody = json_body(request)?;
-    let mut end = parse(app, body)?;
     end.model_version = app.models.current(&app.store, &tenant).await.version;
     let ended = app
         .store

@@ -7,14 +7,16 @@ use lambda_http::{Body, Request, Response};
 use salesloop::config::{StoreChoice, local_mode};
 use salesloop::engine::{Engine, UserMessage};
 use salesloop::http::{
-    Action, ApiError, TenantSource, json_body, json_response, request_span, route, tenant,
+    Action, ApiError, TenantSource, has_control_characters, is_blank, json_body, json_response,
+    request_span, route, tenant,
 };
 use salesloop::llm::{LlmClient, LlmConfig};
 use salesloop::model_cache::ModelCache;
 use salesloop::privacy::TextStorage;
 use salesloop::store::AnyStore;
 use salesloop::{
-    ConversationState, Exchange, MessageId, Millis, Reply, ReplySource, Store, StoreError,
+    ConversationId, ConversationState, Exchange, MessageId, Millis, Reply, ReplySource, Store,
+    StoreError, TenantId,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -84,30 +86,44 @@ pub async fn handle<S: Store>(app: &App<S>, request: Request) -> Response<Body> 
 
 async fn respond<S: Store>(app: &App<S>, request: Request) -> Result<Response<Body>, ApiError> {
     let started = Instant::now();
-    let (conversation, action) = route(&request)?;
+    let parsed = parse_request(&request, &app.tenants)?;
+    let span = request_span(&request, &parsed.tenant, &parsed.conversation);
+    answer_message(app, parsed, started).instrument(span).await
+}
+
+/// A message request, checked: everything the handler takes from the request itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRequest {
+    pub tenant: TenantId,
+    pub conversation: ConversationId,
+    pub message_id: MessageId,
+    /// The text, trimmed: never empty, at most [`MAX_TEXT_CHARS`] characters.
+    pub text: String,
+}
+
+/// Route, tenant and body of a request, checked without touching the store (so it can be
+/// fuzzed on its own). Every refusal is an [`ApiError`] with a 4xx status.
+pub fn parse_request(
+    request: &Request,
+    tenants: &TenantSource,
+) -> Result<MessageRequest, ApiError> {
+    let (conversation, action) = route(request)?;
     if action != Action::Message {
         return Err(ApiError::new(404, "not_found", "no such route"));
     }
-    let tenant = tenant(&request, &app.tenants)?;
-    let span = request_span(&request, &tenant, &conversation);
-    answer_message(app, &request, tenant, conversation, started)
-        .instrument(span)
-        .await
-}
-
-async fn answer_message<S: Store>(
-    app: &App<S>,
-    request: &Request,
-    tenant: salesloop::TenantId,
-    conversation: salesloop::ConversationId,
-    started: Instant,
-) -> Result<Response<Body>, ApiError> {
+    let tenant = tenant(request, tenants)?;
     let body: MessageBody = json_body(request)?;
     let message_id = MessageId::parse(&body.message_id)
         .map_err(|e| ApiError::bad_request("invalid_message_id", e.to_string()))?;
     let text = body.text.trim();
-    if text.is_empty() {
+    if is_blank(text) {
         return Err(ApiError::bad_request("invalid_text", "text is empty"));
+    }
+    if has_control_characters(text) {
+        return Err(ApiError::bad_request(
+            "invalid_text",
+            "text may not hold control characters other than tab and line breaks",
+        ));
     }
     if text.chars().count() > MAX_TEXT_CHARS {
         return Err(ApiError::bad_request(
@@ -115,6 +131,26 @@ async fn answer_message<S: Store>(
             format!("text may hold at most {MAX_TEXT_CHARS} characters"),
         ));
     }
+    Ok(MessageRequest {
+        tenant,
+        conversation,
+        message_id,
+        text: text.to_owned(),
+    })
+}
+
+async fn answer_message<S: Store>(
+    app: &App<S>,
+    parsed: MessageRequest,
+    started: Instant,
+) -> Result<Response<Body>, ApiError> {
+    let MessageRequest {
+        tenant,
+        conversation,
+        message_id,
+        text,
+    } = parsed;
+    let text = text.as_str();
 
     let stored_text = app.text_storage.stored(&tenant, text);
     let model = app.models.current(&app.store, &tenant).await;

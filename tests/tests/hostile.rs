@@ -1,0 +1,443 @@
+//! The hostile corpus (`tests/fixtures/hostile/`): every request is sent to both API handlers,
+//! through lambda_http's parsing of a real front-door event, on the embedded store and on
+//! DynamoDB Local. Each must get a JSON 4xx with exactly the error code its entry names; none a
+//! 5xx or a panic; and none may change anything stored (the whole store is compared before and
+//! after every request).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use end_conversation::handler::{App as EndApp, handle as end_handle, pattern_names};
+use lambda_http::{Body, Request, Response};
+use libtest_mimic::{Arguments, Failed, Trial};
+use process_message::handler::{App as MessageApp, handle as message_handle};
+use salesloop::engine::Engine;
+use salesloop::http::TenantSource;
+use salesloop::model_cache::ModelCache;
+use salesloop::patterns::DEFAULT_CATALOG;
+use salesloop::store::{DynamoStore, DynamoStoreConfig};
+use salesloop::{EmbeddedStore, Store};
+use salesloop_tests::events::{Flavor, request};
+use salesloop_tests::hostile::{Expected, HostileRequest, corpus};
+use salesloop_tests::workspace_root;
+use serde_json::{Value, json};
+
+const HANDLERS: [&str; 2] = ["process_message", "end_conversation"];
+
+/// The four handler instances over one store: each function deployed (tenant from the
+/// authorizer) and in local mode (tenant from `x-tenant-id`).
+struct Handlers<S> {
+    messages: [MessageApp<S>; 2],
+    ends: [EndApp<S>; 2],
+}
+
+fn handlers<S: Store>(make: impl Fn() -> S) -> Handlers<S> {
+    let tenants = |local| TenantSource {
+        claim: "tenant_id".into(),
+        local,
+    };
+    let message = |local| MessageApp {
+        store: make(),
+        engine: Engine::builtin(),
+        models: ModelCache::new(Duration::ZERO),
+        tenants: tenants(local),
+        llm: None,
+        text_storage: Default::default(),
+    };
+    let end = |local| EndApp {
+        store: make(),
+        models: ModelCache::new(Duration::ZERO),
+        tenants: tenants(local),
+        patterns: pattern_names(DEFAULT_CATALOG).expect("catalog names"),
+        feedback_every: 1,
+        trigger: None,
+    };
+    Handlers {
+        messages: [message(false), message(true)],
+        ends: [end(false), end(true)],
+    }
+}
+
+impl<S: Store + 'static> Handlers<S> {
+    /// The handler's response, or `Err` if it panicked (run as a task, so that a panic is
+    /// counted instead of ending the run).
+    async fn send(
+        self: &Arc<Self>,
+        handler: &str,
+        local: bool,
+        request: Request,
+    ) -> Result<Response<Body>, String> {
+        let me = self.clone();
+        let which = usize::from(local);
+        let task = match handler {
+            "process_message" => {
+                tokio::spawn(async move { message_handle(&me.messages[which], request).await })
+            }
+            _ => tokio::spawn(async move { end_handle(&me.ends[which], request).await }),
+        };
+        task.await.map_err(|e| format!("the handler panicked: {e}"))
+    }
+}
+
+/// Everything stored, as sorted lines.
+enum Snapshot {
+    Embedded(PathBuf),
+    Dynamo(aws_sdk_dynamodb::Client, String),
+}
+
+impl Snapshot {
+    async fn take(&self) -> Vec<String> {
+        match self {
+            Snapshot::Embedded(path) => {
+                let db = rusqlite::Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .expect("open the store file");
+                let mut tables: Vec<String> = db
+                    .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+                    .unwrap()
+                    .query_map([], |row| row.get(0))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                tables.sort();
+                let mut lines = Vec::new();
+                for table in tables {
+                    let mut statement = db.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+                    let columns = statement.column_count();
+                    let rows = statement
+                        .query_map([], |row| {
+                            let values: Vec<String> = (0..columns)
+                                .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+                                .collect();
+                            Ok(format!("{table}: {}", values.join(" | ")))
+                        })
+                        .unwrap();
+                    lines.extend(rows.map(Result::unwrap));
+                }
+                lines.sort();
+                lines
+            }
+            Snapshot::Dynamo(client, table) => {
+                let mut lines = Vec::new();
+                let mut start = None;
+                loop {
+                    let page = client
+                        .scan()
+                        .table_name(table)
+                        .consistent_read(true)
+                        .set_exclusive_start_key(start)
+                        .send()
+                        .await
+                        .expect("scan the table");
+                    for item in page.items() {
+                        let sorted: BTreeMap<_, _> = item.iter().collect();
+                        lines.push(format!("{sorted:?}"));
+                    }
+                    start = page.last_evaluated_key().cloned();
+                    if start.is_none() {
+                        break;
+                    }
+                }
+                lines.sort();
+                lines
+            }
+        }
+    }
+}
+
+/// What one store's run counted.
+#[derive(Debug, Default)]
+struct Tally {
+    requests: usize,
+    responses: usize,
+    by_status: BTreeMap<u16, usize>,
+    non_4xx: usize,
+    panics: usize,
+    wrong_answers: usize,
+    changed_store: usize,
+}
+
+fn body_json(response: &Response<Body>) -> Option<Value> {
+    match response.body() {
+        Body::Text(text) => serde_json::from_str(text).ok(),
+        Body::Binary(bytes) => serde_json::from_slice(bytes).ok(),
+        _ => None,
+    }
+}
+
+/// Why a response is not the refusal expected, if it is not.
+fn judge(response: &Response<Body>, expected: &Expected) -> Option<String> {
+    let status = response.status().as_u16();
+    let json_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        == Some("application/json");
+    let body = body_json(response);
+    let code = body
+        .as_ref()
+        .and_then(|b| b["error"]["code"].as_str())
+        .map(str::to_owned);
+    let has_message = body
+        .as_ref()
+        .and_then(|b| b["error"]["message"].as_str())
+        .is_some_and(|m| !m.is_empty());
+    if status != expected.status || code.as_deref() != Some(expected.code.as_str()) {
+        return Some(format!(
+            "expected {} {}, got {status} {}",
+            expected.status,
+            expected.code,
+            body.map_or("(no JSON body)".to_owned(), |b| b.to_string())
+        ));
+    }
+    if !json_type || !has_message {
+        return Some(format!(
+            "{status} {}: not a JSON error with a message",
+            expected.code
+        ));
+    }
+    None
+}
+
+/// A message and an end from tenant `acme`, so that refusals have something to protect.
+async fn seed<S: Store + 'static>(handlers: &Arc<Handlers<S>>) {
+    let say = |conversation: &str, id: &str, text: &str| {
+        let body = json!({"message_id": id, "text": text}).to_string();
+        let path = format!("/conversations/{conversation}/messages");
+        request(Flavor::HttpApi, "POST", &path, &body, Some("acme"), &[])
+    };
+    let seeded = [
+        (
+            "process_message",
+            say("c-1", "m-1", "Honestly this looks too expensive for us."),
+        ),
+        ("process_message", say("c-ended", "m-1", "let's do it")),
+        (
+            "end_conversation",
+            request(
+                Flavor::HttpApi,
+                "POST",
+                "/conversations/c-ended/end",
+                r#"{"outcome": "won", "value": 10.0}"#,
+                Some("acme"),
+                &[],
+            ),
+        ),
+    ];
+    for (handler, request) in seeded {
+        let response = handlers.send(handler, false, request).await.unwrap();
+        assert_eq!(
+            response.status().as_u16(),
+            200,
+            "seeding: {:?}",
+            body_json(&response)
+        );
+    }
+}
+
+async fn every_request_is_refused_and_changes_nothing<S: Store + 'static>(
+    store_name: &str,
+    make: impl Fn() -> S,
+    snapshot: Snapshot,
+    corpus: &[HostileRequest],
+    summary: &Mutex<Vec<(String, Tally)>>,
+) -> Result<(), Failed> {
+    let handlers = Arc::new(handlers(make));
+    seed(&handlers).await;
+    let seeded = snapshot.take().await;
+    let mut before = seeded.clone();
+    let mut tally = Tally::default();
+    let mut failures = Vec::new();
+    for entry in corpus {
+        tally.requests += 1;
+        for handler in HANDLERS {
+            let expected = &entry.expect[handler];
+            let request = salesloop_tests::hostile::request(entry).map_err(Failed::from)?;
+            tally.responses += 1;
+            match handlers.send(handler, entry.local, request).await {
+                Err(panic) => {
+                    tally.panics += 1;
+                    failures.push(format!("{handler} <- {}: {panic}", entry.name));
+                }
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    *tally.by_status.entry(status).or_default() += 1;
+                    if !(400..500).contains(&status) {
+                        tally.non_4xx += 1;
+                    }
+                    if let Some(why) = judge(&response, expected) {
+                        tally.wrong_answers += 1;
+                        failures.push(format!("{handler} <- {}: {why:.300}", entry.name));
+                    }
+                }
+            }
+        }
+        let after = snapshot.take().await;
+        if after != before {
+            tally.changed_store += 1;
+            let added: Vec<_> = after.iter().filter(|l| !before.contains(l)).collect();
+            let removed: Vec<_> = before.iter().filter(|l| !after.contains(l)).collect();
+            failures.push(format!(
+                "{} changed the store: added {added:.400?}, removed {removed:.400?}",
+                entry.name
+            ));
+            before = after;
+        }
+    }
+    let statuses: Vec<String> = tally
+        .by_status
+        .iter()
+        .map(|(status, n)| format!("{status}: {n}"))
+        .collect();
+    println!(
+        "hostile ({store_name}): {} requests × {} handlers = {} responses [{}]: {} non-4xx, {} panics, {} wrong codes, {} changed the store",
+        tally.requests,
+        HANDLERS.len(),
+        tally.responses,
+        statuses.join(", "),
+        tally.non_4xx,
+        tally.panics,
+        tally.wrong_answers,
+        tally.changed_store,
+    );
+    if before != seeded {
+        failures.push("the store at the end differs from the store after seeding".into());
+    }
+    summary.lock().unwrap().push((store_name.to_owned(), tally));
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        let shown = failures.len().min(60);
+        Err(format!(
+            "{} failures (first {shown}):\n{}",
+            failures.len(),
+            failures[..shown].join("\n")
+        )
+        .into())
+    }
+}
+
+/// The corpus itself: large enough, both handlers named in every entry, every code one that the
+/// README documents, names unique, and every entry an event lambda_http accepts.
+fn the_corpus_is_well_formed(corpus: &[HostileRequest]) -> Result<(), Failed> {
+    if corpus.len() < 500 {
+        return Err(format!("only {} hostile requests; at least 500", corpus.len()).into());
+    }
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let mut names = BTreeSet::new();
+    for entry in corpus {
+        if !names.insert(&entry.name) {
+            return Err(format!("{}: the name is used twice", entry.name).into());
+        }
+        let handlers: BTreeSet<&str> = entry.expect.keys().map(String::as_str).collect();
+        if handlers != BTreeSet::from(HANDLERS) {
+            return Err(format!("{}: expects answers from {handlers:?}", entry.name).into());
+        }
+        for expected in entry.expect.values() {
+            if !(400..500).contains(&expected.status) {
+                return Err(format!("{}: expects {}", entry.name, expected.status).into());
+            }
+            if !readme.contains(&format!("`{}`", expected.code)) {
+                return Err(format!(
+                    "{}: code {} is not documented in README.md",
+                    entry.name, expected.code
+                )
+                .into());
+            }
+        }
+        salesloop_tests::hostile::request(entry)?;
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let corpus = Arc::new(corpus().unwrap_or_else(|e| panic!("the hostile corpus: {e}")));
+    let (server, runtime) = salesloop_tests::server_and_runtime();
+    let summary: Arc<Mutex<Vec<(String, Tally)>>> = Arc::default();
+    let mut trials = Vec::new();
+    {
+        let corpus = corpus.clone();
+        trials.push(Trial::test(
+            "corpus::the_corpus_is_well_formed",
+            move || the_corpus_is_well_formed(&corpus),
+        ));
+    }
+    {
+        let (corpus, runtime, summary) = (corpus.clone(), runtime.clone(), summary.clone());
+        trials.push(Trial::test(
+            "embedded::every_hostile_request_is_refused_and_changes_nothing",
+            move || {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().to_owned();
+                let snapshot = Snapshot::Embedded(path.join("salesloop.sqlite3"));
+                runtime.block_on(every_request_is_refused_and_changes_nothing(
+                    "embedded",
+                    move || EmbeddedStore::open_dir(&path).unwrap(),
+                    snapshot,
+                    &corpus,
+                    &summary,
+                ))
+            },
+        ));
+    }
+    {
+        let (corpus, runtime, summary, server) = (
+            corpus.clone(),
+            runtime.clone(),
+            summary.clone(),
+            server.clone(),
+        );
+        trials.push(Trial::test(
+            "dynamodb::every_hostile_request_is_refused_and_changes_nothing",
+            move || {
+                runtime.block_on(async {
+                    let store = server.fresh_store().await;
+                    let snapshot = Snapshot::Dynamo(server.client(), store.table().to_owned());
+                    let client = server.client();
+                    let table = store.table().to_owned();
+                    every_request_is_refused_and_changes_nothing(
+                        "dynamodb",
+                        move || {
+                            DynamoStore::new(
+                                client.clone(),
+                                DynamoStoreConfig {
+                                    table: table.clone(),
+                                    retention: Some(Duration::from_secs(90 * 24 * 3600)),
+                                },
+                            )
+                        },
+                        snapshot,
+                        &corpus,
+                        &summary,
+                    )
+                    .await
+                })
+            },
+        ));
+    }
+    let conclusion = libtest_mimic::run(&args, trials);
+    let summary = summary.lock().unwrap();
+    if !summary.is_empty() {
+        let total = |f: fn(&Tally) -> usize| summary.iter().map(|(_, t)| f(t)).sum::<usize>();
+        let stores: Vec<&str> = summary.iter().map(|(name, _)| name.as_str()).collect();
+        println!(
+            "hostile: {} requests × {} handlers × {} stores ({}) = {} responses, {} non-4xx, {} panics, {} wrong codes, {} changed a store",
+            corpus.len(),
+            HANDLERS.len(),
+            summary.len(),
+            stores.join(", "),
+            total(|t| t.responses),
+            total(|t| t.non_4xx),
+            total(|t| t.panics),
+            total(|t| t.wrong_answers),
+            total(|t| t.changed_store),
+        );
+    }
+    drop(server);
+    conclusion.exit();
+}
