@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 
 TARGET=${CARGO_TARGET_DIR:-target}
 TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
-export CRITERION_HOME=$TARGET/criterion
+# Absolute: criterion runs in benches/, the report is written from the top folder.
+export CRITERION_HOME=$(realpath -m "$TARGET")/criterion
 
 make -s tools
 
