@@ -63,26 +63,12 @@ pub fn corpora() -> Vec<Corpus> {
 /// The raw API Gateway HTTP API events (payload 2.0) of these messages, as the Lambda service
 /// hands them to a function: message `i` is `m-<i>` in conversation `c-<i>` of tenant `acme`.
 pub fn message_events(texts: &[String]) -> Vec<String> {
-    let path =
-        root().join("tests/fixtures/aws-events/example-apigw-v2-request-jwt-authorizer.json");
-    let raw = std::fs::read_to_string(&path).expect("the HTTP API fixture");
-    let mut event: serde_json::Value = serde_json::from_str(&raw).expect("fixture is JSON");
-    event["rawQueryString"] = serde_json::json!("");
-    event["queryStringParameters"] = serde_json::json!({});
-    event["requestContext"]["http"]["method"] = serde_json::json!("POST");
-    event["requestContext"]["authorizer"]["jwt"]["claims"] =
-        serde_json::json!({"sub": "user-1", "tenant_id": "acme"});
-    event["isBase64Encoded"] = serde_json::json!(false);
     texts
         .iter()
         .enumerate()
         .map(|(i, text)| {
-            let route = format!("/conversations/c-{i}/messages");
-            event["rawPath"] = serde_json::json!(route);
-            event["requestContext"]["http"]["path"] = serde_json::json!(route);
             let body = serde_json::json!({"message_id": format!("m-{i}"), "text": text});
-            event["body"] = serde_json::json!(body.to_string());
-            event.to_string()
+            http_api_event(&format!("/conversations/c-{i}/messages"), &body.to_string())
         })
         .collect()
 }

@@ -300,15 +300,22 @@ impl Catalog {
         let mut ends = Vec::new();
         for (first, &(start, _, word)) in tokens.iter().enumerate() {
             let Some(word) = word else { continue };
+            // Whether a negator stands before this word: asked at most once per word.
+            let mut negated = None;
             for &index in &inner.starts[word as usize] {
                 let cue = &inner.cues[index];
                 ends.clear();
                 match_slots(&cue.slots, &tokens, first, &mut ends);
+                if ends.is_empty() {
+                    continue;
+                }
+                if cue.negatable
+                    && *negated.get_or_insert_with(|| inner.negated(&norm.text[..start]))
+                {
+                    continue;
+                }
                 for &last in &ends {
                     let end = tokens[last].1;
-                    if cue.negatable && inner.negated(&norm.text[..start]) {
-                        continue;
-                    }
                     let entry = found.entry(cue.pattern).or_insert((1.0, 0.0, start, end));
                     entry.0 *= 1.0 - cue.weight;
                     if cue.weight > entry.1
