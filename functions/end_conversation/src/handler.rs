@@ -5,15 +5,16 @@
 use std::collections::BTreeSet;
 
 use lambda_http::{Body, Request, Response};
-use salesloop::conversation::{DetectionLabel, MAX_TURNS};
-use salesloop::http::{
-    Action, ApiError, TenantSource, has_control_characters, is_blank, json_body, json_response,
+use salesloop::domain::conversation::{DetectionLabel, MAX_TURNS, OutcomeError};
+use salesloop::edge::error::ApiError;
+use salesloop::edge::http::{
+    Action, TenantSource, has_control_characters, is_blank, json_body, json_response,
     request_span, route, tenant,
 };
-use salesloop::model_cache::ModelCache;
-use salesloop::{
-    ConversationId, EndRequest, Millis, Outcome, OutcomeRecord, Store, StoreError, TenantId,
-};
+use salesloop::service::tracking::FailedWrites;
+use salesloop::service::{ModelCache, ServiceError, end_conversation};
+use salesloop::store::FailedWrite;
+use salesloop::{ConversationId, EndRequest, Millis, Outcome, OutcomeRecord, Store, TenantId};
 use serde::Deserialize;
 use serde_json::json;
 use tracing::Instrument;
@@ -37,6 +38,8 @@ pub struct App<S> {
     /// Ended conversations between triggered feedback runs; 0 turns the trigger off.
     pub feedback_every: u64,
     pub trigger: Option<Trigger>,
+    /// Writes that failed, until they are counted in the store.
+    pub failed_writes: FailedWrites,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,7 +79,7 @@ pub fn parse_request(
 ) -> Result<(TenantId, ConversationId, EndRequest), ApiError> {
     let (conversation, action) = route(request)?;
     if action != Action::End {
-        return Err(ApiError::new(404, "not_found", "no such route"));
+        return Err(ApiError::NotFound);
     }
     let tenant = tenant(request, tenants)?;
     let body: EndBody = json_body(request)?;
@@ -86,19 +89,16 @@ pub fn parse_request(
 
 /// The body, checked; `model_version` is filled in by the caller.
 fn parse_body(patterns: &BTreeSet<String>, body: EndBody) -> Result<EndRequest, ApiError> {
-    let outcome: Outcome =
-        body.outcome
-            .parse()
-            .map_err(|e: salesloop::conversation::OutcomeError| {
-                ApiError::bad_request("invalid_outcome", e.to_string())
-            })?;
+    let outcome: Outcome = body
+        .outcome
+        .parse()
+        .map_err(|e: OutcomeError| ApiError::InvalidOutcome(e.to_string()))?;
     if let Some(value) = body.value
         && !(value.is_finite() && (0.0..=MAX_VALUE).contains(&value))
     {
-        return Err(ApiError::bad_request(
-            "invalid_value",
-            format!("value must be a number from 0 to {MAX_VALUE:e}"),
-        ));
+        return Err(ApiError::InvalidValue(format!(
+            "value must be a number from 0 to {MAX_VALUE:e}"
+        )));
     }
     let reason = body
         .reason
@@ -108,43 +108,35 @@ fn parse_body(patterns: &BTreeSet<String>, body: EndBody) -> Result<EndRequest, 
         .as_ref()
         .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
     {
-        return Err(ApiError::bad_request(
-            "invalid_reason",
-            format!("reason may hold at most {MAX_REASON_CHARS} characters"),
-        ));
+        return Err(ApiError::InvalidReason(format!(
+            "reason may hold at most {MAX_REASON_CHARS} characters"
+        )));
     }
     if reason.as_deref().is_some_and(has_control_characters) {
-        return Err(ApiError::bad_request(
-            "invalid_reason",
-            "reason may not hold control characters other than tab and line breaks",
+        return Err(ApiError::InvalidReason(
+            "reason may not hold control characters other than tab and line breaks".into(),
         ));
     }
     if body.labels.len() > MAX_LABELS {
-        return Err(ApiError::bad_request(
-            "invalid_labels",
-            format!("at most {MAX_LABELS} labels"),
-        ));
+        return Err(ApiError::InvalidLabels(format!("at most {MAX_LABELS} labels")));
     }
     let mut seen = BTreeSet::new();
     let mut labels = Vec::with_capacity(body.labels.len());
     for (i, label) in body.labels.into_iter().enumerate() {
         if label.turn == 0 || label.turn > MAX_TURNS {
-            return Err(ApiError::bad_request(
-                "invalid_labels",
-                format!("labels[{i}].turn must be from 1 to {MAX_TURNS}"),
-            ));
+            return Err(ApiError::InvalidLabels(format!(
+                "labels[{i}].turn must be from 1 to {MAX_TURNS}"
+            )));
         }
         if !patterns.contains(&label.pattern) {
-            return Err(ApiError::bad_request(
-                "invalid_labels",
-                format!("labels[{i}].pattern is not a known pattern"),
-            ));
+            return Err(ApiError::InvalidLabels(format!(
+                "labels[{i}].pattern is not a known pattern"
+            )));
         }
         if !seen.insert((label.turn, label.pattern.clone())) {
-            return Err(ApiError::bad_request(
-                "invalid_labels",
-                format!("labels[{i}] repeats a turn and pattern"),
-            ));
+            return Err(ApiError::InvalidLabels(format!(
+                "labels[{i}] repeats a turn and pattern"
+            )));
         }
         labels.push(DetectionLabel {
             turn: label.turn,
@@ -177,37 +169,21 @@ async fn record_end<S: Store>(
     mut end: EndRequest,
 ) -> Result<Response<Body>, ApiError> {
     end.model_version = app.models.current(&app.store, &tenant).await.version;
-    let ended = app
-        .store
-        .end_conversation(&tenant, &conversation, end)
-        .await;
-    let ended = match ended {
+    let ended = match end_conversation(&app.store, &tenant, &conversation, end).await {
         Ok(ended) => ended,
-        Err(StoreError::NotFound) => {
-            return Err(ApiError::new(
-                404,
-                "conversation_not_found",
-                "no conversation with this id",
-            ));
-        }
-        Err(StoreError::OutcomeConflict(first)) => {
-            return Err(ApiError::new(
-                409,
-                "outcome_conflict",
-                format!(
-                    "the conversation already ended with outcome {}",
-                    first.outcome
-                ),
-            ));
+        Err(ServiceError::Store(e)) if e.is_transient() => {
+            tracing::error!(error = %e, "ending the conversation failed");
+            app.failed_writes.note(&tenant, FailedWrite::End);
+            return Err(ApiError::StoreUnavailable);
         }
         Err(e) => {
-            tracing::error!(error = %e, "ending the conversation failed");
-            return Err(ApiError {
-                retry_after_secs: Some(1),
-                ..ApiError::new(503, "store_unavailable", "the store is unavailable; retry")
-            });
+            if matches!(e, ServiceError::Store(_) | ServiceError::Contention(_)) {
+                tracing::error!(error = %e, "ending the conversation failed");
+            }
+            return Err(e.into());
         }
     };
+    app.failed_writes.flush(&app.store, &tenant).await;
     tracing::info!(
         outcome = %ended.record.outcome,
         first_time = ended.first_time,

@@ -39,8 +39,7 @@ impl Trigger {
 
     /// The client for AWS: region and credentials from the environment (the function's role),
     /// the same configuration the store's client was built from.
-    pub async fn aws(function: impl Into<String>) -> Trigger {
-        let shared = salesloop::config::aws_sdk_config().await;
+    pub fn aws(shared: &salesloop::clients::aws::SdkConfig, function: impl Into<String>) -> Trigger {
         let config = aws_sdk_lambda::config::Builder::from(shared)
             .timeout_config(timeouts())
             .retry_config(RetryConfig::standard().with_max_attempts(2))
@@ -88,7 +87,7 @@ impl Trigger {
     }
 
     /// Asks for a feedback run of `tenant`. Errors are returned for the caller to log.
-    pub async fn fire(&self, tenant: &TenantId, ended_count: u64) -> Result<(), String> {
+    pub async fn fire(&self, tenant: &TenantId, ended_count: u64) -> Result<(), TriggerError> {
         let payload = json!({
             "source": "salesloop.end_conversation",
             "tenant": tenant,
@@ -111,11 +110,24 @@ impl Trigger {
         }
         match tokio::time::timeout(INVOKE_TIMEOUT, request.send()).await {
             Ok(Ok(output)) if (200..300).contains(&output.status_code()) => Ok(()),
-            Ok(Ok(output)) => Err(format!("invoke answered status {}", output.status_code())),
-            Ok(Err(e)) => Err(aws_sdk_lambda::error::DisplayErrorContext(&e).to_string()),
-            Err(_) => Err(format!("invoke not queued within {INVOKE_TIMEOUT:?}")),
+            Ok(Ok(output)) => Err(TriggerError::Status(output.status_code())),
+            Ok(Err(e)) => Err(TriggerError::Invoke(
+                aws_sdk_lambda::error::DisplayErrorContext(&e).to_string(),
+            )),
+            Err(_) => Err(TriggerError::Timeout(INVOKE_TIMEOUT)),
         }
     }
+}
+
+/// Why a feedback run could not be asked for; the scheduled run catches up either way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TriggerError {
+    #[error("invoke answered status {0}")]
+    Status(i32),
+    #[error("invoke failed: {0}")]
+    Invoke(String),
+    #[error("invoke not queued within {0:?}")]
+    Timeout(Duration),
 }
 
 fn timeouts() -> TimeoutConfig {

@@ -6,11 +6,13 @@ pub mod run;
 
 use std::ops::ControlFlow;
 
-use salesloop::config::{ConfigError, number};
-use salesloop::decision::Playbook;
-use salesloop::experiments::Experiments;
-use salesloop::{Millis, Store, TenantId};
+use salesloop::domain::decision::Playbook;
+use salesloop::domain::experiments::Experiments;
+use salesloop::edge::settings::FeedbackSettings;
+use salesloop::service::ServiceError;
+use salesloop::{Millis, Store, StoreError, TenantId};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use run::{Feedback, Settings, TenantRun};
 
@@ -42,27 +44,26 @@ impl<S: Store> App<S> {
     }
 }
 
-/// Run settings from the environment: `FEEDBACK_SETTLE_SECONDS` (default 30) and
-/// `FEEDBACK_BATCH_SIZE` (outcomes per model version, default 10,000).
-pub fn settings_from_env(env: &impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
-    let defaults = Settings::default();
-    Ok(Settings {
-        settle_ms: number(
-            env,
-            "FEEDBACK_SETTLE_SECONDS",
-            defaults.settle_ms / 1000,
-            0,
-            3_600,
-        )? * 1000,
-        batch_size: number(
-            env,
-            "FEEDBACK_BATCH_SIZE",
-            defaults.batch_size as u64,
-            1,
-            1_000_000,
-        )? as usize,
-        ..defaults
-    })
+/// The run's settings from feedback_loop's settings (`FEEDBACK_SETTLE_SECONDS`,
+/// `FEEDBACK_BATCH_SIZE`).
+pub fn run_settings(settings: &FeedbackSettings) -> Settings {
+    Settings {
+        settle_ms: settings.settle_seconds * 1000,
+        batch_size: usize::try_from(settings.batch_size).unwrap_or(usize::MAX),
+        ..Settings::default()
+    }
+}
+
+/// Why an invocation failed. A failed invocation is retried by Lambda, then lands in the
+/// failure queue.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FeedbackError {
+    #[error("unrecognised event: {0}")]
+    UnrecognisedEvent(String),
+    #[error("listing tenants failed: {0}")]
+    ListingTenants(StoreError),
+    #[error("feedback run failed for {}", .0.iter().map(|(t, e)| format!("{t}: {e}")).collect::<Vec<_>>().join("; "))]
+    Runs(Vec<(TenantId, ServiceError)>),
 }
 
 /// What started a run.
@@ -82,7 +83,7 @@ pub fn trigger_payload(tenant: &TenantId, ended_count: u64) -> Value {
 
 /// Recognises the scheduled event (`source` `aws.events`, `detail-type` `Scheduled Event`) and
 /// the threshold trigger; anything else is refused, so it lands in the failure queue.
-pub fn parse_trigger(event: &Value) -> Result<Trigger, String> {
+pub fn parse_trigger(event: &Value) -> Result<Trigger, FeedbackError> {
     match event.get("source").and_then(Value::as_str) {
         Some("aws.events")
             if event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") =>
@@ -90,18 +91,16 @@ pub fn parse_trigger(event: &Value) -> Result<Trigger, String> {
             Ok(Trigger::Schedule)
         }
         Some("salesloop.end_conversation") => {
-            let raw = event
-                .get("tenant")
-                .and_then(Value::as_str)
-                .ok_or("the trigger names no tenant")?;
-            TenantId::parse(raw)
-                .map(Trigger::Tenant)
-                .map_err(|e| format!("the trigger's tenant is invalid: {e}"))
+            let raw = event.get("tenant").and_then(Value::as_str).ok_or_else(|| {
+                FeedbackError::UnrecognisedEvent("the trigger names no tenant".into())
+            })?;
+            TenantId::parse(raw).map(Trigger::Tenant).map_err(|e| {
+                FeedbackError::UnrecognisedEvent(format!("the trigger's tenant is invalid: {e}"))
+            })
         }
-        _ => Err(
-            "unrecognised event: expected an EventBridge scheduled event or salesloop's trigger"
-                .into(),
-        ),
+        _ => Err(FeedbackError::UnrecognisedEvent(
+            "expected an EventBridge scheduled event or salesloop's trigger".into(),
+        )),
     }
 }
 
@@ -115,26 +114,27 @@ pub async fn handle<S: Store>(
     trigger: Trigger,
     holder: &str,
     emit: &(dyn Fn(String) + Sync),
-) -> Result<Value, String> {
+) -> Result<Value, FeedbackError> {
     let tenants = match trigger {
         Trigger::Tenant(tenant) => vec![tenant],
         Trigger::Schedule => app
             .store
             .tenants()
             .await
-            .map_err(|e| format!("listing tenants failed: {e}"))?,
+            .map_err(FeedbackError::ListingTenants)?,
     };
     let feedback = app.feedback();
     let mut results = Vec::with_capacity(tenants.len());
     let mut failures = Vec::new();
     for tenant in &tenants {
         let span = tracing::info_span!("feedback_run", tenant = %tenant);
-        let _enter = span.enter();
         let outcome = feedback
             .run_tenant(tenant, holder, &Millis::now, &mut |_| {
                 ControlFlow::Continue(())
             })
+            .instrument(span.clone())
             .await;
+        let _enter = span.enter();
         match outcome {
             Ok(run) => {
                 for version in run.published() {
@@ -142,7 +142,10 @@ pub async fn handle<S: Store>(
                         emit(document.to_string());
                     }
                     for event in report::run_events(tenant, version) {
-                        emit(serde_json::to_string(&event).unwrap_or_default());
+                        match serde_json::to_string(&event) {
+                            Ok(line) => emit(line),
+                            Err(e) => tracing::error!(error = %e, "an ab_test_results event could not be written"),
+                        }
                     }
                 }
                 tracing::info!(
@@ -154,14 +157,14 @@ pub async fn handle<S: Store>(
             }
             Err(e) => {
                 tracing::error!(error = %e, "feedback run failed");
-                failures.push(format!("{tenant}: {e}"));
+                failures.push((tenant.clone(), e));
             }
         }
     }
     if failures.is_empty() {
         Ok(json!({"tenants": results}))
     } else {
-        Err(format!("feedback run failed for {}", failures.join("; ")))
+        Err(FeedbackError::Runs(failures))
     }
 }
 

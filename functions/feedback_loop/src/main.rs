@@ -5,29 +5,26 @@
 //! feedback_loop run [--tenant T]               one feedback run now, on the configured store
 //! ```
 //!
-//! Both read the same configuration as the function (`TABLE_NAME` for DynamoDB, else the
-//! embedded store in `SALESLOOP_DATA_DIR`).
+//! Both read the same settings as the function (`TABLE_NAME` for DynamoDB, else the embedded
+//! store in `SALESLOOP_DATA_DIR`, in a build with the `embedded` feature).
 
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use salesloop::config::StoreChoice;
+use salesloop::edge::settings::FeedbackSettings;
 use salesloop::{AnyStore, Store, TenantId};
 use serde_json::Value;
 
-use feedback_loop::{App, Trigger, handle, parse_trigger, report, settings_from_env};
+use feedback_loop::{App, Trigger, handle, parse_trigger, report, run_settings};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let env = |name: &str| std::env::var(name).ok();
+    let settings = FeedbackSettings::from_env(&|name: &str| std::env::var(name).ok())?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !args.is_empty() {
-        return cli(&args).await;
+        return cli(&args, &settings).await;
     }
     lambda_runtime::tracing::init_default_subscriber();
-    let store = StoreChoice::from_env(&env)?.open().await?;
-    if salesloop::config::warm_up(&env)? {
-        store.warm_up().await;
-    }
-    let app = App::new(store, settings_from_env(&env)?);
+    let store = settings.store.open().await?;
+    let app = App::new(store, run_settings(&settings));
     let app = &app;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
         let trigger = parse_trigger(&event.payload)?;
@@ -40,8 +37,7 @@ async fn main() -> Result<(), Error> {
     .await
 }
 
-async fn cli(args: &[String]) -> Result<(), Error> {
-    let env = |name: &str| std::env::var(name).ok();
+async fn cli(args: &[String], settings: &FeedbackSettings) -> Result<(), Error> {
     let mut tenant = None;
     let mut json = false;
     let mut rest = args[1..].iter();
@@ -55,7 +51,7 @@ async fn cli(args: &[String]) -> Result<(), Error> {
             other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
         }
     }
-    let store: AnyStore = StoreChoice::from_env(&env)?.open().await?;
+    let store: AnyStore = settings.store.choice.clone().open(settings.store.native_roots).await?;
     let tenants = match tenant {
         Some(t) => vec![t],
         None => store.tenants().await?,
@@ -81,7 +77,7 @@ async fn cli(args: &[String]) -> Result<(), Error> {
             }
         }
         "run" => {
-            let app = App::new(store, settings_from_env(&env)?);
+            let app = App::new(store, run_settings(settings));
             let holder = format!("cli-{}", std::process::id());
             for tenant in tenants {
                 let summary = handle(&app, Trigger::Tenant(tenant), &holder, &|_| {}).await?;

@@ -9,10 +9,11 @@
 
 use std::ops::ControlFlow;
 
-use salesloop::decision::Playbook;
-use salesloop::experiments::Experiments;
-use salesloop::learning::Learner;
-use salesloop::{Millis, ModelVersion, Store, StoreError, TenantId};
+use salesloop::domain::decision::Playbook;
+use salesloop::domain::experiments::Experiments;
+use salesloop::domain::learning::Learner;
+use salesloop::service::{Published, ServiceError, publish_model};
+use salesloop::{Millis, ModelVersion, Store, TenantId};
 
 /// The lease every run of a tenant competes for.
 pub const LEASE: &str = "feedback";
@@ -115,7 +116,7 @@ impl<S: Store> Feedback<'_, S> {
         holder: &str,
         clock: &(dyn Fn() -> Millis + Sync),
         hook: &mut (dyn FnMut(Step) -> ControlFlow<()> + Send),
-    ) -> Result<TenantRun, StoreError> {
+    ) -> Result<TenantRun, ServiceError> {
         let ttl = self.settings.lease_ttl_ms;
         let Some(lease) = self
             .store
@@ -146,12 +147,12 @@ impl<S: Store> Feedback<'_, S> {
         holder: &str,
         clock: &(dyn Fn() -> Millis + Sync),
         hook: &mut (dyn FnMut(Step) -> ControlFlow<()> + Send),
-    ) -> Result<TenantRun, StoreError> {
+    ) -> Result<TenantRun, ServiceError> {
         let mut previous = self.store.current_model(tenant).await?;
         let mut published = Vec::new();
         loop {
             let settled = Millis(clock().0.saturating_sub(self.settings.settle_ms));
-            let (learner, full) = self.read_batch(tenant, previous.as_ref(), settled).await?;
+            let (mut learner, full) = self.read_batch(tenant, previous.as_ref(), settled).await?;
             let outcomes = learner.outcomes();
             if hook(Step::Read { outcomes }).is_break() {
                 return Ok(TenantRun::Interrupted(Step::Read { outcomes }));
@@ -159,20 +160,17 @@ impl<S: Store> Feedback<'_, S> {
             if outcomes == 0 {
                 break;
             }
+            learner.note_failed_writes(self.store.failed_writes(tenant).await?);
             let next = learner.finish(self.experiments, previous.as_ref(), clock());
             let version = next.version;
             if hook(Step::Publishing { version }).is_break() {
                 return Ok(TenantRun::Interrupted(Step::Publishing { version }));
             }
-            match self.store.publish_model(tenant, &next).await {
-                Ok(()) => {}
-                Err(StoreError::VersionConflict { expected }) => {
-                    return Ok(TenantRun::Superseded {
-                        published,
-                        expected,
-                    });
-                }
-                Err(e) => return Err(e),
+            if publish_model(self.store, tenant, &next).await? == Published::Superseded {
+                return Ok(TenantRun::Superseded {
+                    published,
+                    expected: version,
+                });
             }
             if hook(Step::Published { version }).is_break() {
                 return Ok(TenantRun::Interrupted(Step::Published { version }));
@@ -207,7 +205,7 @@ impl<S: Store> Feedback<'_, S> {
         tenant: &TenantId,
         previous: Option<&ModelVersion>,
         settled: Millis,
-    ) -> Result<(Learner<'p>, bool), StoreError> {
+    ) -> Result<(Learner<'p>, bool), ServiceError> {
         let mut learner = Learner::new(self.playbook, previous);
         let mut cursor = previous.and_then(|v| v.watermark.clone());
         let batch = self.settings.batch_size.max(1) as u64;

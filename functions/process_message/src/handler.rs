@@ -1,22 +1,27 @@
-//! `POST /conversations/{conversation_id}/messages`: parse, decide the turn, record it with its
-//! events in one write, answer. Generic over the store, so tests drive it with either adapter.
+//! `POST /conversations/{conversation_id}/messages`: parse, then one flow: read the
+//! conversation, plan the turn once (the LLM's reply included), append it with its events in
+//! one conditional write, answer. Generic over the store, so tests drive it with either adapter.
 
 use std::time::{Duration, Instant};
 
 use lambda_http::{Body, Request, Response};
-use salesloop::config::{StoreChoice, local_mode};
-use salesloop::engine::{Engine, UserMessage};
-use salesloop::http::{
-    Action, ApiError, TenantSource, has_control_characters, is_blank, json_body, json_response,
+use salesloop::clients::llm::LlmClient;
+use salesloop::domain::engine::{Engine, UserMessage};
+use salesloop::domain::experiments::Assignment;
+use salesloop::domain::model::ServedModel;
+use salesloop::domain::privacy::TextStorage;
+use salesloop::edge::error::ApiError;
+use salesloop::edge::http::{
+    Action, TenantSource, has_control_characters, is_blank, json_body, json_response,
     request_span, route, tenant,
 };
-use salesloop::llm::{LlmClient, LlmConfig};
-use salesloop::model_cache::ModelCache;
-use salesloop::privacy::TextStorage;
-use salesloop::store::AnyStore;
+use salesloop::edge::settings::{ConfigError, MessageSettings};
+use salesloop::service::tracking::FailedWrites;
+use salesloop::service::{ModelCache, Plan, ServiceError, record_message};
+use salesloop::store::{AnyStore, FailedWrite};
 use salesloop::{
-    ConversationId, ConversationState, Exchange, MessageId, Millis, Reply, ReplySource, Store,
-    StoreError, TenantId,
+    ConversationId, ConversationState, Exchange, ExchangeDraft, MessageId, Millis, Reply,
+    ReplySource, Store, TenantId,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -35,38 +40,38 @@ pub struct App<S> {
     pub llm: Option<LlmClient>,
     /// Whether the store keeps the message text or only its hash.
     pub text_storage: TextStorage,
+    /// Writes that failed, until they are counted in the store.
+    pub failed_writes: FailedWrites,
 }
 
-/// An LLM reply written for a turn decided in advance: it is used only if the recorded turn is
-/// that turn with that strategy.
-struct PreparedReply {
-    turns_before: u32,
-    strategy: String,
-    text: String,
-}
-
-impl App<AnyStore> {
-    /// Configuration, the store client and the compiled catalog, from the environment: what a
-    /// process builds once and serves every request from.
-    pub async fn from_env(
-        env: &impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, lambda_http::Error> {
-        let store = StoreChoice::from_env(env)?.open().await?;
-        let llm = match LlmConfig::from_env(env)? {
-            Some(config) => Some(LlmClient::new(config)?),
+impl<S> App<S> {
+    /// The app for `settings` on an open store.
+    pub fn new(store: S, settings: &MessageSettings) -> Result<Self, lambda_http::Error> {
+        let engine = Engine::new(settings.threshold, settings.catalog.as_deref())
+            .map_err(|e| ConfigError::new("PATTERN_CATALOG", e.to_string()))?;
+        let llm = match &settings.llm {
+            Some(config) => Some(LlmClient::new(config.clone())?),
             None => None,
         };
         Ok(App {
             store,
-            engine: Engine::from_env(env)?,
+            engine,
             models: ModelCache::new(Duration::from_secs(30)),
-            tenants: TenantSource {
-                claim: env("TENANT_CLAIM").unwrap_or_else(|| "tenant_id".to_owned()),
-                local: local_mode(env)?,
-            },
+            tenants: settings.api.tenants.clone(),
             llm,
-            text_storage: TextStorage::from_env(env)?,
+            text_storage: settings.text_storage,
+            failed_writes: FailedWrites::default(),
         })
+    }
+}
+
+impl App<AnyStore> {
+    /// Settings, the store client and the compiled catalog, from the environment: what a
+    /// process builds once and serves every request from.
+    pub async fn from_env(env: &impl Fn(&str) -> Option<String>) -> Result<Self, lambda_http::Error> {
+        let settings = MessageSettings::from_env(env)?;
+        let store = settings.api.store.open().await?;
+        App::new(store, &settings)
     }
 }
 
@@ -109,27 +114,25 @@ pub fn parse_request(
 ) -> Result<MessageRequest, ApiError> {
     let (conversation, action) = route(request)?;
     if action != Action::Message {
-        return Err(ApiError::new(404, "not_found", "no such route"));
+        return Err(ApiError::NotFound);
     }
     let tenant = tenant(request, tenants)?;
     let body: MessageBody = json_body(request)?;
     let message_id = MessageId::parse(&body.message_id)
-        .map_err(|e| ApiError::bad_request("invalid_message_id", e.to_string()))?;
+        .map_err(|e| ApiError::InvalidMessageId(e.to_string()))?;
     let text = body.text.trim();
     if is_blank(text) {
-        return Err(ApiError::bad_request("invalid_text", "text is empty"));
+        return Err(ApiError::InvalidText("text is empty".into()));
     }
     if has_control_characters(text) {
-        return Err(ApiError::bad_request(
-            "invalid_text",
-            "text may not hold control characters other than tab and line breaks",
+        return Err(ApiError::InvalidText(
+            "text may not hold control characters other than tab and line breaks".into(),
         ));
     }
     if text.chars().count() > MAX_TEXT_CHARS {
-        return Err(ApiError::bad_request(
-            "invalid_text",
-            format!("text may hold at most {MAX_TEXT_CHARS} characters"),
-        ));
+        return Err(ApiError::InvalidText(format!(
+            "text may hold at most {MAX_TEXT_CHARS} characters"
+        )));
     }
     Ok(MessageRequest {
         tenant,
@@ -150,123 +153,110 @@ async fn answer_message<S: Store>(
         message_id,
         text,
     } = parsed;
-    let text = text.as_str();
-
-    let stored_text = app.text_storage.stored(&tenant, text);
+    let stored_text = app.text_storage.stored(&tenant, &text);
     let model = app.models.current(&app.store, &tenant).await;
-    let assignment = app.engine.assign(&tenant, &conversation);
-    let message = UserMessage {
-        tenant: &tenant,
-        conversation: &conversation,
-        message_id: &message_id,
-        text,
-        at: Millis::now(),
+    let planner = TurnPlanner {
+        app,
+        message: UserMessage {
+            tenant: &tenant,
+            conversation: &conversation,
+            message_id: &message_id,
+            text: &text,
+            at: Millis::now(),
+        },
+        assignment: app.engine.assign(&tenant, &conversation),
+        model: &model,
+        stored_text: &stored_text,
+        llm_asked: false,
+        llm_reply: None,
+        started,
     };
-    let prepared = match &app.llm {
-        Some(llm) => prepare_llm_reply(app, llm, &message, &model, &assignment).await,
-        None => None,
-    };
-    let recorded = app
-        .store
-        .record_exchange(
-            &tenant,
-            &conversation,
-            &message_id,
-            |state: &ConversationState| {
-                let (mut draft, _) =
-                    app.engine
-                        .plan(&message, state, model.version, &model.model, &assignment);
-                if let Some(prepared) = &prepared
-                    && prepared.turns_before == state.turns()
-                    && prepared.strategy == draft.strategy.name
-                {
-                    draft.reply = Reply {
-                        text: prepared.text.clone(),
-                        source: ReplySource::Llm,
-                    };
-                }
-                draft.user_text.clone_from(&stored_text);
-                draft.latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                draft
-            },
-        )
-        .await;
-    match recorded {
-        Ok(recorded) => {
-            if recorded.duplicate && recorded.exchange.draft.user_text != stored_text {
-                return Err(ApiError::new(
-                    409,
-                    "message_id_reused",
-                    "this message_id was already used for a different text",
-                ));
-            }
-            tracing::info!(
-                turn = recorded.exchange.turn,
-                duplicate = recorded.duplicate,
-                strategy = %recorded.exchange.draft.strategy.name,
-                "message answered"
-            );
-            Ok(json_response(
-                200,
-                &answer(&conversation, &recorded.exchange),
-            ))
-        }
-        Err(StoreError::Ended(_)) => Err(ApiError::new(
-            409,
-            "conversation_ended",
-            "the conversation has ended",
-        )),
-        Err(StoreError::TooLong) => Err(ApiError::new(
-            409,
-            "conversation_too_long",
-            "the conversation has reached its turn limit",
-        )),
-        Err(e) => {
+    let recorded = record_message(
+        &app.store,
+        &tenant,
+        &conversation,
+        &message_id,
+        &stored_text,
+        planner,
+    )
+    .await;
+    let recorded = match recorded {
+        Ok(recorded) => recorded,
+        Err(ServiceError::Store(e)) if e.is_transient() => {
             tracing::error!(error = %e, "recording the exchange failed");
-            Err(ApiError::unavailable())
+            app.failed_writes.note(&tenant, FailedWrite::Exchange);
+            return Err(ApiError::StoreUnavailable);
         }
-    }
-}
-
-/// Decides the turn on the conversation as it stands and asks the LLM for its reply. Any
-/// failure is logged and leaves the template reply in place; it never fails the request.
-async fn prepare_llm_reply<S: Store>(
-    app: &App<S>,
-    llm: &LlmClient,
-    message: &UserMessage<'_>,
-    model: &salesloop::ModelVersion,
-    assignment: &salesloop::experiments::Assignment,
-) -> Option<PreparedReply> {
-    let state = match app
-        .store
-        .conversation(message.tenant, message.conversation)
-        .await
-    {
-        Ok(ConversationState::Ended(_)) => return None,
-        Ok(state) => state,
-        // The write that follows reports the outage.
-        Err(_) => return None,
-    };
-    let (draft, _) = app
-        .engine
-        .plan(message, &state, model.version, &model.model, assignment);
-    match llm
-        .reply(message.text, &draft.strategy.name, &draft.reply.text)
-        .await
-    {
-        Ok(text) => Some(PreparedReply {
-            turns_before: state.turns(),
-            strategy: draft.strategy.name,
-            text,
-        }),
         Err(e) => {
-            tracing::warn!(error = %e, "LLM reply failed; answering with the template");
-            None
+            if matches!(e, ServiceError::Store(_) | ServiceError::Contention(_)) {
+                tracing::error!(error = %e, "recording the exchange failed");
+            }
+            return Err(e.into());
         }
+    };
+    app.failed_writes.flush(&app.store, &tenant).await;
+    tracing::info!(
+        turn = recorded.exchange.turn,
+        duplicate = recorded.duplicate,
+        strategy = %recorded.exchange.draft.strategy.name,
+        "message answered"
+    );
+    Ok(json_response(200, &answer(&conversation, &recorded.exchange)))
+}
+
+/// Plans a turn on the state the service read: detection, decision and template, then the
+/// LLM's reply when one is configured, asked once. If the append loses a race and the turn is
+/// planned again, the LLM's reply is kept when the strategy is the same, and the template
+/// answers otherwise.
+struct TurnPlanner<'a, S> {
+    app: &'a App<S>,
+    message: UserMessage<'a>,
+    assignment: Assignment,
+    model: &'a ServedModel,
+    stored_text: &'a str,
+    /// Whether the LLM was asked (once per message, whatever it answered).
+    llm_asked: bool,
+    /// The strategy the LLM wrote for, and its text.
+    llm_reply: Option<(String, String)>,
+    started: Instant,
+}
+
+impl<S: Store> Plan for TurnPlanner<'_, S> {
+    async fn plan(&mut self, state: &ConversationState) -> ExchangeDraft {
+        let (mut draft, _) = self.app.engine.plan(
+            &self.message,
+            state,
+            self.model.version,
+            &self.model.model,
+            &self.assignment,
+        );
+        if let Some(llm) = &self.app.llm
+            && !self.llm_asked
+        {
+            self.llm_asked = true;
+            match llm
+                .reply(self.message.text, &draft.strategy.name, &draft.reply.text)
+                .await
+            {
+                Ok(text) => self.llm_reply = Some((draft.strategy.name.clone(), text)),
+                Err(e) => tracing::warn!(error = %e, "LLM reply failed; answering with the template"),
+            }
+        }
+        if let Some((strategy, text)) = &self.llm_reply
+            && *strategy == draft.strategy.name
+        {
+            draft.reply = Reply {
+                text: text.clone(),
+                source: ReplySource::Llm,
+            };
+        }
+        draft.user_text = self.stored_text.to_owned();
+        draft.latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        draft
     }
 }
 
-fn answer(conversation: &salesloop::ConversationId, exchange: &Exchange) -> serde_json::Value {
+fn answer(conversation: &ConversationId, exchange: &Exchange) -> serde_json::Value {
     let draft = &exchange.draft;
     json!({
         "conversation_id": conversation,

@@ -1,4 +1,4 @@
-//! Lambda entry point of process_message: configuration, the store client and the compiled
+//! Lambda entry point of process_message: settings, the store client and the compiled
 //! catalog are built once per process, then every request is served from them.
 
 use lambda_http::{Error, Request, run, service_fn};
@@ -8,11 +8,7 @@ use process_message::handler::{App, handle};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let env = |name: &str| std::env::var(name).ok();
-    let app = App::from_env(&env).await?;
-    if salesloop::config::warm_up(&env)? {
-        app.store.warm_up().await;
-    }
+    let app = App::from_env(&|name: &str| std::env::var(name).ok()).await?;
     let app = &app;
     run(service_fn(move |request: Request| async move {
         let started = std::time::Instant::now();
@@ -20,7 +16,7 @@ async fn main() -> Result<(), Error> {
         // One EMF line per request: latency and error counts, as CloudWatch metrics.
         println!(
             "{}",
-            salesloop::emf::request_metrics(
+            salesloop::edge::emf::request_metrics(
                 "process_message",
                 response.status().as_u16(),
                 started.elapsed()

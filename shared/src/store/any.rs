@@ -1,16 +1,19 @@
-//! The store a function runs on, chosen at start-up from configuration.
+//! The store a function runs on, chosen at start-up from its settings.
 
-use super::{DynamoStore, EmbeddedStore, Ended, Lease, Recorded, Store, StoreError};
-use crate::conversation::{
-    ConversationState, Cursor, EndRequest, Exchange, ExchangeDraft, OutcomeRecord,
-};
-use crate::ids::{ConversationId, MessageId, TenantId};
-use crate::model::ModelVersion;
-use crate::time::Millis;
+#[cfg(feature = "embedded")]
+use super::EmbeddedStore;
+use super::{ConversationLog, DynamoStore, FailedWrite, Lease, Store, StoreError, Write};
+use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
+use crate::domain::ids::{ConversationId, MessageId, TenantId};
+use crate::domain::learning::ModelVersion;
+use crate::domain::model::ServedModel;
+use crate::domain::time::Millis;
 
 /// Either adapter, so that a binary can pick one at run time and stay generic over `Store`.
+/// Without the `embedded` feature (the Lambda build) only DynamoDB is there.
 pub enum AnyStore {
     Dynamo(DynamoStore),
+    #[cfg(feature = "embedded")]
     Embedded(EmbeddedStore),
 }
 
@@ -18,6 +21,7 @@ macro_rules! delegate {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             AnyStore::Dynamo($store) => $call.await,
+            #[cfg(feature = "embedded")]
             AnyStore::Embedded($store) => $call.await,
         }
     };
@@ -27,6 +31,7 @@ impl AnyStore {
     /// Opens the store's network connection during init (DynamoDB only; see
     /// `DynamoStore::warm_up`).
     pub async fn warm_up(&self) {
+        #[allow(irrefutable_let_patterns)]
         if let AnyStore::Dynamo(store) = self {
             store.warm_up().await;
         }
@@ -42,38 +47,56 @@ impl Store for AnyStore {
         delegate!(self, store => store.conversation(tenant, conversation))
     }
 
-    async fn exchanges(
-        &self,
-        tenant: &TenantId,
-        conversation: &ConversationId,
-    ) -> Result<Vec<Exchange>, StoreError> {
-        delegate!(self, store => store.exchanges(tenant, conversation))
-    }
-
-    async fn record_exchange<F>(
+    async fn find_message(
         &self,
         tenant: &TenantId,
         conversation: &ConversationId,
         message_id: &MessageId,
-        build: F,
-    ) -> Result<Recorded, StoreError>
-    where
-        F: FnMut(&ConversationState) -> ExchangeDraft + Send,
-    {
-        delegate!(self, store => store.record_exchange(tenant, conversation, message_id, build))
+    ) -> Result<Option<Exchange>, StoreError> {
+        delegate!(self, store => store.find_message(tenant, conversation, message_id))
     }
 
-    async fn end_conversation(
+    async fn conversation_log(
         &self,
         tenant: &TenantId,
         conversation: &ConversationId,
-        request: EndRequest,
-    ) -> Result<Ended, StoreError> {
-        delegate!(self, store => store.end_conversation(tenant, conversation, request))
+    ) -> Result<ConversationLog, StoreError> {
+        delegate!(self, store => store.conversation_log(tenant, conversation))
+    }
+
+    async fn append_exchange(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+        exchange: &Exchange,
+    ) -> Result<Write, StoreError> {
+        delegate!(self, store => store.append_exchange(tenant, conversation, exchange))
     }
 
     async fn ended_count(&self, tenant: &TenantId) -> Result<u64, StoreError> {
         delegate!(self, store => store.ended_count(tenant))
+    }
+
+    async fn append_end(
+        &self,
+        tenant: &TenantId,
+        record: &OutcomeRecord,
+        ended_before: u64,
+    ) -> Result<Write, StoreError> {
+        delegate!(self, store => store.append_end(tenant, record, ended_before))
+    }
+
+    async fn count_failed_writes(
+        &self,
+        tenant: &TenantId,
+        kind: FailedWrite,
+        count: u64,
+    ) -> Result<(), StoreError> {
+        delegate!(self, store => store.count_failed_writes(tenant, kind, count))
+    }
+
+    async fn failed_writes(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        delegate!(self, store => store.failed_writes(tenant))
     }
 
     async fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {
@@ -108,11 +131,15 @@ impl Store for AnyStore {
         delegate!(self, store => store.current_model(tenant))
     }
 
+    async fn served_model(&self, tenant: &TenantId) -> Result<Option<ServedModel>, StoreError> {
+        delegate!(self, store => store.served_model(tenant))
+    }
+
     async fn publish_model(
         &self,
         tenant: &TenantId,
         model: &ModelVersion,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Write, StoreError> {
         delegate!(self, store => store.publish_model(tenant, model))
     }
 

@@ -9,15 +9,12 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::{
-    EndDecision, Ended, Lease, Recorded, Store, StoreError, decide_end, from_json, to_json,
-};
-use crate::conversation::{
-    ConversationState, Cursor, EndRequest, Exchange, ExchangeDraft, MAX_TURNS, OutcomeRecord,
-};
-use crate::ids::{ConversationId, MessageId, TenantId};
-use crate::model::ModelVersion;
-use crate::time::Millis;
+use super::{ConversationLog, FailedWrite, Lease, Store, StoreError, Write, from_json, to_json};
+use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
+use crate::domain::ids::{ConversationId, MessageId, TenantId};
+use crate::domain::learning::ModelVersion;
+use crate::domain::model::ServedModel;
+use crate::domain::time::Millis;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS log (
@@ -48,6 +45,8 @@ CREATE TABLE IF NOT EXISTS models (
 const KIND_EXCHANGE: &str = "exchange";
 const KIND_END: &str = "end";
 const ENDED_COUNTER: &str = "ended_conversations";
+const FAILED_EXCHANGES: &str = "failed_exchanges";
+const FAILED_ENDS: &str = "failed_ends";
 
 /// A store in one SQLite file.
 pub struct EmbeddedStore {
@@ -154,29 +153,54 @@ fn tail(
     }
 }
 
-fn all_exchanges(
+fn log(
     conn: &Connection,
     tenant: &TenantId,
     conversation: &ConversationId,
-) -> Result<Vec<Exchange>, StoreError> {
+) -> Result<ConversationLog, StoreError> {
     let mut statement = conn
         .prepare_cached(
-            "SELECT body FROM log WHERE tenant = ?1 AND conversation = ?2 AND kind = ?3
+            "SELECT kind, body FROM log WHERE tenant = ?1 AND conversation = ?2
              ORDER BY position",
         )
         .map_err(unavailable)?;
     let rows = statement
-        .query_map(
-            params![tenant.as_str(), conversation.as_str(), KIND_EXCHANGE],
-            |row| row.get::<_, String>(0),
-        )
+        .query_map(params![tenant.as_str(), conversation.as_str()], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })
         .map_err(unavailable)?;
-    rows.map(|body| from_json(&body.map_err(unavailable)?))
-        .collect()
+    let mut log = ConversationLog::default();
+    for row in rows {
+        let (kind, body) = row.map_err(unavailable)?;
+        if kind == KIND_END {
+            log.end = Some(from_json(&body)?);
+        } else {
+            log.exchanges.push(from_json(&body)?);
+        }
+    }
+    Ok(log)
 }
 
-fn load_model(body: &str) -> Result<ModelVersion, StoreError> {
-    from_json(body)
+fn counter(conn: &Connection, tenant: &TenantId, name: &str) -> Result<u64, StoreError> {
+    let count: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM counters WHERE tenant = ?1 AND name = ?2",
+            params![tenant.as_str(), name],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    Ok(count.map(to_u64).unwrap_or(0))
+}
+
+fn newest_model_body(conn: &Connection, tenant: &TenantId) -> Result<Option<String>, StoreError> {
+    conn.query_row(
+        "SELECT body FROM models WHERE tenant = ?1 ORDER BY version DESC LIMIT 1",
+        params![tenant.as_str()],
+        |row| row.get(0),
+    )
+    .optional()
+    .map_err(unavailable)
 }
 
 impl Store for EmbeddedStore {
@@ -188,26 +212,14 @@ impl Store for EmbeddedStore {
         self.read(|conn| tail(conn, tenant, conversation))
     }
 
-    async fn exchanges(
-        &self,
-        tenant: &TenantId,
-        conversation: &ConversationId,
-    ) -> Result<Vec<Exchange>, StoreError> {
-        self.read(|conn| all_exchanges(conn, tenant, conversation))
-    }
-
-    async fn record_exchange<F>(
+    async fn find_message(
         &self,
         tenant: &TenantId,
         conversation: &ConversationId,
         message_id: &MessageId,
-        mut build: F,
-    ) -> Result<Recorded, StoreError>
-    where
-        F: FnMut(&ConversationState) -> ExchangeDraft + Send,
-    {
-        self.write(|tx| {
-            let first: Option<String> = tx
+    ) -> Result<Option<Exchange>, StoreError> {
+        self.read(|conn| {
+            let body: Option<String> = conn
                 .query_row(
                     "SELECT body FROM log
                      WHERE tenant = ?1 AND conversation = ?2 AND message_id = ?3",
@@ -216,118 +228,125 @@ impl Store for EmbeddedStore {
                 )
                 .optional()
                 .map_err(unavailable)?;
-            if let Some(body) = first {
-                return Ok(Recorded {
-                    exchange: from_json(&body)?,
-                    duplicate: true,
-                });
-            }
-            let state = tail(tx, tenant, conversation)?;
-            if let ConversationState::Ended(record) = state {
-                return Err(StoreError::Ended(record));
-            }
-            if state.turns() >= MAX_TURNS {
-                return Err(StoreError::TooLong);
-            }
-            let exchange = state.next_exchange(build(&state));
-            tx.execute(
-                "INSERT INTO log (tenant, conversation, position, message_id, kind, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    tenant.as_str(),
-                    conversation.as_str(),
-                    exchange.turn,
-                    message_id.as_str(),
-                    KIND_EXCHANGE,
-                    to_json(&exchange)?
-                ],
-            )
-            .map_err(unavailable)?;
-            Ok(Recorded {
-                exchange,
-                duplicate: false,
+            body.map(|body| from_json(&body)).transpose()
+        })
+    }
+
+    async fn conversation_log(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+    ) -> Result<ConversationLog, StoreError> {
+        self.read(|conn| log(conn, tenant, conversation))
+    }
+
+    async fn append_exchange(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+        exchange: &Exchange,
+    ) -> Result<Write, StoreError> {
+        let body = to_json(exchange)?;
+        self.write(|tx| {
+            // Both the position (primary key) and the message id (unique index) must be free.
+            let inserted = tx
+                .execute(
+                    "INSERT INTO log (tenant, conversation, position, message_id, kind, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                    params![
+                        tenant.as_str(),
+                        conversation.as_str(),
+                        exchange.turn,
+                        exchange.draft.message_id.as_str(),
+                        KIND_EXCHANGE,
+                        body
+                    ],
+                )
+                .map_err(unavailable)?;
+            Ok(if inserted == 1 {
+                Write::Done
+            } else {
+                Write::Lost
             })
         })
     }
 
-    async fn end_conversation(
+    async fn append_end(
         &self,
         tenant: &TenantId,
-        conversation: &ConversationId,
-        request: EndRequest,
-    ) -> Result<Ended, StoreError> {
+        record: &OutcomeRecord,
+        ended_before: u64,
+    ) -> Result<Write, StoreError> {
+        let body = to_json(record)?;
         self.write(|tx| {
-            let existing = match tail(tx, tenant, conversation)? {
-                ConversationState::Ended(record) => Some(*record),
-                _ => None,
-            };
-            let exchanges = if existing.is_some() {
-                Vec::new()
-            } else {
-                all_exchanges(tx, tenant, conversation)?
-            };
-            let record = match decide_end(conversation, &request, &exchanges, existing)? {
-                EndDecision::Repeat(record) => {
-                    return Ok(Ended {
-                        record,
-                        first_time: false,
-                        ended_count: None,
-                    });
-                }
-                EndDecision::Write(record) => record,
-            };
-            let body = to_json(&record)?;
-            tx.execute(
-                "INSERT INTO log (tenant, conversation, position, message_id, kind, body)
-                 VALUES (?1, ?2, ?3, NULL, ?4, ?5)",
-                params![
-                    tenant.as_str(),
-                    conversation.as_str(),
-                    record.turns + 1,
-                    KIND_END,
-                    body
-                ],
-            )
-            .map_err(unavailable)?;
+            if counter(tx, tenant, ENDED_COUNTER)? != ended_before {
+                return Ok(Write::Lost);
+            }
+            let inserted = tx
+                .execute(
+                    "INSERT INTO log (tenant, conversation, position, message_id, kind, body)
+                     VALUES (?1, ?2, ?3, NULL, ?4, ?5) ON CONFLICT DO NOTHING",
+                    params![
+                        tenant.as_str(),
+                        record.conversation_id.as_str(),
+                        record.turns + 1,
+                        KIND_END,
+                        body
+                    ],
+                )
+                .map_err(unavailable)?;
+            if inserted == 0 {
+                return Ok(Write::Lost);
+            }
             tx.execute(
                 "INSERT INTO outcomes (tenant, at, conversation, body) VALUES (?1, ?2, ?3, ?4)",
                 params![
                     tenant.as_str(),
                     to_i64(record.at.0),
-                    conversation.as_str(),
+                    record.conversation_id.as_str(),
                     body
                 ],
             )
             .map_err(unavailable)?;
-            let count: i64 = tx
-                .query_row(
-                    "INSERT INTO counters (tenant, name, value) VALUES (?1, ?2, 1)
-                     ON CONFLICT (tenant, name) DO UPDATE SET value = value + 1
-                     RETURNING value",
-                    params![tenant.as_str(), ENDED_COUNTER],
-                    |row| row.get(0),
-                )
-                .map_err(unavailable)?;
-            Ok(Ended {
-                record,
-                first_time: true,
-                ended_count: Some(to_u64(count)),
-            })
+            tx.execute(
+                "INSERT INTO counters (tenant, name, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tenant, name) DO UPDATE SET value = excluded.value",
+                params![tenant.as_str(), ENDED_COUNTER, to_i64(ended_before + 1)],
+            )
+            .map_err(unavailable)?;
+            Ok(Write::Done)
+        })
+    }
+
+    async fn count_failed_writes(
+        &self,
+        tenant: &TenantId,
+        kind: FailedWrite,
+        count: u64,
+    ) -> Result<(), StoreError> {
+        let name = match kind {
+            FailedWrite::Exchange => FAILED_EXCHANGES,
+            FailedWrite::End => FAILED_ENDS,
+        };
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO counters (tenant, name, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tenant, name) DO UPDATE SET value = value + excluded.value",
+                params![tenant.as_str(), name, to_i64(count)],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    async fn failed_writes(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        self.read(|conn| {
+            Ok(counter(conn, tenant, FAILED_EXCHANGES)? + counter(conn, tenant, FAILED_ENDS)?)
         })
     }
 
     async fn ended_count(&self, tenant: &TenantId) -> Result<u64, StoreError> {
-        self.read(|conn| {
-            let count: Option<i64> = conn
-                .query_row(
-                    "SELECT value FROM counters WHERE tenant = ?1 AND name = ?2",
-                    params![tenant.as_str(), ENDED_COUNTER],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(unavailable)?;
-            Ok(count.map(to_u64).unwrap_or(0))
-        })
+        self.read(|conn| counter(conn, tenant, ENDED_COUNTER))
     }
 
     async fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {
@@ -422,14 +441,22 @@ impl Store for EmbeddedStore {
     }
 
     async fn current_model(&self, tenant: &TenantId) -> Result<Option<ModelVersion>, StoreError> {
-        Ok(self.model_history(tenant, 1).await?.into_iter().next())
+        self.read(|conn| newest_model_body(conn, tenant))?
+            .map(|body| from_json(&body))
+            .transpose()
+    }
+
+    async fn served_model(&self, tenant: &TenantId) -> Result<Option<ServedModel>, StoreError> {
+        self.read(|conn| newest_model_body(conn, tenant))?
+            .map(|body| from_json(&body))
+            .transpose()
     }
 
     async fn publish_model(
         &self,
         tenant: &TenantId,
         model: &ModelVersion,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Write, StoreError> {
         let body = to_json(model)?;
         self.write(|tx| {
             let current: Option<i64> = tx
@@ -440,16 +467,14 @@ impl Store for EmbeddedStore {
                 )
                 .map_err(unavailable)?;
             if current.map(to_u64).unwrap_or(0) + 1 != model.version {
-                return Err(StoreError::VersionConflict {
-                    expected: model.version,
-                });
+                return Ok(Write::Lost);
             }
             tx.execute(
                 "INSERT INTO models (tenant, version, body) VALUES (?1, ?2, ?3)",
                 params![tenant.as_str(), to_i64(model.version), body],
             )
             .map_err(unavailable)?;
-            Ok(())
+            Ok(Write::Done)
         })
     }
 
@@ -469,7 +494,7 @@ impl Store for EmbeddedStore {
                     row.get::<_, String>(0)
                 })
                 .map_err(unavailable)?;
-            rows.map(|body| load_model(&body.map_err(unavailable)?))
+            rows.map(|body| from_json(&body.map_err(unavailable)?))
                 .collect()
         })
     }

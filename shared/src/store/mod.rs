@@ -1,52 +1,41 @@
-//! The store port: every read and write the three functions make, each with its guarantee,
-//! and two adapters of it (DynamoDB for AWS, an embedded SQLite file for local runs).
+//! The store port: every read and write the three functions make, as plain operations, and two
+//! adapters of it (DynamoDB for AWS; an embedded SQLite file for local runs and tests, behind
+//! the `embedded` feature).
 //!
 //! A conversation is an append-only log: position n holds turn n, and the position after the
 //! last exchange may hold the conversation's end. Every append is conditional on its position
-//! being free, which gives racing writers a single order with no gaps and no doubles.
+//! being free; an append whose condition does not hold writes nothing and answers
+//! [`Write::Lost`], a value, not an error. What to do then (read again, plan again) is the
+//! service layer's decision: adapters never call back into the domain and never retry a lost
+//! race themselves.
 
 mod any;
 mod dynamo;
+#[cfg(feature = "embedded")]
 mod embedded;
 
 use std::future::Future;
 
 pub use any::AnyStore;
 pub use dynamo::{DynamoStore, DynamoStoreConfig, MESSAGE_INDEX, TIME_INDEX, retry_settings};
+#[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
 
-use crate::conversation::{
-    ConversationState, Cursor, EndRequest, Exchange, ExchangeDraft, OutcomeRecord,
-};
-use crate::ids::{ConversationId, MessageId, TenantId};
-use crate::model::ModelVersion;
-use crate::time::Millis;
+use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
+use crate::domain::ids::{ConversationId, MessageId, TenantId};
+use crate::domain::learning::ModelVersion;
+use crate::domain::model::ServedModel;
+use crate::domain::time::Millis;
 
-/// Why a store operation did not do what was asked.
+/// Why a store operation failed. Losing a race is not a failure: see [`Write`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StoreError {
     /// The backend cannot be reached or refused the call (throttling, outage, timeout); the
-    /// caller may retry.
+    /// same call may succeed later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    /// Too many writers raced for the same item for too long; the caller may retry.
-    #[error("gave up after {0} attempts lost to concurrent writers")]
-    Contention(u32),
-    #[error("conversation not found")]
-    NotFound,
-    #[error("conversation has ended")]
-    Ended(Box<OutcomeRecord>),
-    #[error("conversation has already ended with outcome {}", .0.outcome)]
-    OutcomeConflict(Box<OutcomeRecord>),
-    #[error(
-        "conversation reached its limit of {} turns",
-        crate::conversation::MAX_TURNS
-    )]
-    TooLong,
-    #[error(
-        "model version {expected} cannot be published: version {expected} or a later one exists, or its predecessor does not"
-    )]
-    VersionConflict { expected: u64 },
+    /// Stored data cannot be read back (or a record cannot be written as the store keeps it);
+    /// trying again will not help.
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
 }
@@ -54,35 +43,32 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the same call may succeed if tried again later.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::Contention(_))
+        matches!(self, StoreError::Unavailable(_))
     }
 }
 
-/// The result of recording an exchange.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Recorded {
-    pub exchange: Exchange,
-    /// True when the message id was already recorded: `exchange` is the first one and nothing
-    /// was written.
-    pub duplicate: bool,
+/// What a conditional write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Write {
+    Done,
+    /// Its condition did not hold (another writer got there first, or a concurrent transaction
+    /// touched the same item): nothing was written.
+    Lost,
 }
 
-/// The result of ending a conversation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Ended {
-    pub record: OutcomeRecord,
-    /// False when the conversation had already ended with the same outcome: nothing was written.
-    pub first_time: bool,
-    /// The tenant's count of ended conversations after this one, when this call ended it.
-    pub ended_count: Option<u64>,
+/// A conversation's whole log, in turn order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConversationLog {
+    pub exchanges: Vec<Exchange>,
+    pub end: Option<OutcomeRecord>,
 }
 
-impl Ended {
-    /// Whether this end made the tenant's ended-conversation count reach a multiple of `every`.
-    /// Each multiple is reported to exactly one caller.
-    pub fn crossed_multiple_of(&self, every: u64) -> bool {
-        every > 0 && self.ended_count.is_some_and(|count| count % every == 0)
-    }
+/// Write failures the API functions count per tenant, for the event tracking rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailedWrite {
+    Exchange,
+    End,
 }
 
 /// A held lease. It expires at `until`; the holder renews by acquiring again.
@@ -94,7 +80,8 @@ pub struct Lease {
     pub until: Millis,
 }
 
-/// The operations the functions need, whatever keeps the data.
+/// The operations the functions need, whatever keeps the data. Reads of a conversation are
+/// strongly consistent.
 pub trait Store: Send + Sync {
     /// The conversation's current state, read from its newest log entry.
     fn conversation(
@@ -103,41 +90,57 @@ pub trait Store: Send + Sync {
         conversation: &ConversationId,
     ) -> impl Future<Output = Result<ConversationState, StoreError>> + Send;
 
-    /// Every exchange of the conversation, in turn order.
-    fn exchanges(
-        &self,
-        tenant: &TenantId,
-        conversation: &ConversationId,
-    ) -> impl Future<Output = Result<Vec<Exchange>, StoreError>> + Send;
-
-    /// Appends the next exchange, with its events, in one atomic write.
-    ///
-    /// `build` is called with the conversation's state and returns the draft for the next turn;
-    /// when a concurrent writer took that turn first, it is called again with the new state.
-    /// If `message_id` is already recorded for this conversation, the first exchange is returned
-    /// with `duplicate: true` and nothing is written, even if the conversation has ended since.
-    fn record_exchange<F>(
+    /// The exchange recorded under `message_id` in this conversation, if any.
+    fn find_message(
         &self,
         tenant: &TenantId,
         conversation: &ConversationId,
         message_id: &MessageId,
-        build: F,
-    ) -> impl Future<Output = Result<Recorded, StoreError>> + Send
-    where
-        F: FnMut(&ConversationState) -> ExchangeDraft + Send;
+    ) -> impl Future<Output = Result<Option<Exchange>, StoreError>> + Send;
 
-    /// Ends the conversation once, with its outcome event, and counts it in the tenant's
-    /// ended-conversation counter in the same atomic write. Ending again with the same outcome
-    /// returns the first record; with another outcome it is an `OutcomeConflict`.
-    fn end_conversation(
+    /// The conversation's whole log.
+    fn conversation_log(
         &self,
         tenant: &TenantId,
         conversation: &ConversationId,
-        request: EndRequest,
-    ) -> impl Future<Output = Result<Ended, StoreError>> + Send;
+    ) -> impl Future<Output = Result<ConversationLog, StoreError>> + Send;
+
+    /// Writes `exchange`, with its events, at position `exchange.turn` in one atomic write, if
+    /// that position is free and its message id is not recorded in the conversation.
+    fn append_exchange(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+        exchange: &Exchange,
+    ) -> impl Future<Output = Result<Write, StoreError>> + Send;
 
     /// How many conversations of the tenant have ended.
     fn ended_count(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Writes the end at position `record.turns + 1`, with its outcome and A/B events, and
+    /// moves the tenant's ended-conversation counter from `ended_before` to `ended_before + 1`,
+    /// in one atomic write, if the position is free and the counter still reads `ended_before`.
+    fn append_end(
+        &self,
+        tenant: &TenantId,
+        record: &OutcomeRecord,
+        ended_before: u64,
+    ) -> impl Future<Output = Result<Write, StoreError>> + Send;
+
+    /// Adds `count` to the tenant's tally of writes of this kind that failed (an answer the
+    /// client got as a 503): the event tracking rate's denominator.
+    fn count_failed_writes(
+        &self,
+        tenant: &TenantId,
+        kind: FailedWrite,
+        count: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The tenant's tally of failed writes of both kinds, all time.
+    fn failed_writes(
         &self,
         tenant: &TenantId,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
@@ -169,19 +172,25 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<OutcomeRecord>, StoreError>> + Send;
 
-    /// The newest published model version, if any.
+    /// The newest published model version, if any, whole.
     fn current_model(
         &self,
         tenant: &TenantId,
     ) -> impl Future<Output = Result<Option<ModelVersion>, StoreError>> + Send;
 
-    /// Publishes `model.version` only if `model.version - 1` is current (or, for version 1, if
-    /// none exists): a compare-and-set, so of two racing publishers exactly one wins.
+    /// The newest published version's number and model only: what the API functions use.
+    fn served_model(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<Option<ServedModel>, StoreError>> + Send;
+
+    /// Writes `model` if `model.version - 1` is the newest version (or, for version 1, if none
+    /// exists): a compare-and-set, so of two racing publishers exactly one gets `Done`.
     fn publish_model(
         &self,
         tenant: &TenantId,
         model: &ModelVersion,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<Write, StoreError>> + Send;
 
     /// Up to `limit` model versions, newest first.
     fn model_history(
@@ -191,42 +200,11 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<Vec<ModelVersion>, StoreError>> + Send;
 }
 
-/// Serializes a stored record; our own types always serialize.
+/// Serializes a stored record; a failure is a defect in the record, never worth a retry.
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(raw: &str) -> Result<T, StoreError> {
     serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-/// What the end of a conversation is, given its log: the shared decision of both adapters.
-enum EndDecision {
-    /// Write this record at the position after the last exchange.
-    Write(OutcomeRecord),
-    /// Already ended the same way: answer with the first record.
-    Repeat(OutcomeRecord),
-}
-
-fn decide_end(
-    conversation: &ConversationId,
-    request: &EndRequest,
-    exchanges: &[Exchange],
-    existing_end: Option<OutcomeRecord>,
-) -> Result<EndDecision, StoreError> {
-    if let Some(existing) = existing_end {
-        return if existing.outcome == request.outcome {
-            Ok(EndDecision::Repeat(existing))
-        } else {
-            Err(StoreError::OutcomeConflict(Box::new(existing)))
-        };
-    }
-    if exchanges.is_empty() {
-        return Err(StoreError::NotFound);
-    }
-    Ok(EndDecision::Write(OutcomeRecord::from_exchanges(
-        conversation.clone(),
-        request.clone(),
-        exchanges,
-    )))
 }

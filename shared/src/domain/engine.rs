@@ -1,15 +1,14 @@
 //! One turn of the sales agent, decided without I/O: detect patterns, pick a strategy, write
 //! the template reply. process_message wraps this with the store and the optional LLM.
 
-use crate::config::ConfigError;
-use crate::conversation::{ConversationState, ExchangeDraft, Reply, ReplySource, StrategyChoice};
-use crate::decision::{Decision, Playbook};
-use crate::experiments::{Assignment, Experiments};
-use crate::ids::{ConversationId, MessageId, TenantId};
-use crate::model::Model;
-use crate::patterns::{Catalog, DEFAULT_THRESHOLD};
-use crate::random::{Rng, stable_hash};
-use crate::time::Millis;
+use crate::domain::conversation::{ConversationState, ExchangeDraft, Reply, ReplySource, StrategyChoice};
+use crate::domain::decision::{Decision, Playbook};
+use crate::domain::experiments::{Assignment, Experiments};
+use crate::domain::ids::{ConversationId, MessageId, TenantId};
+use crate::domain::model::Model;
+use crate::domain::patterns::{Catalog, CatalogError, DEFAULT_THRESHOLD};
+use crate::domain::random::{Rng, stable_hash};
+use crate::domain::time::Millis;
 
 /// Everything a turn is decided with; built once per process.
 #[derive(Debug, Clone)]
@@ -44,29 +43,13 @@ impl Engine {
         }
     }
 
-    /// The built-in engine with the configured threshold (`PATTERN_THRESHOLD`) and, when
-    /// `PATTERN_CATALOG` names a file, that catalog instead of the built-in one.
-    pub fn from_env(env: &impl Fn(&str) -> Option<String>) -> Result<Engine, ConfigError> {
+    /// The built-in engine with `threshold` and, when given, the catalog in `catalog_json`
+    /// instead of the built-in one.
+    pub fn new(threshold: f64, catalog_json: Option<&str>) -> Result<Engine, CatalogError> {
         let mut engine = Engine::builtin();
-        if let Some(raw) = env("PATTERN_THRESHOLD").filter(|v| !v.is_empty()) {
-            engine.threshold = raw
-                .parse::<f64>()
-                .ok()
-                .filter(|t| (0.0..=1.0).contains(t))
-                .ok_or_else(|| ConfigError {
-                    variable: "PATTERN_THRESHOLD",
-                    message: "must be a number from 0 to 1".into(),
-                })?;
-        }
-        if let Some(path) = env("PATTERN_CATALOG").filter(|v| !v.is_empty()) {
-            let raw = std::fs::read_to_string(&path).map_err(|e| ConfigError {
-                variable: "PATTERN_CATALOG",
-                message: format!("cannot read {path}: {e}"),
-            })?;
-            engine.catalog = Catalog::from_json(&raw).map_err(|e| ConfigError {
-                variable: "PATTERN_CATALOG",
-                message: e.to_string(),
-            })?;
+        engine.threshold = threshold;
+        if let Some(raw) = catalog_json {
+            engine.catalog = Catalog::from_json(raw)?;
         }
         Ok(engine)
     }

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::time::Millis;
+use crate::domain::time::Millis;
 
 pub const NAMESPACE: &str = "salesloop";
 

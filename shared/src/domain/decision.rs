@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::conversation::{ConversationState, Detection};
-use crate::experiments::{PolicyName, Treatment};
-use crate::model::{Beta, Model};
-use crate::random::Rng;
+use crate::domain::conversation::{ConversationState, Detection};
+use crate::domain::experiments::{PolicyName, Treatment};
+use crate::domain::model::{Beta, Model};
+use crate::domain::random::Rng;
 
-pub const DEFAULT_PLAYBOOK: &str = include_str!("../catalog/playbook.json");
+pub const DEFAULT_PLAYBOOK: &str = include_str!("../../catalog/playbook.json");
 
 /// Monte Carlo draws used to estimate a Thompson decision's probability.
 const PROBABILITY_DRAWS: u32 = 200;
@@ -243,7 +243,7 @@ mod tests {
     #[test]
     fn builtin_playbook_has_a_context_for_every_pattern() {
         let playbook = Playbook::builtin();
-        let catalog = crate::patterns::Catalog::builtin();
+        let catalog = crate::domain::patterns::Catalog::builtin();
         for name in catalog.pattern_names() {
             assert!(playbook.contexts.contains_key(name), "{name}");
         }
@@ -314,7 +314,7 @@ mod tests {
             "objection.price"
         );
         assert_eq!(playbook.context(&[], &ConversationState::New), "opening");
-        let mut summary = crate::conversation::ConversationSummary::default();
+        let mut summary = crate::domain::conversation::ConversationSummary::default();
         summary.patterns_seen.insert("buying_signal.process".into());
         let state = ConversationState::Open { turns: 3, summary };
         assert_eq!(playbook.context(&[], &state), "momentum");

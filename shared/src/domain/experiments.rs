@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::ids::{ConversationId, TenantId};
-use crate::random::stable_hash;
+use crate::domain::ids::{ConversationId, TenantId};
+use crate::domain::random::stable_hash;
 
-pub const DEFAULT_EXPERIMENTS: &str = include_str!("../catalog/experiments.json");
+pub const DEFAULT_EXPERIMENTS: &str = include_str!("../../catalog/experiments.json");
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ExperimentError {

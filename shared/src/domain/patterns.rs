@@ -15,10 +15,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Deserialize;
 
-use crate::conversation::Detection;
+use crate::domain::conversation::Detection;
 
 /// The catalog that ships with salesloop.
-pub const DEFAULT_CATALOG: &str = include_str!("../catalog/patterns.json");
+pub const DEFAULT_CATALOG: &str = include_str!("../../catalog/patterns.json");
 
 /// The default confidence at which a detection counts.
 pub const DEFAULT_THRESHOLD: f64 = 0.7;

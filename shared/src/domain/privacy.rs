@@ -9,8 +9,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::config::ConfigError;
-use crate::ids::TenantId;
+use crate::domain::ids::TenantId;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum TextStorage {
@@ -20,20 +19,6 @@ pub enum TextStorage {
 }
 
 impl TextStorage {
-    pub fn from_env(env: &impl Fn(&str) -> Option<String>) -> Result<TextStorage, ConfigError> {
-        match env("SALESLOOP_MESSAGE_TEXT")
-            .filter(|v| !v.is_empty())
-            .as_deref()
-        {
-            None | Some("text") => Ok(TextStorage::Text),
-            Some("hash") => Ok(TextStorage::Hash),
-            Some(_) => Err(ConfigError {
-                variable: "SALESLOOP_MESSAGE_TEXT",
-                message: "must be text or hash".into(),
-            }),
-        }
-    }
-
     /// The form in which `text` is stored.
     pub fn stored(self, tenant: &TenantId, text: &str) -> String {
         match self {
@@ -72,8 +57,5 @@ mod tests {
         assert_eq!(hashed, TextStorage::Hash.stored(&acme, "too expensive"));
         assert_ne!(hashed, TextStorage::Hash.stored(&globex, "too expensive"));
         assert_eq!(TextStorage::Text.stored(&acme, "hi"), "hi");
-        let env = |v: &'static str| move |_: &str| Some(v.to_owned());
-        assert_eq!(TextStorage::from_env(&env("hash")), Ok(TextStorage::Hash));
-        assert!(TextStorage::from_env(&env("plain")).is_err());
     }
 }

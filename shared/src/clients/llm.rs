@@ -1,5 +1,5 @@
 //! Optional reply generation by an OpenAI-compatible chat-completions endpoint, configured by
-//! `LLM_BASE_URL`, `LLM_API_KEY`, `LLM_MODEL` and `LLM_TIMEOUT_MS`. Any failure (timeout,
+//! `LLM_BASE_URL`, `LLM_API_KEY`, `LLM_MODEL` and `LLM_TIMEOUT_MS` (see `edge::settings`). Any failure (timeout,
 //! refusal, malformed answer) is an `LlmError`, and the caller falls back to the template reply.
 
 use std::time::Duration;
@@ -12,8 +12,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-
-use crate::config::ConfigError;
 
 /// The longest answer we read from the endpoint.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -46,43 +44,6 @@ impl std::fmt::Debug for LlmConfig {
             .field("model", &self.model)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
-    }
-}
-
-impl LlmConfig {
-    /// `None` when `LLM_BASE_URL` is unset: replies come from templates.
-    pub fn from_env(
-        env: &impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<LlmConfig>, ConfigError> {
-        let get = |name: &str| env(name).filter(|v| !v.is_empty());
-        let Some(base) = get("LLM_BASE_URL") else {
-            return Ok(None);
-        };
-        let endpoint: Uri = format!("{}/chat/completions", base.trim_end_matches('/'))
-            .parse()
-            .ok()
-            .filter(|uri: &Uri| matches!(uri.scheme_str(), Some("http" | "https")))
-            .ok_or_else(|| ConfigError {
-                variable: "LLM_BASE_URL",
-                message: "must be an http or https URL".into(),
-            })?;
-        let timeout_ms = match get("LLM_TIMEOUT_MS") {
-            None => 2_000,
-            Some(raw) => raw
-                .parse::<u64>()
-                .ok()
-                .filter(|ms| (1..=60_000).contains(ms))
-                .ok_or_else(|| ConfigError {
-                    variable: "LLM_TIMEOUT_MS",
-                    message: "must be a whole number of milliseconds from 1 to 60000".into(),
-                })?,
-        };
-        Ok(Some(LlmConfig {
-            endpoint,
-            api_key: get("LLM_API_KEY"),
-            model: get("LLM_MODEL").unwrap_or_else(|| "gpt-4o-mini".to_owned()),
-            timeout: Duration::from_millis(timeout_ms),
-        }))
     }
 }
 

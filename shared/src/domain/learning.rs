@@ -32,14 +32,48 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::conversation::{Cursor, OutcomeRecord};
-use crate::decision::Playbook;
-use crate::experiments::Experiments;
-use crate::model::{Beta, Model, ModelVersion};
-use crate::stats::{
+use crate::domain::conversation::{Cursor, OutcomeRecord};
+use crate::domain::decision::Playbook;
+use crate::domain::experiments::Experiments;
+use crate::domain::model::Model;
+use crate::domain::stats::{
     Correlation, Proportion, chi_square_gof, lift, phi, probability_to_beat, wilson,
 };
-use crate::time::Millis;
+use crate::domain::time::Millis;
+
+/// One entry of a tenant's model history. Versions start at 1 and grow by one; the watermark
+/// records the last outcome this version has learned from, so publishing a version and advancing
+/// the watermark are a single write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelVersion {
+    pub version: u64,
+    pub published_at: Millis,
+    pub watermark: Option<Cursor>,
+    /// Outcomes learned from, over the whole history.
+    pub outcomes_learned: u64,
+    pub model: Model,
+    /// The running tallies the next run continues from.
+    #[serde(default)]
+    pub state: LearningState,
+    /// The metrics and A/B tables of the run that published this version.
+    #[serde(default)]
+    pub report: Option<RunReport>,
+}
+
+impl ModelVersion {
+    /// Version 0: nothing published yet, the priors only.
+    pub fn priors() -> ModelVersion {
+        ModelVersion {
+            version: 0,
+            published_at: Millis(0),
+            watermark: None,
+            outcomes_learned: 0,
+            model: Model::default(),
+            state: LearningState::default(),
+            report: None,
+        }
+    }
+}
 
 /// Labelled detections a pattern needs before its confidence is recalibrated.
 pub const CALIBRATION_MIN_LABELS: u64 = 30;
@@ -84,8 +118,11 @@ impl LabelTally {
     }
 }
 
-/// Events a batch implies (one per exchange turn, per detection, per outcome and per experiment)
-/// against the events found stored.
+/// Writes the API functions attempted against writes recorded. Each exchange and each end is
+/// one write carrying its events (`message_exchange` with its `pattern_detected`;
+/// `conversation_outcome` with its `ab_test_results`). Recorded writes are counted from the
+/// outcomes learned (an end and its `turns` exchanges); attempted adds the writes the API
+/// functions answered with a 503, as they counted them in the store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventTally {
     pub expected: u64,
@@ -104,6 +141,10 @@ pub struct LearningState {
     pub experiments: BTreeMap<String, BTreeMap<String, Tally>>,
     pub labels: BTreeMap<String, LabelTally>,
     pub events: EventTally,
+    /// The tenant's failed-write counter as the previous run read it: a run counts the
+    /// failures since.
+    #[serde(default)]
+    pub failed_writes_seen: u64,
     /// Publish times of the newest versions, oldest first.
     pub publishes: Vec<Millis>,
 }
@@ -295,19 +336,22 @@ impl<'a> Learner<'a> {
     }
 
     fn count_events(&mut self, outcome: &OutcomeRecord) {
-        // Turns are log positions 1..=turns; an exchange missing from the log is a lost
-        // message_exchange event (its detections are unknown, so they count as found).
-        let outcome_events = 1 + outcome.experiments.len() as u64;
-        let detections: u64 = outcome
-            .strategies_used
-            .iter()
-            .map(|u| u.patterns.len() as u64)
-            .sum();
-        let expected = u64::from(outcome.turns) + detections + outcome_events;
-        let recorded = outcome.strategies_used.len() as u64 + detections + outcome_events;
+        // The end and the exchanges at log positions 1..=turns: each was written, or the
+        // outcome could not have been built from them.
+        let writes = u64::from(outcome.turns) + 1;
         for tally in [&mut self.run_events, &mut self.state.events] {
-            tally.expected += expected;
-            tally.recorded += recorded.min(expected);
+            tally.expected += writes;
+            tally.recorded += writes;
+        }
+    }
+
+    /// Takes the tenant's failed-write counter as read now: the failures since the previous
+    /// run count as attempted writes that were not recorded.
+    pub fn note_failed_writes(&mut self, counter: u64) {
+        let new = counter.saturating_sub(self.state.failed_writes_seen);
+        self.state.failed_writes_seen = self.state.failed_writes_seen.max(counter);
+        for tally in [&mut self.run_events, &mut self.state.events] {
+            tally.expected += new;
         }
     }
 
@@ -672,14 +716,4 @@ pub fn table(experiment: &str, control: &str, rows: &[(String, u32, Tally)]) -> 
         srm,
         variants,
     }
-}
-
-/// The posterior mean of each strategy of a context in a model, for reports.
-pub fn posterior_means(playbook: &Playbook, model: &Model, context: &str) -> Vec<(String, Beta)> {
-    playbook
-        .candidates(context)
-        .unwrap_or_default()
-        .iter()
-        .map(|s| (s.clone(), playbook.posterior(model, context, s)))
-        .collect()
 }

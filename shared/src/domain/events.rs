@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::conversation::{Exchange, Outcome, OutcomeRecord, Reply, StrategyChoice, StrategyUse};
-use crate::ids::{ConversationId, TenantId};
-use crate::learning::ExperimentResults;
-use crate::time::Millis;
+use crate::domain::conversation::{Exchange, Outcome, OutcomeRecord, Reply, StrategyChoice, StrategyUse};
+use crate::domain::ids::{ConversationId, TenantId};
+use crate::domain::learning::ExperimentResults;
+use crate::domain::time::Millis;
 
 /// Bumped when an event's shape changes incompatibly.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -202,10 +202,10 @@ impl OutcomeRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conversation::{
+    use crate::domain::conversation::{
         ConversationState, Detection, EndRequest, ExchangeDraft, ReplySource,
     };
-    use crate::ids::MessageId;
+    use crate::domain::ids::MessageId;
 
     fn draft(message: &str, patterns: &[&str]) -> ExchangeDraft {
         ExchangeDraft {

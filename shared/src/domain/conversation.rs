@@ -7,8 +7,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ConversationId, MessageId};
-use crate::time::Millis;
+use crate::domain::ids::{ConversationId, MessageId};
+use crate::domain::time::Millis;
 
 /// The longest conversation we keep; the outcome item lists every turn, and DynamoDB items stop
 /// at 400 KB.

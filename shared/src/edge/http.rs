@@ -1,64 +1,16 @@
 //! HTTP glue shared by the API functions: routing, the tenant from the authorizer, JSON bodies
-//! with limits, and one error shape, `{"error": {"code", "message"}}`. Every client mistake
-//! becomes a 4xx response here, never an `Err` (which Lambda would turn into a bare 500).
+//! with limits. Every client mistake becomes an [`ApiError`] (a 4xx response), never an `Err`
+//! of the handler (which Lambda would turn into a bare 500).
 
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
-use crate::ids::{ConversationId, TenantId};
+use crate::domain::ids::{ConversationId, TenantId};
+use crate::edge::error::ApiError;
 
 /// Bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-
-/// A response that went wrong, with a stable code clients can match on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    pub status: u16,
-    pub code: &'static str,
-    pub message: String,
-    pub retry_after_secs: Option<u32>,
-}
-
-impl ApiError {
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after_secs: None,
-        }
-    }
-
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError::new(400, code, message)
-    }
-
-    pub fn unavailable() -> ApiError {
-        ApiError {
-            retry_after_secs: Some(1),
-            ..ApiError::new(
-                503,
-                "store_unavailable",
-                "the store is unavailable; retry with the same message_id",
-            )
-        }
-    }
-
-    pub fn into_response(self) -> Response<Body> {
-        let body = json!({"error": {"code": self.code, "message": self.message}}).to_string();
-        let mut builder = Response::builder()
-            .status(self.status)
-            .header("content-type", "application/json");
-        if let Some(secs) = self.retry_after_secs {
-            builder = builder.header("retry-after", secs.to_string());
-        }
-        builder
-            .body(Body::Text(body.clone()))
-            .unwrap_or_else(|_| Response::new(Body::Text(body)))
-    }
-}
 
 /// A JSON response with a status.
 pub fn json_response(status: u16, value: &serde_json::Value) -> Response<Body> {
@@ -94,30 +46,20 @@ pub fn tenant(request: &Request, source: &TenantSource) -> Result<TenantId, ApiE
                 // A header that is not text, or two that may disagree, name no tenant; never
                 // fall back to the default for them.
                 (Some(value), None) => value.to_str().map(str::to_owned).map_err(|_| {
-                    ApiError::new(
-                        403,
-                        "invalid_tenant",
-                        "x-tenant-id is not a valid tenant id",
-                    )
+                    ApiError::InvalidTenant("x-tenant-id is not a valid tenant id".into())
                 })?,
                 (Some(_), Some(_)) => {
-                    return Err(ApiError::new(
-                        403,
-                        "invalid_tenant",
-                        "x-tenant-id is given more than once",
+                    return Err(ApiError::InvalidTenant(
+                        "x-tenant-id is given more than once".into(),
                     ));
                 }
             }
         }
         None => {
-            return Err(ApiError::new(
-                401,
-                "unauthenticated",
-                "the request carries no tenant claim",
-            ));
+            return Err(ApiError::Unauthenticated);
         }
     };
-    TenantId::parse(&raw).map_err(|e| ApiError::new(403, "invalid_tenant", e.to_string()))
+    TenantId::parse(&raw).map_err(|e| ApiError::InvalidTenant(e.to_string()))
 }
 
 fn claim_value(context: &RequestContext, claim: &str) -> Option<String> {
@@ -190,18 +132,18 @@ pub fn route(request: &Request) -> Result<(ConversationId, Action), ApiError> {
     let path = request.raw_http_path();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let [.., "conversations", id, last] = segments.as_slice() else {
-        return Err(ApiError::new(404, "not_found", "no such route"));
+        return Err(ApiError::NotFound);
     };
     let action = match *last {
         "messages" => Action::Message,
         "end" => Action::End,
-        _ => return Err(ApiError::new(404, "not_found", "no such route")),
+        _ => return Err(ApiError::NotFound),
     };
     if request.method() != lambda_http::http::Method::POST {
-        return Err(ApiError::new(405, "method_not_allowed", "use POST"));
+        return Err(ApiError::MethodNotAllowed);
     }
     let conversation = ConversationId::parse(id)
-        .map_err(|e| ApiError::bad_request("invalid_conversation_id", e.to_string()))?;
+        .map_err(|e| ApiError::InvalidConversationId(e.to_string()))?;
     Ok((conversation, action))
 }
 
@@ -214,29 +156,23 @@ pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> 
         _ => &[],
     };
     if bytes.len() > MAX_BODY_BYTES {
-        return Err(ApiError::new(
-            413,
-            "body_too_large",
-            format!("the body may hold at most {MAX_BODY_BYTES} bytes"),
-        ));
+        return Err(ApiError::BodyTooLarge(MAX_BODY_BYTES));
     }
     if bytes.is_empty() {
-        return Err(ApiError::bad_request("invalid_json", "the body is empty"));
+        return Err(ApiError::InvalidJson("the body is empty".into()));
     }
     let value = serde_json::from_slice(bytes).map_err(|e| {
-        let code = if e.is_data() {
-            "invalid_field"
+        if e.is_data() {
+            ApiError::InvalidField(e.to_string())
         } else {
-            "invalid_json"
-        };
-        ApiError::bad_request(code, e.to_string())
+            ApiError::InvalidJson(e.to_string())
+        }
     })?;
     // serde also fills a struct from a JSON array of its fields in order (`["won"]`); the API
     // takes objects only.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            "the body must be a JSON object",
+        return Err(ApiError::InvalidField(
+            "the body must be a JSON object".into(),
         ));
     }
     Ok(value)

@@ -1,12 +1,10 @@
-//! A published model version: what the feedback loop learned and process_message decides with.
+//! What the decision engine and the detector read from a model version: the strategy
+//! posteriors and the pattern calibration. The version around it (`learning::ModelVersion`)
+//! adds what only the feedback loop needs.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-
-use crate::conversation::Cursor;
-use crate::learning::{LearningState, RunReport};
-use crate::time::Millis;
 
 /// A Beta posterior over a win probability.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -36,21 +34,10 @@ pub struct Model {
     pub calibration: BTreeMap<String, f64>,
 }
 
-/// One entry of a tenant's model history. Versions start at 1 and grow by one; the watermark
-/// records the last outcome this version has learned from, so publishing a version and advancing
-/// the watermark are a single write.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelVersion {
+/// The part of a published version the API functions decide with: its number and its model.
+/// Read from the same stored version, with the feedback loop's tallies and report skipped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServedModel {
     pub version: u64,
-    pub published_at: Millis,
-    pub watermark: Option<Cursor>,
-    /// Outcomes learned from, over the whole history.
-    pub outcomes_learned: u64,
     pub model: Model,
-    /// The running tallies the next run continues from.
-    #[serde(default)]
-    pub state: LearningState,
-    /// The metrics and A/B tables of the run that published this version.
-    #[serde(default)]
-    pub report: Option<RunReport>,
 }

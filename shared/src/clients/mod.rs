@@ -1,0 +1,5 @@
+//! Clients of outside services, built once per process: the AWS SDK's shared configuration and
+//! the optional LLM that writes replies.
+
+pub mod aws;
+pub mod llm;

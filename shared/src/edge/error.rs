@@ -1,0 +1,166 @@
+//! Every way an API request can fail, each with its status and stable code, mapped in one
+//! place: the body is `{"error": {"code", "message"}}`. A fault the caller may retry (the store
+//! unavailable, writers contending) is a 503 with `Retry-After`; a permanent one (stored data
+//! that cannot be read) is a 500 without it, so no client retries it forever.
+
+use lambda_http::{Body, Response};
+use serde_json::json;
+
+use crate::domain::conversation::Outcome;
+use crate::service::ServiceError;
+use crate::store::StoreError;
+
+/// An API error. The message is for people; clients match on [`ApiError::code`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    InvalidField(String),
+    #[error("{0}")]
+    InvalidConversationId(String),
+    #[error("{0}")]
+    InvalidMessageId(String),
+    #[error("{0}")]
+    InvalidText(String),
+    #[error("{0}")]
+    InvalidOutcome(String),
+    #[error("{0}")]
+    InvalidValue(String),
+    #[error("{0}")]
+    InvalidReason(String),
+    #[error("{0}")]
+    InvalidLabels(String),
+    #[error("the request carries no tenant claim")]
+    Unauthenticated,
+    #[error("{0}")]
+    InvalidTenant(String),
+    #[error("no such route")]
+    NotFound,
+    #[error("no conversation with this id")]
+    ConversationNotFound,
+    #[error("use POST")]
+    MethodNotAllowed,
+    #[error("the conversation has ended")]
+    ConversationEnded,
+    #[error("the conversation has reached its turn limit")]
+    ConversationTooLong,
+    #[error("this message_id was already used for a different text")]
+    MessageIdReused,
+    #[error("the conversation already ended with outcome {0}")]
+    OutcomeConflict(Outcome),
+    #[error("the body may hold at most {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("the store is unavailable; retry with the same request")]
+    StoreUnavailable,
+    #[error("stored data could not be read; retrying will not help")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        use ApiError::*;
+        match self {
+            InvalidJson(_) | InvalidField(_) | InvalidConversationId(_) | InvalidMessageId(_)
+            | InvalidText(_) | InvalidOutcome(_) | InvalidValue(_) | InvalidReason(_)
+            | InvalidLabels(_) => 400,
+            Unauthenticated => 401,
+            InvalidTenant(_) => 403,
+            NotFound | ConversationNotFound => 404,
+            MethodNotAllowed => 405,
+            ConversationEnded | ConversationTooLong | MessageIdReused | OutcomeConflict(_) => 409,
+            BodyTooLarge(_) => 413,
+            Internal => 500,
+            StoreUnavailable => 503,
+        }
+    }
+
+    /// The stable code clients match on.
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            InvalidJson(_) => "invalid_json",
+            InvalidField(_) => "invalid_field",
+            InvalidConversationId(_) => "invalid_conversation_id",
+            InvalidMessageId(_) => "invalid_message_id",
+            InvalidText(_) => "invalid_text",
+            InvalidOutcome(_) => "invalid_outcome",
+            InvalidValue(_) => "invalid_value",
+            InvalidReason(_) => "invalid_reason",
+            InvalidLabels(_) => "invalid_labels",
+            Unauthenticated => "unauthenticated",
+            InvalidTenant(_) => "invalid_tenant",
+            NotFound => "not_found",
+            ConversationNotFound => "conversation_not_found",
+            MethodNotAllowed => "method_not_allowed",
+            ConversationEnded => "conversation_ended",
+            ConversationTooLong => "conversation_too_long",
+            MessageIdReused => "message_id_reused",
+            OutcomeConflict(_) => "outcome_conflict",
+            BodyTooLarge(_) => "body_too_large",
+            StoreUnavailable => "store_unavailable",
+            Internal => "internal",
+        }
+    }
+
+    /// Seconds after which the same request may succeed; only for faults that pass.
+    pub fn retry_after_secs(&self) -> Option<u32> {
+        matches!(self, ApiError::StoreUnavailable).then_some(1)
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let body = json!({"error": {"code": self.code(), "message": self.to_string()}}).to_string();
+        let mut builder = Response::builder()
+            .status(self.status())
+            .header("content-type", "application/json");
+        if let Some(secs) = self.retry_after_secs() {
+            builder = builder.header("retry-after", secs.to_string());
+        }
+        builder
+            .body(Body::Text(body.clone()))
+            .unwrap_or_else(|_| Response::new(Body::Text(body)))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(_) => ApiError::StoreUnavailable,
+            StoreError::Corrupt(_) => ApiError::Internal,
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::NotFound => ApiError::ConversationNotFound,
+            ServiceError::Ended(_) => ApiError::ConversationEnded,
+            ServiceError::TooLong => ApiError::ConversationTooLong,
+            ServiceError::MessageIdReused => ApiError::MessageIdReused,
+            ServiceError::OutcomeConflict(first) => ApiError::OutcomeConflict(first.outcome),
+            // Writers kept winning the race: the same request may succeed in a moment.
+            ServiceError::Contention(_) => ApiError::StoreUnavailable,
+            ServiceError::Store(e) => e.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_passing_faults_ask_for_a_retry() {
+        let unavailable = ApiError::from(StoreError::Unavailable("throttled".into()));
+        assert_eq!((unavailable.status(), unavailable.retry_after_secs()), (503, Some(1)));
+        let corrupt = ApiError::from(StoreError::Corrupt("bad json".into()));
+        assert_eq!((corrupt.status(), corrupt.code()), (500, "internal"));
+        assert_eq!(corrupt.retry_after_secs(), None);
+        let response = corrupt.into_response();
+        assert_eq!(response.status(), 500);
+        assert!(response.headers().get("retry-after").is_none());
+        let contention = ApiError::from(ServiceError::Contention(300));
+        assert_eq!(contention.retry_after_secs(), Some(1));
+    }
+}

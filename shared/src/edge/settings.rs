@@ -1,0 +1,438 @@
+//! Each function's settings, read from the environment once at start-up into typed structs:
+//! nothing else in the workspace reads an environment variable. An empty value counts as unset.
+//! A malformed value stops the function at start-up with a message that names the variable,
+//! rather than surfacing on some request later.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::clients::llm::LlmConfig;
+use crate::domain::patterns::DEFAULT_THRESHOLD;
+use crate::domain::privacy::TextStorage;
+use crate::edge::http::TenantSource;
+#[cfg(feature = "embedded")]
+use crate::store::EmbeddedStore;
+use crate::store::{AnyStore, DynamoStore, DynamoStoreConfig, StoreError};
+
+/// Reads one variable; the functions pass `|name| std::env::var(name).ok()`, tests a map.
+pub trait Env: Fn(&str) -> Option<String> {}
+impl<F: Fn(&str) -> Option<String>> Env for F {}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        ConfigError {
+            variable,
+            message: message.into(),
+        }
+    }
+}
+
+/// Which store a process runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    Dynamo {
+        table: String,
+        retention: Option<Duration>,
+    },
+    Embedded {
+        dir: PathBuf,
+    },
+}
+
+/// Reads a variable, treating an empty value as unset.
+fn get(env: &impl Env, name: &str) -> Option<String> {
+    env(name).filter(|value| !value.is_empty())
+}
+
+/// A whole number from `name`, `default` when unset, refused outside `min..=max`.
+fn number(
+    env: &impl Env,
+    name: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    match get(env, name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| {
+                ConfigError::new(name, format!("must be a whole number from {min} to {max}"))
+            }),
+    }
+}
+
+/// `SALESLOOP_LOCAL=1` turns on local-only conveniences; anything but `1`, `0` or unset is an
+/// error, so a typo cannot switch them on or off silently.
+pub fn local_mode(env: &impl Env) -> Result<bool, ConfigError> {
+    flag(env, "SALESLOOP_LOCAL", false)
+}
+
+/// `SALESLOOP_WARM_UP=0` skips opening the DynamoDB connection during init (on by default: the
+/// first request then pays no handshake; see `DynamoStore::warm_up`).
+fn warm_up(env: &impl Env) -> Result<bool, ConfigError> {
+    flag(env, "SALESLOOP_WARM_UP", true)
+}
+
+impl StoreChoice {
+    /// `TABLE_NAME` set means DynamoDB; unset means the embedded store in `SALESLOOP_DATA_DIR`,
+    /// which is refused on Lambda: there a missing table is a deployment mistake.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        // Under a local emulator (cargo lambda watch) the Lambda variables are set too.
+        let local = local_mode(env)?;
+        let on_lambda = get(env, "AWS_LAMBDA_FUNCTION_NAME").is_some() && !local;
+        let retention = match get(env, "SALESLOOP_RETENTION_DAYS") {
+            None => None,
+            Some(raw) => match raw.parse::<u64>() {
+                Ok(days) if (1..=36_500).contains(&days) => {
+                    Some(Duration::from_secs(days * 24 * 3600))
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        "SALESLOOP_RETENTION_DAYS",
+                        "must be a whole number of days from 1 to 36500",
+                    ));
+                }
+            },
+        };
+        if let Some(table) = get(env, "TABLE_NAME") {
+            let valid = (3..=255).contains(&table.len())
+                && table
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !valid {
+                return Err(ConfigError::new(
+                    "TABLE_NAME",
+                    "must be 3 to 255 characters of A-Z a-z 0-9 _ - .",
+                ));
+            }
+            return Ok(StoreChoice::Dynamo { table, retention });
+        }
+        if on_lambda {
+            return Err(ConfigError::new(
+                "TABLE_NAME",
+                "is required on AWS Lambda (the embedded store is for local runs only)",
+            ));
+        }
+        let dir = get(env, "SALESLOOP_DATA_DIR").unwrap_or_else(|| ".salesloop".to_owned());
+        Ok(StoreChoice::Embedded {
+            dir: PathBuf::from(dir),
+        })
+    }
+
+    /// Opens the chosen store; DynamoDB clients are built here, once per process.
+    pub async fn open(self, native_roots: bool) -> Result<AnyStore, StoreError> {
+        match self {
+            StoreChoice::Dynamo { table, retention } => {
+                let sdk = crate::clients::aws::sdk_config(native_roots).await;
+                Ok(AnyStore::Dynamo(DynamoStore::with_sdk_config(
+                    sdk,
+                    DynamoStoreConfig { table, retention },
+                )))
+            }
+            #[cfg(feature = "embedded")]
+            StoreChoice::Embedded { dir } => Ok(AnyStore::Embedded(EmbeddedStore::open_dir(&dir)?)),
+            #[cfg(not(feature = "embedded"))]
+            StoreChoice::Embedded { .. } => Err(StoreError::Unavailable(
+                "TABLE_NAME is not set, and this build has no embedded store (it is built \
+                 without the `embedded` feature, as for Lambda)"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// Where a function keeps its data, and how it connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    pub choice: StoreChoice,
+    /// `SALESLOOP_WARM_UP` (default 1): open the DynamoDB connection during init.
+    pub warm_up: bool,
+    /// `SALESLOOP_NATIVE_ROOTS=1`: trust the platform's certificate store instead of the AWS
+    /// roots compiled in (a proxy with its own CA, say).
+    pub native_roots: bool,
+}
+
+impl StoreSettings {
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        Ok(StoreSettings {
+            choice: StoreChoice::from_env(env)?,
+            warm_up: warm_up(env)?,
+            native_roots: flag(env, "SALESLOOP_NATIVE_ROOTS", false)?,
+        })
+    }
+
+    /// Opens the store and, when set to, its connection.
+    pub async fn open(&self) -> Result<AnyStore, StoreError> {
+        let store = self.choice.clone().open(self.native_roots).await?;
+        if self.warm_up {
+            store.warm_up().await;
+        }
+        Ok(store)
+    }
+}
+
+/// What both API functions read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSettings {
+    pub store: StoreSettings,
+    /// `TENANT_CLAIM` (default `tenant_id`), and `SALESLOOP_LOCAL=1` for `x-tenant-id`.
+    pub tenants: TenantSource,
+}
+
+impl ApiSettings {
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        Ok(ApiSettings {
+            store: StoreSettings::from_env(env)?,
+            tenants: TenantSource {
+                claim: get(env, "TENANT_CLAIM").unwrap_or_else(|| "tenant_id".to_owned()),
+                local: local_mode(env)?,
+            },
+        })
+    }
+}
+
+/// process_message's settings.
+#[derive(Debug, Clone)]
+pub struct MessageSettings {
+    pub api: ApiSettings,
+    /// `PATTERN_THRESHOLD` (default 0.7): the detection threshold outside experiments.
+    pub threshold: f64,
+    /// `PATTERN_CATALOG`: the JSON of a catalog file that replaces the built-in one.
+    pub catalog: Option<String>,
+    /// `LLM_BASE_URL` and its companions; `None`: replies come from templates.
+    pub llm: Option<LlmConfig>,
+    /// `SALESLOOP_MESSAGE_TEXT` (`text` or `hash`).
+    pub text_storage: TextStorage,
+}
+
+impl MessageSettings {
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let threshold = match get(env, "PATTERN_THRESHOLD") {
+            None => DEFAULT_THRESHOLD,
+            Some(raw) => raw
+                .parse::<f64>()
+                .ok()
+                .filter(|t| (0.0..=1.0).contains(t))
+                .ok_or_else(|| ConfigError::new("PATTERN_THRESHOLD", "must be a number from 0 to 1"))?,
+        };
+        let text_storage = match get(env, "SALESLOOP_MESSAGE_TEXT").as_deref() {
+            None | Some("text") => TextStorage::Text,
+            Some("hash") => TextStorage::Hash,
+            Some(_) => return Err(ConfigError::new("SALESLOOP_MESSAGE_TEXT", "must be text or hash")),
+        };
+        Ok(MessageSettings {
+            api: ApiSettings::from_env(env)?,
+            threshold,
+            catalog: catalog(env)?,
+            llm: llm(env)?,
+            text_storage,
+        })
+    }
+}
+
+/// end_conversation's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndSettings {
+    pub api: ApiSettings,
+    /// `FEEDBACK_EVERY` (default 100): ended conversations between triggered feedback runs;
+    /// 0 turns the trigger off.
+    pub feedback_every: u64,
+    /// `FEEDBACK_FUNCTION` (default `feedback_loop`): the function the trigger invokes.
+    pub feedback_function: String,
+    /// `AWS_ENDPOINT_URL_LAMBDA`: where a local run's trigger reaches feedback_loop.
+    pub lambda_endpoint: Option<String>,
+    /// `PATTERN_CATALOG`, as for process_message: the pattern names a label may use.
+    pub catalog: Option<String>,
+}
+
+impl EndSettings {
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        Ok(EndSettings {
+            api: ApiSettings::from_env(env)?,
+            feedback_every: number(env, "FEEDBACK_EVERY", 100, 0, 1_000_000_000)?,
+            feedback_function: get(env, "FEEDBACK_FUNCTION")
+                .unwrap_or_else(|| "feedback_loop".to_owned()),
+            lambda_endpoint: get(env, "AWS_ENDPOINT_URL_LAMBDA"),
+            catalog: catalog(env)?,
+        })
+    }
+}
+
+/// feedback_loop's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedbackSettings {
+    pub store: StoreSettings,
+    /// `FEEDBACK_SETTLE_SECONDS` (default 30): outcomes younger than this wait for the next run.
+    pub settle_seconds: u64,
+    /// `FEEDBACK_BATCH_SIZE` (default 10,000): outcomes learned into one model version.
+    pub batch_size: u64,
+}
+
+impl FeedbackSettings {
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        Ok(FeedbackSettings {
+            store: StoreSettings::from_env(env)?,
+            settle_seconds: number(env, "FEEDBACK_SETTLE_SECONDS", 30, 0, 3_600)?,
+            batch_size: number(env, "FEEDBACK_BATCH_SIZE", 10_000, 1, 1_000_000)?,
+        })
+    }
+}
+
+/// `PATTERN_CATALOG`: the catalog file's text, read at start-up.
+fn catalog(env: &impl Env) -> Result<Option<String>, ConfigError> {
+    get(env, "PATTERN_CATALOG")
+        .map(|path| {
+            std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::new("PATTERN_CATALOG", format!("cannot read {path}: {e}")))
+        })
+        .transpose()
+}
+
+/// `LLM_BASE_URL`, `LLM_API_KEY`, `LLM_MODEL` (default gpt-4o-mini), `LLM_TIMEOUT_MS`
+/// (default 2000).
+fn llm(env: &impl Env) -> Result<Option<LlmConfig>, ConfigError> {
+    let Some(base) = get(env, "LLM_BASE_URL") else {
+        return Ok(None);
+    };
+    let endpoint = format!("{}/chat/completions", base.trim_end_matches('/'))
+        .parse::<hyper::Uri>()
+        .ok()
+        .filter(|uri| matches!(uri.scheme_str(), Some("http" | "https")))
+        .ok_or_else(|| ConfigError::new("LLM_BASE_URL", "must be an http or https URL"))?;
+    let timeout_ms = number(env, "LLM_TIMEOUT_MS", 2_000, 1, 60_000)?;
+    Ok(Some(LlmConfig {
+        endpoint,
+        api_key: get(env, "LLM_API_KEY"),
+        model: get(env, "LLM_MODEL").unwrap_or_else(|| "gpt-4o-mini".to_owned()),
+        timeout: Duration::from_millis(timeout_ms),
+    }))
+}
+
+/// A 1/0 switch; anything else is an error, so a typo cannot flip it silently.
+fn flag(env: &impl Env, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match get(env, name).as_deref() {
+        None => Ok(default),
+        Some("1") => Ok(true),
+        Some("0") => Ok(false),
+        Some(_) => Err(ConfigError::new(name, "must be 1 or 0")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn table_name_selects_dynamodb() {
+        let choice = StoreChoice::from_env(&env(&[("TABLE_NAME", "salesloop-events")])).unwrap();
+        assert_eq!(
+            choice,
+            StoreChoice::Dynamo {
+                table: "salesloop-events".into(),
+                retention: None
+            }
+        );
+    }
+
+    #[test]
+    fn no_table_selects_the_embedded_store_in_the_data_dir() {
+        let choice = StoreChoice::from_env(&env(&[("SALESLOOP_DATA_DIR", "/tmp/x")])).unwrap();
+        assert_eq!(
+            choice,
+            StoreChoice::Embedded {
+                dir: "/tmp/x".into()
+            }
+        );
+    }
+
+    #[test]
+    fn missing_table_on_lambda_is_a_startup_error_naming_the_variable() {
+        let err = StoreChoice::from_env(&env(&[("AWS_LAMBDA_FUNCTION_NAME", "process_message")]))
+            .unwrap_err();
+        assert_eq!(err.variable, "TABLE_NAME");
+    }
+
+    #[test]
+    fn local_emulator_may_run_without_a_table() {
+        let choice = StoreChoice::from_env(&env(&[
+            ("AWS_LAMBDA_FUNCTION_NAME", "process_message"),
+            ("SALESLOOP_LOCAL", "1"),
+        ]))
+        .unwrap();
+        assert!(matches!(choice, StoreChoice::Embedded { .. }));
+    }
+
+    #[test]
+    fn malformed_values_name_their_variable() {
+        let cases = [
+            ("TABLE_NAME", "a b"),
+            ("SALESLOOP_LOCAL", "yes"),
+            ("SALESLOOP_RETENTION_DAYS", "-3"),
+        ];
+        for (variable, value) in cases {
+            let err = StoreChoice::from_env(&env(&[(variable, value)])).unwrap_err();
+            assert_eq!(err.variable, variable, "{variable}={value}");
+        }
+    }
+
+    #[test]
+    fn message_text_storage_is_text_or_hash() {
+        let hashed = MessageSettings::from_env(&env(&[("SALESLOOP_MESSAGE_TEXT", "hash")])).unwrap();
+        assert_eq!(hashed.text_storage, TextStorage::Hash);
+        let err = MessageSettings::from_env(&env(&[("SALESLOOP_MESSAGE_TEXT", "plain")])).unwrap_err();
+        assert_eq!(err.variable, "SALESLOOP_MESSAGE_TEXT");
+    }
+
+    #[test]
+    fn an_empty_tenant_claim_means_the_default_claim_for_both_api_functions() {
+        let vars = env(&[("TENANT_CLAIM", "")]);
+        let message = MessageSettings::from_env(&vars).unwrap();
+        let end = EndSettings::from_env(&vars).unwrap();
+        assert_eq!(message.api.tenants.claim, "tenant_id");
+        assert_eq!(end.api.tenants.claim, "tenant_id");
+    }
+
+    #[test]
+    fn malformed_function_settings_name_their_variable() {
+        let cases = [
+            ("PATTERN_THRESHOLD", "1.5"),
+            ("LLM_BASE_URL", "ftp://x"),
+            ("LLM_TIMEOUT_MS", "0"),
+            ("SALESLOOP_WARM_UP", "yes"),
+            ("SALESLOOP_NATIVE_ROOTS", "true"),
+        ];
+        for (variable, value) in cases {
+            let err = MessageSettings::from_env(&env(&[(variable, value)])).unwrap_err();
+            assert_eq!(err.variable, variable, "{variable}={value}");
+        }
+        for (variable, value) in [("FEEDBACK_EVERY", "-1"), ("PATTERN_CATALOG", "/no/such/file")] {
+            let err = EndSettings::from_env(&env(&[(variable, value)])).unwrap_err();
+            assert_eq!(err.variable, variable, "{variable}={value}");
+        }
+        for (variable, value) in [("FEEDBACK_SETTLE_SECONDS", "x"), ("FEEDBACK_BATCH_SIZE", "0")] {
+            let err = FeedbackSettings::from_env(&env(&[(variable, value)])).unwrap_err();
+            assert_eq!(err.variable, variable, "{variable}={value}");
+        }
+    }
+}

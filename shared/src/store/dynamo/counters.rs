@@ -1,0 +1,91 @@
+//! The tenant's counter item: conversations ended (moved only by an end's transaction, see
+//! `log.rs`) and writes that failed, as the API functions report them; it is also the entry
+//! in the tenants list the scheduled feedback run walks.
+
+use super::DynamoStore;
+use super::errors::unavailable;
+use super::keys::{
+    ENDED_COUNTER, FAILED_ENDS, FAILED_EXCHANGES, Item, TENANTS_PARTITION, TIME_INDEX,
+    counter_pk, key, n, number, s,
+};
+use crate::domain::ids::TenantId;
+use crate::store::{FailedWrite, StoreError};
+
+impl DynamoStore {
+    async fn read_counters(&self, tenant: &TenantId) -> Result<Option<Item>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.config.table)
+            .set_key(Some(key(counter_pk(tenant), ENDED_COUNTER.to_owned())))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.item)
+    }
+
+    pub(super) async fn read_ended_count(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        Ok(number(self.read_counters(tenant).await?.as_ref(), "value").unwrap_or(0))
+    }
+
+    pub(super) async fn read_failed_writes(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        let item = self.read_counters(tenant).await?;
+        Ok(number(item.as_ref(), FAILED_EXCHANGES).unwrap_or(0)
+            + number(item.as_ref(), FAILED_ENDS).unwrap_or(0))
+    }
+
+    /// One `ADD` on the counter item. It does not list the tenant (only an end does), so the
+    /// feedback run's work list stays the tenants with outcomes.
+    pub(super) async fn add_failed_writes(
+        &self,
+        tenant: &TenantId,
+        kind: FailedWrite,
+        count: u64,
+    ) -> Result<(), StoreError> {
+        let attribute = match kind {
+            FailedWrite::Exchange => FAILED_EXCHANGES,
+            FailedWrite::End => FAILED_ENDS,
+        };
+        self.client
+            .update_item()
+            .table_name(&self.config.table)
+            .set_key(Some(key(counter_pk(tenant), ENDED_COUNTER.to_owned())))
+            .update_expression("ADD #failed :count")
+            .expression_attribute_names("#failed", attribute)
+            .expression_attribute_values(":count", n(count))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(super) async fn list_tenants(&self) -> Result<Vec<TenantId>, StoreError> {
+        let mut tenants = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.config.table)
+                .index_name(TIME_INDEX)
+                .key_condition_expression("gsi1pk = :tenants")
+                .expression_attribute_values(":tenants", s(TENANTS_PARTITION))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in output.items() {
+                let raw = item
+                    .get("gsi1sk")
+                    .and_then(|v| v.as_s().ok())
+                    .ok_or_else(|| StoreError::Corrupt("tenant entry without a name".into()))?;
+                tenants.push(TenantId::parse(raw).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            }
+            match output.last_evaluated_key() {
+                Some(next) => start = Some(next.clone()),
+                None => return Ok(tenants),
+            }
+        }
+    }
+}

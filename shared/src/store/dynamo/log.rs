@@ -1,0 +1,234 @@
+//! A conversation's log: exchange items at positions 1..n, the end after them.
+//!
+//! An exchange is one conditional PutItem. The service reads the newest position, then the
+//! message id in the LSI, both strongly consistent, before it appends: positions are only
+//! written after their predecessor was seen, so a message id found absent after the newest
+//! position was read cannot be at any position up to it, and the put's condition rules out the
+//! one position left. The write stays one request of about two write units (the item, under
+//! 1 KB for a typical message, and its keys-only LSI entry).
+//!
+//! The end is one `TransactWriteItems`: the end item (also the outcome index entry) and the
+//! tenant's ended counter moved by compare-and-set, so each caller knows the exact count its end
+//! produced and each multiple is reported once.
+
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+
+use super::DynamoStore;
+use super::errors::{is_condition_failure, lost_race, malformed, unavailable};
+use super::keys::{
+    BodyItem, ENDED_COUNTER, Item, KIND_END, KIND_EXCHANGE, LogItem, MESSAGE_INDEX,
+    TENANTS_PARTITION, conversation_pk, counter_pk, from_item, key, log_sk, n, outcome_pk,
+    outcome_sk, s, to_item,
+};
+use crate::domain::conversation::{ConversationState, Exchange, OutcomeRecord};
+use crate::domain::ids::{ConversationId, MessageId, TenantId};
+use crate::store::{ConversationLog, StoreError, Write, from_json, to_json};
+
+fn parse_log_item(item: Item) -> Result<(String, String), StoreError> {
+    let item: LogItem = from_item(item)?;
+    Ok((item.kind, item.body))
+}
+
+impl DynamoStore {
+    /// A strongly consistent query of a conversation's log items.
+    fn log_query(
+        &self,
+        pk: &str,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.config.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :log)")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":log", s("L#"))
+            .consistent_read(true)
+    }
+
+    /// The newest log entry, read strongly consistently.
+    pub(super) async fn read_tail(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+    ) -> Result<ConversationState, StoreError> {
+        let output = self
+            .log_query(&conversation_pk(tenant, conversation))
+            .scan_index_forward(false)
+            .limit(1)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let Some(item) = output.items().first().cloned() else {
+            return Ok(ConversationState::New);
+        };
+        let (kind, body) = parse_log_item(item)?;
+        if kind == KIND_END {
+            Ok(ConversationState::Ended(Box::new(from_json(&body)?)))
+        } else {
+            Ok(ConversationState::from(&from_json::<Exchange>(&body)?))
+        }
+    }
+
+    /// The whole log of a conversation, in turn order, read strongly consistently.
+    pub(super) async fn read_log(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+    ) -> Result<ConversationLog, StoreError> {
+        let pk = conversation_pk(tenant, conversation);
+        let mut log = ConversationLog::default();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .log_query(&pk)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in output.items() {
+                let (kind, body) = parse_log_item(item.clone())?;
+                if kind == KIND_END {
+                    log.end = Some(from_json(&body)?);
+                } else {
+                    log.exchanges.push(from_json(&body)?);
+                }
+            }
+            match output.last_evaluated_key() {
+                Some(next) => start = Some(next.clone()),
+                None => return Ok(log),
+            }
+        }
+    }
+
+    /// The exchange recorded under `message_id`, if any, read strongly consistently.
+    pub(super) async fn read_message(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+        message_id: &MessageId,
+    ) -> Result<Option<Exchange>, StoreError> {
+        let pk = conversation_pk(tenant, conversation);
+        let output = self
+            .client
+            .query()
+            .table_name(&self.config.table)
+            .index_name(MESSAGE_INDEX)
+            .key_condition_expression("pk = :pk AND mid = :mid")
+            .expression_attribute_values(":pk", s(pk.as_str()))
+            .expression_attribute_values(":mid", s(message_id.as_str()))
+            .consistent_read(true)
+            .limit(1)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let Some(sk) = output
+            .items()
+            .first()
+            .and_then(|item| item.get("sk"))
+            .and_then(|sk| sk.as_s().ok())
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let found = self
+            .client
+            .get_item()
+            .table_name(&self.config.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        match found.item {
+            Some(item) => Ok(Some(from_json(&from_item::<BodyItem>(item)?.body)?)),
+            None => Err(StoreError::Corrupt(
+                "message index points at a missing item".into(),
+            )),
+        }
+    }
+
+    pub(super) async fn put_exchange(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+        exchange: &Exchange,
+    ) -> Result<Write, StoreError> {
+        let item = LogItem {
+            pk: conversation_pk(tenant, conversation),
+            sk: log_sk(exchange.turn),
+            kind: KIND_EXCHANGE.to_owned(),
+            body: to_json(exchange)?,
+            mid: Some(exchange.draft.message_id.to_string()),
+            gsi1pk: None,
+            gsi1sk: None,
+            expires_at: self.expires_at(exchange.draft.at),
+        };
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.config.table)
+            .set_item(Some(to_item(&item)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(Write::Done),
+            Err(e) if is_condition_failure(&e) => Ok(Write::Lost),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    pub(super) async fn put_end(
+        &self,
+        tenant: &TenantId,
+        record: &OutcomeRecord,
+        ended_before: u64,
+    ) -> Result<Write, StoreError> {
+        let end_item = LogItem {
+            pk: conversation_pk(tenant, &record.conversation_id),
+            sk: log_sk(record.turns + 1),
+            kind: KIND_END.to_owned(),
+            body: to_json(record)?,
+            mid: None,
+            gsi1pk: Some(outcome_pk(tenant)),
+            gsi1sk: Some(outcome_sk(&record.cursor())),
+            expires_at: self.expires_at(record.at),
+        };
+        let put_end = Put::builder()
+            .table_name(&self.config.table)
+            .set_item(Some(to_item(&end_item)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(malformed)?;
+        let bump = Update::builder()
+            .table_name(&self.config.table)
+            .set_key(Some(key(counter_pk(tenant), ENDED_COUNTER.to_owned())))
+            .update_expression("SET #value = :count, gsi1pk = :tenants, gsi1sk = :tenant")
+            .expression_attribute_names("#value", "value")
+            .expression_attribute_values(":count", n(ended_before + 1))
+            .expression_attribute_values(":tenants", s(TENANTS_PARTITION))
+            .expression_attribute_values(":tenant", s(tenant.as_str()));
+        // The counter item is first written by the tenant's first end: before it, 0 ended.
+        let bump = if ended_before == 0 {
+            bump.condition_expression("attribute_not_exists(pk)")
+        } else {
+            bump.condition_expression("#value = :previous")
+                .expression_attribute_values(":previous", n(ended_before))
+        };
+        let written = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put_end).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(bump.build().map_err(malformed)?)
+                    .build(),
+            )
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(Write::Done),
+            Err(e) if lost_race(&e) => Ok(Write::Lost),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The DynamoDB adapter: one table, tenant-prefixed keys.
+//!
+//! | item | pk | sk | notes |
+//! |---|---|---|---|
+//! | exchange | `T#{tenant}#C#{conversation}` | `L#{turn:05}` | `mid` = message id (LSI `by_message`) |
+//! | end | same | `L#{turns+1:05}` | `gsi1pk` = `T#{tenant}#OUTCOME`, `gsi1sk` = `{at:013}#{conversation}` |
+//! | counters | `T#{tenant}#COUNTER` | `ended_conversations` | `value`, `failed_exchanges`, `failed_ends`; `gsi1pk` = `TENANTS` lists tenants |
+//! | lease | `T#{tenant}#LEASE` | lease name | `holder`, `until` (ms) |
+//! | model | `T#{tenant}#MODEL` | `V#{version:010}` | the whole history is kept |
+//!
+//! One file per concern: `keys` (key and item shapes), `errors` (lost races, unavailability,
+//! the client's retry settings), `table` (creating it), `log` (exchanges and ends),
+//! `counters`, `leases`, `outcomes`, `models`.
+
+mod counters;
+mod errors;
+mod keys;
+mod leases;
+mod log;
+mod models;
+mod outcomes;
+mod table;
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+
+pub use errors::retry_settings;
+pub use keys::{MESSAGE_INDEX, TIME_INDEX};
+
+use super::{ConversationLog, FailedWrite, Lease, Store, StoreError, Write};
+use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
+use crate::domain::ids::{ConversationId, MessageId, TenantId};
+use crate::domain::learning::ModelVersion;
+use crate::domain::model::ServedModel;
+use crate::domain::time::Millis;
+use errors::unavailable;
+use keys::s;
+
+/// How the adapter is set up.
+#[derive(Debug, Clone)]
+pub struct DynamoStoreConfig {
+    pub table: String,
+    /// When set, exchanges and outcomes carry a TTL this far after they happen.
+    pub retention: Option<Duration>,
+}
+
+/// A store in one DynamoDB table.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    config: DynamoStoreConfig,
+}
+
+impl DynamoStore {
+    /// A store on `client`, which should carry [`retry_settings`].
+    pub fn new(client: Client, config: DynamoStoreConfig) -> Self {
+        DynamoStore { client, config }
+    }
+
+    /// A store whose client is built from the shared AWS SDK configuration with
+    /// [`retry_settings`].
+    pub fn with_sdk_config(sdk_config: &aws_config::SdkConfig, config: DynamoStoreConfig) -> Self {
+        let client_config = retry_settings(aws_sdk_dynamodb::config::Builder::from(sdk_config));
+        DynamoStore::new(Client::from_conf(client_config.build()), config)
+    }
+
+    pub fn table(&self) -> &str {
+        &self.config.table
+    }
+
+    /// Opens the connection to DynamoDB during init, so that the first request a user sends
+    /// does not pay for the TCP and TLS handshakes (and the first use of the TLS library's
+    /// random generator): one eventually consistent read of a key no tenant can have (tenant
+    /// keys start with `T#`), 0.5 read units per cold start. Best effort: a failure is logged
+    /// and the first real request connects as usual. One attempt, never retried.
+    pub async fn warm_up(&self) {
+        let read = self
+            .client
+            .get_item()
+            .table_name(&self.config.table)
+            .key("pk", s("WARMUP"))
+            .key("sk", s("WARMUP"))
+            .projection_expression("pk")
+            .customize()
+            .config_override(
+                aws_sdk_dynamodb::Config::builder()
+                    .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()),
+            )
+            .send();
+        match tokio::time::timeout(Duration::from_secs(2), read).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %unavailable(e), "warming the DynamoDB connection failed")
+            }
+            Err(_) => tracing::warn!("warming the DynamoDB connection timed out"),
+        }
+    }
+
+    fn expires_at(&self, at: Millis) -> Option<u64> {
+        let retention = self.config.retention?;
+        let ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+        Some(at.saturating_add_ms(ms).as_epoch_seconds())
+    }
+
+}
+
+impl Store for DynamoStore {
+    async fn conversation(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+    ) -> Result<ConversationState, StoreError> {
+        self.read_tail(tenant, conversation).await
+    }
+
+    async fn find_message(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+        message_id: &MessageId,
+    ) -> Result<Option<Exchange>, StoreError> {
+        self.read_message(tenant, conversation, message_id).await
+    }
+
+    async fn conversation_log(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+    ) -> Result<ConversationLog, StoreError> {
+        self.read_log(tenant, conversation).await
+    }
+
+    async fn append_exchange(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+        exchange: &Exchange,
+    ) -> Result<Write, StoreError> {
+        self.put_exchange(tenant, conversation, exchange).await
+    }
+
+    async fn ended_count(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        self.read_ended_count(tenant).await
+    }
+
+    async fn append_end(
+        &self,
+        tenant: &TenantId,
+        record: &OutcomeRecord,
+        ended_before: u64,
+    ) -> Result<Write, StoreError> {
+        self.put_end(tenant, record, ended_before).await
+    }
+
+    async fn count_failed_writes(
+        &self,
+        tenant: &TenantId,
+        kind: FailedWrite,
+        count: u64,
+    ) -> Result<(), StoreError> {
+        self.add_failed_writes(tenant, kind, count).await
+    }
+
+    async fn failed_writes(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        self.read_failed_writes(tenant).await
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {
+        self.list_tenants().await
+    }
+
+    async fn acquire_lease(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        holder: &str,
+        now: Millis,
+        ttl_ms: u64,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.put_lease(tenant, name, holder, now, ttl_ms).await
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        self.delete_lease(lease).await
+    }
+
+    async fn outcomes_since(
+        &self,
+        tenant: &TenantId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<OutcomeRecord>, StoreError> {
+        self.query_outcomes(tenant, after, limit).await
+    }
+
+    async fn current_model(&self, tenant: &TenantId) -> Result<Option<ModelVersion>, StoreError> {
+        Ok(self.query_models(tenant, 1).await?.into_iter().next())
+    }
+
+    async fn served_model(&self, tenant: &TenantId) -> Result<Option<ServedModel>, StoreError> {
+        Ok(self.query_models(tenant, 1).await?.into_iter().next())
+    }
+
+    async fn publish_model(
+        &self,
+        tenant: &TenantId,
+        model: &ModelVersion,
+    ) -> Result<Write, StoreError> {
+        self.put_model(tenant, model).await
+    }
+
+    async fn model_history(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+    ) -> Result<Vec<ModelVersion>, StoreError> {
+        self.query_models(tenant, limit).await
+    }
+}
