@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use salesloop::patterns::{Catalog, DEFAULT_THRESHOLD};
+use salesloop::domain::patterns::{Catalog, DEFAULT_THRESHOLD};
 use salesloop_benches::{corpora, message_events, nostore, phrase_automaton, process_event};
 
 fn per_message(c: &mut Criterion) {

@@ -100,7 +100,7 @@ pub fn http_api_event(path: &str, body: &str) -> String {
 /// built-in catalog): the physical limit detection is compared with, one pass over the text.
 pub fn phrase_automaton() -> aho_corasick::AhoCorasick {
     let phrases: Vec<String> =
-        salesloop::patterns::expanded_phrases(salesloop::patterns::DEFAULT_CATALOG)
+        salesloop::domain::patterns::expanded_phrases(salesloop::domain::patterns::DEFAULT_CATALOG)
             .expect("the built-in catalog")
             .into_iter()
             .map(|(_, phrase)| phrase)

@@ -1,11 +1,12 @@
-//! A store that keeps nothing: every message is the first of a new conversation and is built
-//! exactly as the real stores build it (the handler's closure runs on the state), but nothing is
-//! written. process_message over it costs what process_message itself costs.
+//! A store that keeps nothing: every conversation reads as new and every append succeeds, but
+//! nothing is written. process_message's flow runs over it as over a real store (read the
+//! state, look for the message id, plan, append), so its cost is process_message's own.
 
-use salesloop::conversation::{ConversationState, Cursor, EndRequest, Exchange, ExchangeDraft};
+use salesloop::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
+use salesloop::domain::model::ServedModel;
+use salesloop::store::{ConversationLog, FailedWrite};
 use salesloop::{
-    ConversationId, Ended, Lease, MessageId, Millis, ModelVersion, Recorded, Store, StoreError,
-    TenantId,
+    ConversationId, Lease, MessageId, Millis, ModelVersion, Store, StoreError, TenantId, Write,
 };
 
 pub struct NoStore;
@@ -25,42 +26,55 @@ impl Store for NoStore {
         Ok(ConversationState::New)
     }
 
-    async fn exchanges(
-        &self,
-        _: &TenantId,
-        _: &ConversationId,
-    ) -> Result<Vec<Exchange>, StoreError> {
-        Ok(Vec::new())
-    }
-
-    async fn record_exchange<F>(
+    async fn find_message(
         &self,
         _: &TenantId,
         _: &ConversationId,
         _: &MessageId,
-        mut build: F,
-    ) -> Result<Recorded, StoreError>
-    where
-        F: FnMut(&ConversationState) -> ExchangeDraft + Send,
-    {
-        let state = ConversationState::New;
-        let draft = build(&state);
-        Ok(Recorded {
-            exchange: state.next_exchange(draft),
-            duplicate: false,
-        })
+    ) -> Result<Option<Exchange>, StoreError> {
+        Ok(None)
     }
 
-    async fn end_conversation(
+    async fn conversation_log(
         &self,
         _: &TenantId,
         _: &ConversationId,
-        _: EndRequest,
-    ) -> Result<Ended, StoreError> {
-        nothing()
+    ) -> Result<ConversationLog, StoreError> {
+        Ok(ConversationLog::default())
+    }
+
+    async fn append_exchange(
+        &self,
+        _: &TenantId,
+        _: &ConversationId,
+        _: &Exchange,
+    ) -> Result<Write, StoreError> {
+        Ok(Write::Done)
     }
 
     async fn ended_count(&self, _: &TenantId) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    async fn append_end(
+        &self,
+        _: &TenantId,
+        _: &OutcomeRecord,
+        _: u64,
+    ) -> Result<Write, StoreError> {
+        nothing()
+    }
+
+    async fn count_failed_writes(
+        &self,
+        _: &TenantId,
+        _: FailedWrite,
+        _: u64,
+    ) -> Result<(), StoreError> {
+        nothing()
+    }
+
+    async fn failed_writes(&self, _: &TenantId) -> Result<u64, StoreError> {
         Ok(0)
     }
 
@@ -88,7 +102,7 @@ impl Store for NoStore {
         _: &TenantId,
         _: Option<&Cursor>,
         _: usize,
-    ) -> Result<Vec<salesloop::conversation::OutcomeRecord>, StoreError> {
+    ) -> Result<Vec<OutcomeRecord>, StoreError> {
         Ok(Vec::new())
     }
 
@@ -96,7 +110,11 @@ impl Store for NoStore {
         Ok(None)
     }
 
-    async fn publish_model(&self, _: &TenantId, _: &ModelVersion) -> Result<(), StoreError> {
+    async fn served_model(&self, _: &TenantId) -> Result<Option<ServedModel>, StoreError> {
+        Ok(None)
+    }
+
+    async fn publish_model(&self, _: &TenantId, _: &ModelVersion) -> Result<Write, StoreError> {
         nothing()
     }
 
@@ -114,13 +132,14 @@ pub fn app() -> process_message::handler::App<NoStore> {
 pub fn app_with<S>(store: S) -> process_message::handler::App<S> {
     process_message::handler::App {
         store,
-        engine: salesloop::engine::Engine::builtin(),
-        models: salesloop::model_cache::ModelCache::new(std::time::Duration::from_secs(30)),
-        tenants: salesloop::http::TenantSource {
+        engine: salesloop::domain::engine::Engine::builtin(),
+        models: salesloop::service::ModelCache::new(std::time::Duration::from_secs(30)),
+        tenants: salesloop::edge::http::TenantSource {
             claim: "tenant_id".to_owned(),
             local: false,
         },
         llm: None,
-        text_storage: salesloop::privacy::TextStorage::Text,
+        text_storage: salesloop::domain::privacy::TextStorage::Text,
+        failed_writes: Default::default(),
     }
 }

@@ -17,7 +17,8 @@ use lambda_http::aws_lambda_events::apigw::{
 use lambda_http::http::{HeaderName, HeaderValue, Method};
 use lambda_http::request::LambdaRequest;
 use libfuzzer_sys::fuzz_target;
-use salesloop::http::{ApiError, TenantSource};
+use salesloop::edge::error::ApiError;
+use salesloop::edge::http::TenantSource;
 use salesloop_tests::events::Flavor;
 use salesloop_tests::hostile::event;
 use serde_json::{Value, json};
@@ -43,7 +44,7 @@ const DOCUMENTED: &[&str] = &[
 fn patterns() -> &'static BTreeSet<String> {
     static PATTERNS: OnceLock<BTreeSet<String>> = OnceLock::new();
     PATTERNS.get_or_init(|| {
-        end_conversation::handler::pattern_names(salesloop::patterns::DEFAULT_CATALOG)
+        end_conversation::handler::pattern_names(salesloop::domain::patterns::DEFAULT_CATALOG)
             .expect("the built-in catalog names its patterns")
     })
 }
@@ -165,16 +166,16 @@ fn authorizer(flavor: Flavor, form: u8, claim: &str) -> Option<Value> {
 
 fn check_refusal(error: ApiError) {
     assert!(
-        (400..500).contains(&error.status),
+        (400..500).contains(&error.status()),
         "a request was refused with {}: {error:?}",
-        error.status
+        error.status()
     );
     assert!(
-        DOCUMENTED.contains(&error.code),
+        DOCUMENTED.contains(&error.code()),
         "undocumented code {error:?}"
     );
     assert!(!error.message.is_empty());
-    let code = error.code;
+    let code = error.code();
     let response = error.into_response();
     let body = match response.body() {
         lambda_http::Body::Text(text) => text.clone(),

@@ -11,16 +11,18 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use libtest_mimic::Trial;
-use salesloop::conversation::{DetectionLabel, MAX_TURNS};
+use salesloop::domain::conversation::{DetectionLabel, MAX_TURNS};
 use salesloop::store::{DynamoStore, EmbeddedStore};
 use salesloop::{
     ConversationId, ConversationState, Cursor, Detection, EndRequest, ExchangeDraft, MessageId,
-    Millis, Model, ModelVersion, Outcome, Reply, ReplySource, Store, StoreError, StrategyChoice,
-    TenantId,
+    Millis, Model, ModelVersion, Outcome, Reply, ReplySource, ServiceError, Store, StrategyChoice,
+    TenantId, Write,
 };
 use tokio::runtime::Runtime;
 
 use crate::dynamo_local::DynamoLocal;
+use crate::flows::Flows;
+use salesloop::service::Published;
 
 /// A kind of store the contract runs against.
 pub trait Backend: Send + Sync + 'static {
@@ -134,7 +136,7 @@ pub async fn send<S: Store>(
     conversation: &ConversationId,
     message_id: &str,
     text: &str,
-) -> Result<salesloop::Recorded, StoreError> {
+) -> Result<salesloop::Recorded, ServiceError> {
     let id = message(message_id);
     store
         .record_exchange(tenant, conversation, &id, |state| draft(&id, text, state))
@@ -342,7 +344,7 @@ async fn ended_conversation_refuses_new_messages_but_answers_retries<B: Backend>
         .await
         .unwrap();
     match send(&**store, &t, &c, "m-2", "one more thing").await {
-        Err(StoreError::Ended(record)) => assert_eq!(record.outcome, Outcome::Won),
+        Err(ServiceError::Ended(record)) => assert_eq!(record.outcome, Outcome::Won),
         other => panic!("expected Ended, got {other:?}"),
     }
     let retry = send(&**store, &t, &c, "m-1", "hello").await.unwrap();
@@ -388,7 +390,7 @@ async fn ending_twice_repeats_the_same_outcome_and_refuses_another<B: Backend>(b
         .end_conversation(&t, &c, end_request(Outcome::Lost, 1_700_000_300_000))
         .await
     {
-        Err(StoreError::OutcomeConflict(existing)) => assert_eq!(existing.outcome, Outcome::Won),
+        Err(ServiceError::OutcomeConflict(existing)) => assert_eq!(existing.outcome, Outcome::Won),
         other => panic!("expected OutcomeConflict, got {other:?}"),
     }
     assert_eq!(store.ended_count(&t).await.unwrap(), 1);
@@ -402,7 +404,7 @@ async fn ending_an_unknown_conversation_is_not_found<B: Backend>(backend: &B) {
         store
             .end_conversation(&t, &c, end_request(Outcome::Lost, 1))
             .await,
-        Err(StoreError::NotFound)
+        Err(ServiceError::NotFound)
     );
     assert_eq!(store.ended_count(&t).await.unwrap(), 0);
 }
@@ -497,7 +499,7 @@ async fn an_end_racing_messages_closes_the_log_after_the_last_turn<B: Backend>(b
         match result.unwrap() {
             Ok(Some(_)) => accepted += 1,
             Ok(None) => {}
-            Err(StoreError::Ended(_)) => {}
+            Err(ServiceError::Ended(_)) => {}
             Err(other) => panic!("unexpected error {other}"),
         }
     }
@@ -532,7 +534,7 @@ async fn a_conversation_stops_at_its_turn_limit<B: Backend>(backend: &B) {
     }
     assert_eq!(
         send(&**store, &t, &c, "m-over", "hi").await,
-        Err(StoreError::TooLong)
+        Err(ServiceError::TooLong)
     );
     // The end still fits after the last turn.
     let ended = store
@@ -685,15 +687,17 @@ async fn model_versions_publish_by_compare_and_set_and_keep_history<B: Backend>(
     let store = &backend.fresh(1).await[0];
     let t = tenant("acme");
     assert_eq!(store.current_model(&t).await.unwrap(), None);
-    store.publish_model(&t, &model_version(1)).await.unwrap();
+    assert_eq!(
+        store.publish_model(&t, &model_version(1)).await,
+        Ok(Write::Done)
+    );
     for stale_or_skipping in [0, 1, 3] {
         assert_eq!(
             store
                 .publish_model(&t, &model_version(stale_or_skipping))
                 .await,
-            Err(StoreError::VersionConflict {
-                expected: stale_or_skipping
-            })
+            Ok(Write::Lost),
+            "version {stale_or_skipping}"
         );
     }
     let mut second = model_version(2);
@@ -701,7 +705,7 @@ async fn model_versions_publish_by_compare_and_set_and_keep_history<B: Backend>(
         at: Millis(42),
         conversation_id: conversation("c-1"),
     });
-    store.publish_model(&t, &second).await.unwrap();
+    assert_eq!(store.publish_model(&t, &second).await, Ok(Write::Done));
     assert_eq!(store.current_model(&t).await.unwrap(), Some(second.clone()));
     let history = store.model_history(&t, 10).await.unwrap();
     let versions: Vec<u64> = history.iter().map(|m| m.version).collect();
@@ -711,10 +715,10 @@ async fn model_versions_publish_by_compare_and_set_and_keep_history<B: Backend>(
 async fn racing_publishers_of_one_version_have_one_winner<B: Backend>(backend: &B) {
     let stores = backend.fresh(4).await;
     let t = tenant("acme");
-    stores[0]
-        .publish_model(&t, &model_version(1))
-        .await
-        .unwrap();
+    assert_eq!(
+        stores[0].publish_model(&t, &model_version(1)).await,
+        Ok(Write::Done)
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..12 {
         let store = stores[i % stores.len()].clone();
@@ -722,14 +726,16 @@ async fn racing_publishers_of_one_version_have_one_winner<B: Backend>(backend: &
         tasks.spawn(async move {
             let mut candidate = model_version(2);
             candidate.outcomes_learned = i as u64;
-            store.publish_model(&t, &candidate).await.map(|_| i as u64)
+            salesloop::service::publish_model(&*store, &t, &candidate)
+                .await
+                .map(|published| (published, i as u64))
         });
     }
     let mut winners = Vec::new();
     while let Some(result) = tasks.join_next().await {
         match result.unwrap() {
-            Ok(i) => winners.push(i),
-            Err(StoreError::VersionConflict { expected: 2 }) => {}
+            Ok((Published::Done, i)) => winners.push(i),
+            Ok((Published::Superseded, _)) => {}
             Err(other) => panic!("unexpected error {other}"),
         }
     }
@@ -751,7 +757,10 @@ async fn tenants_never_see_each_others_data<B: Backend>(backend: &B) {
         .end_conversation(&a, &c, end_request(Outcome::Won, 10))
         .await
         .unwrap();
-    store.publish_model(&a, &model_version(1)).await.unwrap();
+    assert_eq!(
+        store.publish_model(&a, &model_version(1)).await,
+        Ok(Write::Done)
+    );
     store
         .acquire_lease(&a, "feedback", "run-a", Millis(0), 60_000)
         .await
@@ -767,7 +776,7 @@ async fn tenants_never_see_each_others_data<B: Backend>(backend: &B) {
         store
             .end_conversation(&b, &c, end_request(Outcome::Lost, 11))
             .await,
-        Err(StoreError::NotFound)
+        Err(ServiceError::NotFound)
     );
     assert!(
         store

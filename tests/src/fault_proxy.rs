@@ -15,7 +15,7 @@ use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use salesloop::random::Rng;
+use salesloop::domain::random::Rng;
 
 /// The share of calls that meet each fault; the rest are forwarded untouched.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

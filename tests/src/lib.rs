@@ -6,6 +6,7 @@ pub mod contract;
 pub mod dynamo_local;
 pub mod events;
 pub mod fault_proxy;
+pub mod flows;
 pub mod hostile;
 pub mod load;
 pub mod pattern_eval;

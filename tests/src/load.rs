@@ -20,7 +20,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use lambda_http::Body;
 use process_message::handler::{App, handle};
-use salesloop::conversation::ConversationSummary;
+use salesloop::domain::conversation::ConversationSummary;
 use salesloop::{ConversationId, Millis, Store, TenantId};
 use serde_json::{Value, json};
 

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use salesloop::patterns::{Catalog, DEFAULT_THRESHOLD};
+use salesloop::domain::patterns::{Catalog, DEFAULT_THRESHOLD};
 use serde_json::Value;
 
 /// Counts for one pattern, or for all together.

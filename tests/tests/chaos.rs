@@ -19,16 +19,17 @@ use feedback_loop::App as FeedbackApp;
 use feedback_loop::run::{Settings, TenantRun};
 use libtest_mimic::{Arguments, Trial};
 use process_message::handler::App;
-use salesloop::engine::Engine;
-use salesloop::http::TenantSource;
-use salesloop::model_cache::ModelCache;
-use salesloop::patterns::DEFAULT_CATALOG;
+use salesloop::domain::engine::Engine;
+use salesloop::domain::patterns::DEFAULT_CATALOG;
+use salesloop::edge::http::TenantSource;
+use salesloop::service::ModelCache;
 use salesloop::store::{DynamoStore, DynamoStoreConfig};
 use salesloop::{ConversationId, ConversationState, Millis, Outcome, Store, TenantId};
 use salesloop_tests::contract::{end_request, send};
 use salesloop_tests::dynamo_local::DynamoLocal;
 use salesloop_tests::events::{Flavor, request};
 use salesloop_tests::fault_proxy::{FaultProxy, FaultRates};
+use salesloop_tests::flows::Flows;
 use salesloop_tests::load::{self, Handlers, Http, LoadReport, Plan, Transport, Verdict};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
@@ -84,6 +85,7 @@ fn app<S: Store>(store: S) -> App<S> {
         },
         llm: None,
         text_storage: Default::default(),
+        failed_writes: Default::default(),
     }
 }
 
@@ -292,6 +294,7 @@ async fn end_every_conversation<S: Store + 'static>(plan: &Plan, store: S) -> En
         patterns: pattern_names(DEFAULT_CATALOG).expect("the catalog's pattern names"),
         feedback_every: 0,
         trigger: None,
+        failed_writes: Default::default(),
     });
     let mut ends = Ends::default();
     for round in 0..2 {

@@ -18,11 +18,11 @@ use feedback_loop::{
 use lambda_http::{Body, Response};
 use libtest_mimic::{Arguments, Trial};
 use process_message::handler::{App as MessageApp, handle as message_handle};
-use salesloop::engine::{Engine, UserMessage};
-use salesloop::http::TenantSource;
-use salesloop::model_cache::ModelCache;
-use salesloop::patterns::DEFAULT_CATALOG;
-use salesloop::random::Rng;
+use salesloop::domain::engine::{Engine, UserMessage};
+use salesloop::domain::patterns::DEFAULT_CATALOG;
+use salesloop::domain::random::Rng;
+use salesloop::edge::http::TenantSource;
+use salesloop::service::ModelCache;
 use salesloop::{
     ConversationId, ConversationState, EmbeddedStore, Millis, ModelVersion, Outcome, Store,
     TenantId,
@@ -30,6 +30,7 @@ use salesloop::{
 use salesloop_tests::contract::{end_request, send};
 use salesloop_tests::dynamo_local::DynamoLocal;
 use salesloop_tests::events::{Flavor, request};
+use salesloop_tests::flows::Flows;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
@@ -76,6 +77,7 @@ fn apis<S: Store>(
             tenants: tenants.clone(),
             llm: None,
             text_storage: Default::default(),
+            failed_writes: Default::default(),
         },
         ends: EndApp {
             store: make(),
@@ -84,6 +86,7 @@ fn apis<S: Store>(
             patterns: pattern_names(DEFAULT_CATALOG).unwrap(),
             feedback_every: every,
             trigger,
+            failed_writes: Default::default(),
         },
     }
 }

@@ -13,10 +13,10 @@ use end_conversation::handler::{App as EndApp, handle as end_handle, pattern_nam
 use lambda_http::{Body, Request, Response};
 use libtest_mimic::{Arguments, Failed, Trial};
 use process_message::handler::{App as MessageApp, handle as message_handle};
-use salesloop::engine::Engine;
-use salesloop::http::TenantSource;
-use salesloop::model_cache::ModelCache;
-use salesloop::patterns::DEFAULT_CATALOG;
+use salesloop::domain::engine::Engine;
+use salesloop::domain::patterns::DEFAULT_CATALOG;
+use salesloop::edge::http::TenantSource;
+use salesloop::service::ModelCache;
 use salesloop::store::{DynamoStore, DynamoStoreConfig};
 use salesloop::{EmbeddedStore, Store};
 use salesloop_tests::events::{Flavor, request};
@@ -45,6 +45,7 @@ fn handlers<S: Store>(make: impl Fn() -> S) -> Handlers<S> {
         tenants: tenants(local),
         llm: None,
         text_storage: Default::default(),
+        failed_writes: Default::default(),
     };
     let end = |local| EndApp {
         store: make(),
@@ -53,6 +54,7 @@ fn handlers<S: Store>(make: impl Fn() -> S) -> Handlers<S> {
         patterns: pattern_names(DEFAULT_CATALOG).expect("catalog names"),
         feedback_every: 1,
         trigger: None,
+        failed_writes: Default::default(),
     };
     Handlers {
         messages: [message(false), message(true)],

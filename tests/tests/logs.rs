@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lambda_http::Body;
-use salesloop::engine::Engine;
-use salesloop::http::TenantSource;
-use salesloop::model_cache::ModelCache;
+use salesloop::domain::engine::Engine;
+use salesloop::edge::http::TenantSource;
+use salesloop::service::ModelCache;
 use salesloop_tests::events::{Flavor, request};
 use serde_json::Value;
 
@@ -50,15 +50,19 @@ fn json_logs_name_the_request_tenant_and_conversation_and_never_the_text() {
         tenants: tenants.clone(),
         llm: None,
         text_storage: Default::default(),
+        failed_writes: Default::default(),
     };
     let ends = end_conversation::handler::App {
         store: salesloop::EmbeddedStore::open_dir(dir.path()).unwrap(),
         models: ModelCache::new(Duration::from_secs(30)),
         tenants,
-        patterns: end_conversation::handler::pattern_names(salesloop::patterns::DEFAULT_CATALOG)
-            .unwrap(),
+        patterns: end_conversation::handler::pattern_names(
+            salesloop::domain::patterns::DEFAULT_CATALOG,
+        )
+        .unwrap(),
         feedback_every: 100,
         trigger: None,
+        failed_writes: Default::default(),
     };
     let secret = "our CFO Jane Doe says it is too expensive";
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -1,7 +1,7 @@
 //! The pattern detector's accuracy on the labelled utterances: overall precision at least 0.9
 //! and recall at least 0.8 (`make eval-patterns` prints the per-pattern table).
 
-use salesloop::patterns::Catalog;
+use salesloop::domain::patterns::Catalog;
 use salesloop_tests::pattern_eval::{TUNING_SET, evaluate, report};
 
 #[test]

@@ -8,13 +8,14 @@ use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use lambda_http::{Body, Response};
 use libtest_mimic::{Arguments, Trial};
 use process_message::handler::{App, handle};
-use salesloop::engine::Engine;
-use salesloop::http::TenantSource;
-use salesloop::model_cache::ModelCache;
+use salesloop::domain::engine::Engine;
+use salesloop::edge::http::TenantSource;
+use salesloop::service::ModelCache;
 use salesloop::store::{DynamoStore, DynamoStoreConfig};
 use salesloop::{ConversationId, ConversationState, EmbeddedStore, Store, TenantId};
 use salesloop_tests::dynamo_local::DynamoLocal;
 use salesloop_tests::events::{FLAVORS, Flavor, request};
+use salesloop_tests::flows::Flows;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
@@ -29,6 +30,7 @@ fn app<S: Store>(store: S, local: bool) -> App<S> {
         },
         llm: None,
         text_storage: Default::default(),
+        failed_writes: Default::default(),
     }
 }
 
@@ -170,7 +172,7 @@ async fn a_repeated_message_gets_the_same_answer_and_a_reused_id_is_refused<S: S
 /// idempotency still tells a repeat from a reused id.
 async fn hash_mode_keeps_no_message_text_and_idempotency_still_works<S: Store>(store: S) {
     let mut app = app(store, false);
-    app.text_storage = salesloop::privacy::TextStorage::Hash;
+    app.text_storage = salesloop::domain::privacy::TextStorage::Hash;
     let secret = "Our budget is 40k and the CFO is Jane Doe; too expensive.";
     let body = json!({"message_id": "m-1", "text": secret});
     let first = parts(handle(&app, message(Flavor::HttpApi, "c-h", &body)).await);
@@ -514,7 +516,7 @@ async fn fake_llm(mode: LlmMode) -> (String, Arc<std::sync::Mutex<Vec<String>>>)
     (format!("http://{address}/v1"), seen)
 }
 
-fn llm_client(base_url: &str) -> salesloop::llm::LlmClient {
+fn llm_client(base_url: &str) -> salesloop::clients::llm::LlmClient {
     let env = |name: &str| match name {
         "LLM_BASE_URL" => Some(base_url.to_owned()),
         "LLM_API_KEY" => Some("sk-test-secret".to_owned()),
@@ -522,12 +524,15 @@ fn llm_client(base_url: &str) -> salesloop::llm::LlmClient {
         "LLM_TIMEOUT_MS" => Some("300".to_owned()),
         _ => None,
     };
-    let config = salesloop::llm::LlmConfig::from_env(&env).unwrap().unwrap();
+    let config = salesloop::edge::settings::MessageSettings::from_env(&env)
+        .unwrap()
+        .llm
+        .unwrap();
     assert!(
         !format!("{config:?}").contains("sk-test-secret"),
         "the key never prints"
     );
-    salesloop::llm::LlmClient::new(config).unwrap()
+    salesloop::clients::llm::LlmClient::new(config).unwrap()
 }
 
 async fn llm_replies_are_used_and_any_failure_falls_back_to_the_template() {

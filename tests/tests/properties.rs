@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use salesloop::patterns::Catalog;
-use salesloop::stats::{
+use salesloop::domain::patterns::Catalog;
+use salesloop::domain::stats::{
     Proportion, chi_square_gof, gamma_q, lift, phi, probability_to_beat, wilson,
 };
 use salesloop::{ConversationId, IdError, MessageId, TenantId};

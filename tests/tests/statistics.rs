@@ -2,8 +2,8 @@
 //! scipy (`tests/fixtures/stats/reference.py`; its output, with versions and formulas, is
 //! `reference.json`).
 
-use salesloop::learning::{Tally, table};
-use salesloop::stats::phi;
+use salesloop::domain::learning::{Tally, table};
+use salesloop::domain::stats::phi;
 use salesloop_tests::workspace_root;
 use serde_json::Value;
 

@@ -8,8 +8,8 @@ use lambda_http::{Body, Request, Response};
 use salesloop::domain::conversation::{DetectionLabel, MAX_TURNS, OutcomeError};
 use salesloop::edge::error::ApiError;
 use salesloop::edge::http::{
-    Action, TenantSource, has_control_characters, is_blank, json_body, json_response,
-    request_span, route, tenant,
+    Action, TenantSource, has_control_characters, is_blank, json_body, json_response, request_span,
+    route, tenant,
 };
 use salesloop::service::tracking::FailedWrites;
 use salesloop::service::{ModelCache, ServiceError, end_conversation};
@@ -118,7 +118,9 @@ fn parse_body(patterns: &BTreeSet<String>, body: EndBody) -> Result<EndRequest, 
         ));
     }
     if body.labels.len() > MAX_LABELS {
-        return Err(ApiError::InvalidLabels(format!("at most {MAX_LABELS} labels")));
+        return Err(ApiError::InvalidLabels(format!(
+            "at most {MAX_LABELS} labels"
+        )));
     }
     let mut seen = BTreeSet::new();
     let mut labels = Vec::with_capacity(body.labels.len());

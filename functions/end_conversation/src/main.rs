@@ -34,8 +34,8 @@ async fn main() -> Result<(), Error> {
         }
     };
     let catalog = settings.catalog.as_deref().unwrap_or(DEFAULT_CATALOG);
-    let patterns = pattern_names(catalog)
-        .map_err(|message| ConfigError::new("PATTERN_CATALOG", message))?;
+    let patterns =
+        pattern_names(catalog).map_err(|message| ConfigError::new("PATTERN_CATALOG", message))?;
     let app = App {
         store,
         models: ModelCache::new(Duration::from_secs(30)),

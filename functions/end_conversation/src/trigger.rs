@@ -39,7 +39,10 @@ impl Trigger {
 
     /// The client for AWS: region and credentials from the environment (the function's role),
     /// the same configuration the store's client was built from.
-    pub fn aws(shared: &salesloop::clients::aws::SdkConfig, function: impl Into<String>) -> Trigger {
+    pub fn aws(
+        shared: &salesloop::clients::aws::SdkConfig,
+        function: impl Into<String>,
+    ) -> Trigger {
         let config = aws_sdk_lambda::config::Builder::from(shared)
             .timeout_config(timeouts())
             .retry_config(RetryConfig::standard().with_max_attempts(2))

@@ -144,7 +144,9 @@ pub async fn handle<S: Store>(
                     for event in report::run_events(tenant, version) {
                         match serde_json::to_string(&event) {
                             Ok(line) => emit(line),
-                            Err(e) => tracing::error!(error = %e, "an ab_test_results event could not be written"),
+                            Err(e) => {
+                                tracing::error!(error = %e, "an ab_test_results event could not be written")
+                            }
                         }
                     }
                 }

@@ -51,7 +51,12 @@ async fn cli(args: &[String], settings: &FeedbackSettings) -> Result<(), Error> 
             other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
         }
     }
-    let store: AnyStore = settings.store.choice.clone().open(settings.store.native_roots).await?;
+    let store: AnyStore = settings
+        .store
+        .choice
+        .clone()
+        .open(settings.store.native_roots)
+        .await?;
     let tenants = match tenant {
         Some(t) => vec![t],
         None => store.tenants().await?,

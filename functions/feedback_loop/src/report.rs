@@ -3,9 +3,9 @@
 
 use std::fmt::Write as _;
 
-use salesloop::edge::emf::Emf;
 use salesloop::domain::learning::{OutcomeCorrelation, RunReport};
 use salesloop::domain::stats::Proportion;
+use salesloop::edge::emf::Emf;
 use salesloop::{Event, ModelVersion, TenantId};
 use serde_json::{Value, json};
 

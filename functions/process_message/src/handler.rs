@@ -12,8 +12,8 @@ use salesloop::domain::model::ServedModel;
 use salesloop::domain::privacy::TextStorage;
 use salesloop::edge::error::ApiError;
 use salesloop::edge::http::{
-    Action, TenantSource, has_control_characters, is_blank, json_body, json_response,
-    request_span, route, tenant,
+    Action, TenantSource, has_control_characters, is_blank, json_body, json_response, request_span,
+    route, tenant,
 };
 use salesloop::edge::settings::{ConfigError, MessageSettings};
 use salesloop::service::tracking::FailedWrites;
@@ -68,7 +68,9 @@ impl<S> App<S> {
 impl App<AnyStore> {
     /// Settings, the store client and the compiled catalog, from the environment: what a
     /// process builds once and serves every request from.
-    pub async fn from_env(env: &impl Fn(&str) -> Option<String>) -> Result<Self, lambda_http::Error> {
+    pub async fn from_env(
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, lambda_http::Error> {
         let settings = MessageSettings::from_env(env)?;
         let store = settings.api.store.open().await?;
         App::new(store, &settings)
@@ -201,7 +203,10 @@ async fn answer_message<S: Store>(
         strategy = %recorded.exchange.draft.strategy.name,
         "message answered"
     );
-    Ok(json_response(200, &answer(&conversation, &recorded.exchange)))
+    Ok(json_response(
+        200,
+        &answer(&conversation, &recorded.exchange),
+    ))
 }
 
 /// Plans a turn on the state the service read: detection, decision and template, then the
@@ -239,7 +244,9 @@ impl<S: Store> Plan for TurnPlanner<'_, S> {
                 .await
             {
                 Ok(text) => self.llm_reply = Some((draft.strategy.name.clone(), text)),
-                Err(e) => tracing::warn!(error = %e, "LLM reply failed; answering with the template"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "LLM reply failed; answering with the template")
+                }
             }
         }
         if let Some((strategy, text)) = &self.llm_reply

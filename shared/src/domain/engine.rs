@@ -1,7 +1,9 @@
 //! One turn of the sales agent, decided without I/O: detect patterns, pick a strategy, write
 //! the template reply. process_message wraps this with the store and the optional LLM.
 
-use crate::domain::conversation::{ConversationState, ExchangeDraft, Reply, ReplySource, StrategyChoice};
+use crate::domain::conversation::{
+    ConversationState, ExchangeDraft, Reply, ReplySource, StrategyChoice,
+};
 use crate::domain::decision::{Decision, Playbook};
 use crate::domain::experiments::{Assignment, Experiments};
 use crate::domain::ids::{ConversationId, MessageId, TenantId};

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::conversation::{Exchange, Outcome, OutcomeRecord, Reply, StrategyChoice, StrategyUse};
+use crate::domain::conversation::{
+    Exchange, Outcome, OutcomeRecord, Reply, StrategyChoice, StrategyUse,
+};
 use crate::domain::ids::{ConversationId, TenantId};
 use crate::domain::learning::ExperimentResults;
 use crate::domain::time::Millis;

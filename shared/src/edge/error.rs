@@ -61,8 +61,14 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         use ApiError::*;
         match self {
-            InvalidJson(_) | InvalidField(_) | InvalidConversationId(_) | InvalidMessageId(_)
-            | InvalidText(_) | InvalidOutcome(_) | InvalidValue(_) | InvalidReason(_)
+            InvalidJson(_)
+            | InvalidField(_)
+            | InvalidConversationId(_)
+            | InvalidMessageId(_)
+            | InvalidText(_)
+            | InvalidOutcome(_)
+            | InvalidValue(_)
+            | InvalidReason(_)
             | InvalidLabels(_) => 400,
             Unauthenticated => 401,
             InvalidTenant(_) => 403,
@@ -153,7 +159,10 @@ mod tests {
     #[test]
     fn only_passing_faults_ask_for_a_retry() {
         let unavailable = ApiError::from(StoreError::Unavailable("throttled".into()));
-        assert_eq!((unavailable.status(), unavailable.retry_after_secs()), (503, Some(1)));
+        assert_eq!(
+            (unavailable.status(), unavailable.retry_after_secs()),
+            (503, Some(1))
+        );
         let corrupt = ApiError::from(StoreError::Corrupt("bad json".into()));
         assert_eq!((corrupt.status(), corrupt.code()), (500, "internal"));
         assert_eq!(corrupt.retry_after_secs(), None);

@@ -142,8 +142,8 @@ pub fn route(request: &Request) -> Result<(ConversationId, Action), ApiError> {
     if request.method() != lambda_http::http::Method::POST {
         return Err(ApiError::MethodNotAllowed);
     }
-    let conversation = ConversationId::parse(id)
-        .map_err(|e| ApiError::InvalidConversationId(e.to_string()))?;
+    let conversation =
+        ConversationId::parse(id).map_err(|e| ApiError::InvalidConversationId(e.to_string()))?;
     Ok((conversation, action))
 }
 

@@ -66,7 +66,10 @@ pub async fn record_exchange<S: Store>(
         let mut draft = plan.plan(&state).await;
         draft.message_id = message_id.clone();
         let exchange = state.next_exchange(draft);
-        match store.append_exchange(tenant, conversation, &exchange).await? {
+        match store
+            .append_exchange(tenant, conversation, &exchange)
+            .await?
+        {
             Write::Done => {
                 return Ok(Recorded {
                     exchange,

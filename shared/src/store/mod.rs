@@ -105,6 +105,15 @@ pub trait Store: Send + Sync {
         conversation: &ConversationId,
     ) -> impl Future<Output = Result<ConversationLog, StoreError>> + Send;
 
+    /// Every exchange of the conversation, in turn order.
+    fn exchanges(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+    ) -> impl Future<Output = Result<Vec<Exchange>, StoreError>> + Send {
+        async move { Ok(self.conversation_log(tenant, conversation).await?.exchanges) }
+    }
+
     /// Writes `exchange`, with its events, at position `exchange.turn` in one atomic write, if
     /// that position is free and its message id is not recorded in the conversation.
     fn append_exchange(

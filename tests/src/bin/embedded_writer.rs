@@ -2,9 +2,10 @@
 //! sharing the file: `embedded_writer <store file> <conversation> <writer name> <count>`.
 
 use salesloop::{
-    ConversationId, EmbeddedStore, ExchangeDraft, MessageId, Millis, Reply, ReplySource, Store,
+    ConversationId, EmbeddedStore, ExchangeDraft, MessageId, Millis, Reply, ReplySource,
     StrategyChoice, TenantId,
 };
+use salesloop_tests::flows::Flows;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

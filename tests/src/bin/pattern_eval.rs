@@ -1,7 +1,7 @@
 //! Prints the pattern detector's precision and recall per pattern on the labelled set;
 //! `--mistakes` also lists the utterances it gets wrong.
 
-use salesloop::patterns::Catalog;
+use salesloop::domain::patterns::Catalog;
 use salesloop_tests::pattern_eval::{HELDOUT_SET, TUNING_SET, evaluate, report};
 
 fn main() {

@@ -5,9 +5,10 @@ use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 use salesloop::store::{DynamoStore, DynamoStoreConfig};
-use salesloop::{ConversationId, Outcome, Store, TenantId};
+use salesloop::{ConversationId, Outcome, TenantId};
 use salesloop_benches::counting::{self, Requests, item_size};
 use salesloop_tests::dynamo_local::DynamoLocal;
+use salesloop_tests::flows::Flows;
 
 use crate::{Section, percentile};
 
@@ -77,7 +78,7 @@ pub async fn section(server: &DynamoLocal) -> Section {
     );
     store.create_table().await.expect("the cost table");
     let mut app = salesloop_benches::nostore::app_with(store);
-    app.models = salesloop::model_cache::ModelCache::new(Duration::from_secs(30));
+    app.models = salesloop::service::ModelCache::new(Duration::from_secs(30));
     // The first message of a process fills the model cache (one read, every 30 s per tenant).
     let (first, _) = exchanges(&app, &requests, "warm", 100, 1).await;
     let n = 50;

@@ -15,6 +15,7 @@ use salesloop::{ConversationId, Millis, Outcome, Store, TenantId};
 use salesloop_benches::counting::{self, Requests};
 use salesloop_tests::contract::{end_request, send};
 use salesloop_tests::dynamo_local::DynamoLocal;
+use salesloop_tests::flows::Flows;
 
 use crate::{Scale, Section, ms};
 
@@ -228,10 +229,10 @@ pub async fn section(scale: &Scale, server: &DynamoLocal) -> Section {
         ("AWS_ACCESS_KEY_ID".to_owned(), "bench".to_owned()),
         ("AWS_SECRET_ACCESS_KEY".to_owned(), "bench".to_owned()),
     ];
-    let settings = feedback_loop::settings_from_env(&|name: &str| {
-        (name == "FEEDBACK_SETTLE_SECONDS").then(|| "0".to_owned())
-    })
-    .expect("settings");
+    let settings = feedback_loop::run::Settings {
+        settle_ms: 0,
+        ..Default::default()
+    };
     let app = feedback_loop::App::new(store.clone(), settings);
     let tenant = TenantId::parse("acme").expect("tenant");
     let mut seeded = 0;

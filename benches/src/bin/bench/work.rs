@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use salesloop::patterns::{Catalog, DEFAULT_CATALOG, DEFAULT_THRESHOLD};
+use salesloop::domain::patterns::{Catalog, DEFAULT_CATALOG, DEFAULT_THRESHOLD};
 use salesloop_benches::{corpora, message_events, nostore, phrase_automaton, process_event, root};
 
 use crate::{Scale, Section, median, percentile};

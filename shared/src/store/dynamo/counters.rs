@@ -5,8 +5,8 @@
 use super::DynamoStore;
 use super::errors::unavailable;
 use super::keys::{
-    ENDED_COUNTER, FAILED_ENDS, FAILED_EXCHANGES, Item, TENANTS_PARTITION, TIME_INDEX,
-    counter_pk, key, n, number, s,
+    ENDED_COUNTER, FAILED_ENDS, FAILED_EXCHANGES, Item, TENANTS_PARTITION, TIME_INDEX, counter_pk,
+    key, n, number, s,
 };
 use crate::domain::ids::TenantId;
 use crate::store::{FailedWrite, StoreError};

@@ -102,7 +102,6 @@ impl DynamoStore {
         let ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
         Some(at.saturating_add_ms(ms).as_epoch_seconds())
     }
-
 }
 
 impl Store for DynamoStore {
