@@ -8,13 +8,13 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 run: ## run the functions locally on :9000 (cargo lambda watch, embedded store in .salesloop/)
-	AWS_ENDPOINT_URL_LAMBDA=$${AWS_ENDPOINT_URL_LAMBDA:-http://127.0.0.1:9000} bash scripts/cargo-lambda.sh watch
+	AWS_ENDPOINT_URL_LAMBDA=$${AWS_ENDPOINT_URL_LAMBDA:-http://127.0.0.1:9000} bash scripts/watch.sh
 
 report: ## the current model, metrics and A/B tables of every tenant (TENANT=... for one)
-	cargo run -q -p feedback_loop -- report $(if $(TENANT),--tenant $(TENANT))
+	cargo run -q -p feedback_loop --features embedded -- report $(if $(TENANT),--tenant $(TENANT))
 
 feedback: ## one feedback run now, on the local store (or TABLE_NAME's table)
-	cargo run -q -p feedback_loop -- run $(if $(TENANT),--tenant $(TENANT))
+	cargo run -q -p feedback_loop --features embedded -- run $(if $(TENANT),--tenant $(TENANT))
 
 eval-patterns: ## precision and recall of pattern detection on the labelled utterances
 	cargo run -q -p salesloop-tests --bin pattern_eval

@@ -45,8 +45,8 @@ fn start_watch(data_dir: &std::path::Path) -> Watch {
         .expect("free port");
     let mut command = Command::new("bash");
     command
-        .arg(workspace_root().join("scripts/cargo-lambda.sh"))
-        .args(["watch", "--invoke-address", "127.0.0.1", "--invoke-port"])
+        .arg(workspace_root().join("scripts/watch.sh"))
+        .args(["--invoke-address", "127.0.0.1", "--invoke-port"])
         .arg(port.to_string())
         .current_dir(workspace_root())
         .env("SALESLOOP_DATA_DIR", data_dir)
