@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds each function's Lambda package with `cargo lambda build --release` for this machine's
-# architecture (the deploy builds arm64: see README, "Deploy") and reports its zipped size
+# architecture (the deploy builds arm64: see docs/operations.md, "Deploy") and reports its zipped size
 # against the 10 MB budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -23,7 +23,7 @@ use salesloop_tests::events::Flavor;
 use salesloop_tests::hostile::event;
 use serde_json::{Value, json};
 
-/// The codes README.md documents for refused requests.
+/// The codes docs/api.md documents for refused requests.
 const DOCUMENTED: &[&str] = &[
     "not_found",
     "method_not_allowed",

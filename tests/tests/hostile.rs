@@ -324,12 +324,12 @@ async fn every_request_is_refused_and_changes_nothing<S: Store + 'static>(
 }
 
 /// The corpus itself: large enough, both handlers named in every entry, every code one that the
-/// README documents, names unique, and every entry an event lambda_http accepts.
+/// docs/api.md documents, names unique, and every entry an event lambda_http accepts.
 fn the_corpus_is_well_formed(corpus: &[HostileRequest]) -> Result<(), Failed> {
     if corpus.len() < 500 {
         return Err(format!("only {} hostile requests; at least 500", corpus.len()).into());
     }
-    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(workspace_root().join("docs/api.md")).unwrap();
     let mut names = BTreeSet::new();
     for entry in corpus {
         if !names.insert(&entry.name) {
@@ -345,7 +345,7 @@ fn the_corpus_is_well_formed(corpus: &[HostileRequest]) -> Result<(), Failed> {
             }
             if !readme.contains(&format!("`{}`", expected.code)) {
                 return Err(format!(
-                    "{}: code {} is not documented in README.md",
+                    "{}: code {} is not documented in docs/api.md",
                     entry.name, expected.code
                 )
                 .into());
