@@ -474,6 +474,8 @@ pub struct Verdict {
     /// Verification reads (a conversation read back, the table scan) that could not finish:
     /// the check itself failed, which says nothing about the messages.
     pub unverified: Vec<String>,
+    /// How long the read-backs and the scan took, for the output (never asserted).
+    pub took: Duration,
 }
 
 impl Verdict {
@@ -482,7 +484,7 @@ impl Verdict {
             "  stored: {} exchanges read back ({} exchange items in the table, {} pattern detections); \
              events: {} acknowledged, {} in the table; \
              {} retried messages answered from a write whose answer was lost; lost {}, duplicated {}, \
-             other problems {}; verification reads that could not finish {}",
+             other problems {}; verification reads that could not finish {} (read back in {:.1} s)",
             self.stored,
             self.scanned,
             self.detections,
@@ -492,7 +494,8 @@ impl Verdict {
             self.lost,
             self.duplicated,
             self.problems.len(),
-            self.unverified.len()
+            self.unverified.len(),
+            self.took.as_secs_f64()
         )
     }
 
@@ -533,6 +536,7 @@ pub async fn verify<S: Store>(
     plan: &Plan,
     report: &LoadReport,
 ) -> Verdict {
+    let started = Instant::now();
     let mut verdict = Verdict::default();
     let tenant = TenantId::parse(&plan.tenant).expect("valid tenant");
     for c in 0..plan.conversations {
@@ -660,6 +664,7 @@ pub async fn verify<S: Store>(
             .unverified
             .push(format!("the table scan could not finish: {e}")),
     }
+    verdict.took = started.elapsed();
     verdict
 }
 
