@@ -249,6 +249,49 @@ impl DynamoLocal {
         Client::from_conf(retry_settings(config).build())
     }
 
+    /// A client for `endpoint` that reads a test's results back: generous timeouts and
+    /// patient retries, so that a slow or busy DynamoDB Local (a full-table scan after a load
+    /// of 40,000 messages on two shared cores) delays the verification instead of failing it.
+    /// Never the functions' request-path budget of
+    /// [`production_client`](Self::production_client): that budget is what the tests put under
+    /// load, not how they look at the outcome.
+    pub fn verification_client(endpoint: &str) -> Client {
+        use aws_sdk_dynamodb::config::retry::RetryConfig;
+        use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("local", "local", None, None, "tests"))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(10)
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(5)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .operation_attempt_timeout(Duration::from_secs(120))
+                    .operation_timeout(Duration::from_secs(600))
+                    .build(),
+            );
+        Client::from_conf(config.build())
+    }
+
+    /// A store on `table` through `endpoint` with the
+    /// [`verification_client`](Self::verification_client), for reading back what a test left
+    /// behind.
+    pub fn verification_store(endpoint: &str, table: &str) -> DynamoStore {
+        DynamoStore::new(
+            DynamoLocal::verification_client(endpoint),
+            DynamoStoreConfig {
+                table: table.to_owned(),
+                retention: None,
+            },
+        )
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

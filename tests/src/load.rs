@@ -6,7 +6,7 @@
 //! and so is a failed connection; every `repeat_every`-th acknowledged message is sent again
 //! and must get the same answer. Afterwards [`verify`] reads the store back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +21,7 @@ use hyper_util::rt::TokioExecutor;
 use lambda_http::Body;
 use process_message::handler::{App, handle};
 use salesloop::domain::conversation::ConversationSummary;
-use salesloop::{ConversationId, Millis, Store, TenantId};
+use salesloop::{ConversationId, Exchange, Millis, Store, TenantId};
 use serde_json::{Value, json};
 
 use crate::events::{Flavor, request};
@@ -450,41 +450,64 @@ async fn deliver<T: Transport>(
 /// What the store holds after a load, against what the clients were told.
 #[derive(Debug, Default)]
 pub struct Verdict {
-    /// Exchanges read back through the store, and exchange items counted by a table scan.
+    /// Exchanges read back through the store, and exchange items found by a scan of the table.
     pub stored: usize,
     pub scanned: usize,
     /// Acknowledged but not stored.
     pub lost: usize,
     /// Stored more than once (extra copies).
     pub duplicated: usize,
-    /// Pattern detections stored (each a `pattern_detected` event of its exchange).
+    /// Pattern detections stored.
     pub detections: usize,
+    /// Events the acknowledged answers imply: one `message_exchange` per message and one
+    /// `pattern_detected` per detection the client was told of.
+    pub events_acknowledged: usize,
+    /// Events the table's raw exchange items imply, counted from their stored bodies (neither
+    /// the store's reading code nor `Exchange::events` is involved).
+    pub events_in_table: usize,
     /// Retried messages whose exchange was written by an attempt that got no answer (or a
     /// 503): the retry was answered from the stored exchange.
     pub recovered: usize,
     /// Anything else wrong: gaps in turns, answers that differ from what was stored, broken
-    /// summaries, incomplete events.
+    /// summaries, events that differ from what the client was told.
     pub problems: Vec<String>,
+    /// Verification reads (a conversation read back, the table scan) that could not finish:
+    /// the check itself failed, which says nothing about the messages.
+    pub unverified: Vec<String>,
+    /// How long the read-backs and the scan took, for the output (never asserted).
+    pub took: Duration,
 }
 
 impl Verdict {
     pub fn summary(&self) -> String {
         format!(
             "  stored: {} exchanges read back ({} exchange items in the table, {} pattern detections); \
+             events: {} acknowledged, {} in the table; \
              {} retried messages answered from a write whose answer was lost; lost {}, duplicated {}, \
-             other problems {}",
+             other problems {}; verification reads that could not finish {} (read back in {:.1} s)",
             self.stored,
             self.scanned,
             self.detections,
+            self.events_acknowledged,
+            self.events_in_table,
             self.recovered,
             self.lost,
             self.duplicated,
-            self.problems.len()
+            self.problems.len(),
+            self.unverified.len(),
+            self.took.as_secs_f64()
         )
     }
 
-    /// Panics, listing the first problems, unless nothing was lost, doubled or broken.
+    /// Panics, listing the first problems, unless the store could be read back and nothing was
+    /// lost, doubled or broken.
     pub fn assert_clean(&self, report: &LoadReport) {
+        let unverified: Vec<&String> = self.unverified.iter().take(10).collect();
+        assert!(
+            self.unverified.is_empty(),
+            "the verification could not read the store back (a failure of the check, not a lost \
+             message): {unverified:#?}"
+        );
         let first: Vec<&String> = self.problems.iter().take(10).collect();
         assert!(
             self.lost == 0 && self.duplicated == 0 && self.problems.is_empty(),
@@ -494,12 +517,18 @@ impl Verdict {
         );
         assert_eq!(self.stored, report.acked.len(), "every message stored");
         assert_eq!(self.scanned, self.stored, "the table holds no other item");
+        assert_eq!(
+            self.events_in_table, self.events_acknowledged,
+            "the table holds the events of what the clients were told, no more and no fewer"
+        );
         assert!(self.detections > 0, "patterns were detected and stored");
     }
 }
 
-/// Reads back every conversation of the plan through `store` (which must not inject faults),
-/// and counts the exchange items of the plan's tenant with a scan of `table`.
+/// Reads back every conversation of the plan through `store`, and scans `table` for the
+/// plan's tenant through `client`, comparing both with what the clients were acknowledged.
+/// Both must be set up for verification (see `DynamoLocal::verification_client`): no injected
+/// faults, and not the functions' request-path timeouts.
 pub async fn verify<S: Store>(
     store: &S,
     client: &aws_sdk_dynamodb::Client,
@@ -507,6 +536,7 @@ pub async fn verify<S: Store>(
     plan: &Plan,
     report: &LoadReport,
 ) -> Verdict {
+    let started = Instant::now();
     let mut verdict = Verdict::default();
     let tenant = TenantId::parse(&plan.tenant).expect("valid tenant");
     for c in 0..plan.conversations {
@@ -515,7 +545,9 @@ pub async fn verify<S: Store>(
         let exchanges = match store.exchanges(&tenant, &conversation).await {
             Ok(exchanges) => exchanges,
             Err(e) => {
-                verdict.problems.push(format!("{name}: cannot read: {e}"));
+                verdict
+                    .unverified
+                    .push(format!("{name}: could not be read back: {e}"));
                 continue;
             }
         };
@@ -556,18 +588,9 @@ pub async fn verify<S: Store>(
                 ));
                 summary = exchange.summary.clone();
             }
-            // The exchange carries its message_exchange event and one pattern_detected event
-            // per detection.
-            let events = exchange.events(&tenant, &conversation);
-            let kinds: Vec<&str> = events.iter().map(|e| e.body.type_name()).collect();
-            let complete = kinds.first() == Some(&"message_exchange")
-                && kinds.len() == 1 + draft.patterns.len()
-                && kinds[1..].iter().all(|kind| *kind == "pattern_detected")
-                && !draft.reply.text.is_empty()
-                && !draft.user_text.is_empty();
-            if !complete {
+            if draft.reply.text.is_empty() || draft.user_text.is_empty() {
                 verdict.problems.push(format!(
-                    "{name} turn {}: incomplete events {kinds:?}",
+                    "{name} turn {}: an empty reply or user text",
                     exchange.turn
                 ));
             }
@@ -614,41 +637,431 @@ pub async fn verify<S: Store>(
                     exchange.turn, draft.strategy.name, draft.reply.text
                 ));
             }
+            // The events of the stored exchange are those of what the client was told.
+            verdict.problems.extend(
+                event_differences(&tenant, &conversation, answer, plan.text(c, m), exchange)
+                    .into_iter()
+                    .map(|difference| format!("{name}/{id}: {difference}")),
+            );
         }
     }
-    verdict.scanned = match count_exchange_items(client, table, &plan.tenant).await {
-        Ok(count) => count,
-        Err(e) => {
-            verdict.problems.push(format!("scan failed: {e}"));
-            0
+    verdict.events_acknowledged = report
+        .acked
+        .values()
+        .map(|acked| 1 + acked.answer["patterns"].as_array().map_or(0, Vec::len))
+        .sum();
+    match scan_exchange_items(client, table, &plan.tenant).await {
+        Ok(items) => {
+            verdict.scanned = items.len();
+            let conversations: HashSet<String> = (0..plan.conversations)
+                .map(|c| plan.conversation(c))
+                .collect();
+            for item in items {
+                check_raw_item(&mut verdict, &plan.tenant, &conversations, item);
+            }
         }
-    };
+        Err(e) => verdict
+            .unverified
+            .push(format!("the table scan could not finish: {e}")),
+    }
+    verdict.took = started.elapsed();
     verdict
 }
 
-/// Exchange items (those with a message id) of `tenant`, counted by scanning the whole table.
-async fn count_exchange_items(
+/// Where the events of a stored exchange differ from those of the 200 answer a client got for
+/// it (sent with `user_text`): its message_exchange event and one pattern_detected event per
+/// detection the client was answered with, with the same ids, turn, texts, strategy, model
+/// version and detections. Empty when they agree.
+pub fn event_differences(
+    tenant: &TenantId,
+    conversation: &ConversationId,
+    answer: &Value,
+    user_text: &str,
+    exchange: &Exchange,
+) -> Vec<String> {
+    let told = acknowledged_events(tenant.as_str(), conversation.as_str(), answer, user_text);
+    let recorded: Vec<Value> = exchange
+        .events(tenant, conversation)
+        .iter()
+        .map(|event| serde_json::to_value(event).unwrap_or(Value::Null))
+        .collect();
+    let mut found = Vec::new();
+    if recorded.len() != told.len() {
+        found.push(format!(
+            "{} events recorded, {} told to the client",
+            recorded.len(),
+            told.len()
+        ));
+    }
+    for (want, got) in told.iter().zip(&recorded) {
+        let mut differences = Vec::new();
+        compare(want, got, "", &mut differences);
+        if !differences.is_empty() {
+            found.push(format!(
+                "event {} differs from the answer: {}",
+                got["event_id"],
+                differences.join("; ")
+            ));
+        }
+    }
+    found
+}
+
+/// The events a client's 200 answer implies, as far as the answer shows them: for a message
+/// sent with `user_text`, its `message_exchange` event, then one `pattern_detected` event per
+/// detection in the answer, in the answer's order.
+fn acknowledged_events(
+    tenant: &str,
+    conversation: &str,
+    answer: &Value,
+    user_text: &str,
+) -> Vec<Value> {
+    let turn = &answer["turn"];
+    let envelope = |event_id: String, kind: &str, data: Value| {
+        json!({
+            "event_id": event_id,
+            "tenant": tenant,
+            "conversation_id": conversation,
+            "model_version": answer["model_version"],
+            "type": kind,
+            "data": data,
+        })
+    };
+    let mut events = vec![envelope(
+        format!("{conversation}/{turn}/message_exchange"),
+        "message_exchange",
+        json!({
+            "turn": turn,
+            "message_id": answer["message_id"],
+            "user_text": user_text,
+            "reply": answer["reply"],
+            "strategy": {
+                "name": answer["strategy"]["name"],
+                "probability": answer["strategy"]["probability"],
+            },
+            "experiments": answer["experiments"],
+        }),
+    )];
+    let detections = answer["patterns"].as_array().cloned().unwrap_or_default();
+    for (i, detection) in detections.iter().enumerate() {
+        events.push(envelope(
+            format!("{conversation}/{turn}/pattern_detected/{i}"),
+            "pattern_detected",
+            json!({
+                "turn": turn,
+                "pattern": detection["name"],
+                "confidence": detection["confidence"],
+                "evidence": detection["evidence"],
+            }),
+        ));
+    }
+    events
+}
+
+/// Objects at these paths of an expected event are partial (the answer does not show the
+/// event's time, schema version, latency or the strategy's context): only their keys are
+/// compared. Every other value, objects included, must be equal.
+const PARTIAL: [&str; 3] = ["", "data", "data.strategy"];
+
+/// Appends to `differences` where `got` differs from `want`.
+fn compare(want: &Value, got: &Value, path: &str, differences: &mut Vec<String>) {
+    match want {
+        Value::Object(fields) if PARTIAL.contains(&path) => {
+            for (key, value) in fields {
+                let inner = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                compare(
+                    value,
+                    got.get(key).unwrap_or(&Value::Null),
+                    &inner,
+                    differences,
+                );
+            }
+        }
+        _ if want != got => differences.push(format!("{path}: told {want}, recorded {got}")),
+        _ => {}
+    }
+}
+
+/// An exchange item as the table holds it.
+struct RawExchange {
+    pk: String,
+    sk: String,
+    mid: String,
+    body: String,
+}
+
+/// Checks one raw exchange item against its own keys, and counts the events its body implies.
+fn check_raw_item(
+    verdict: &mut Verdict,
+    tenant: &str,
+    conversations: &HashSet<String>,
+    item: RawExchange,
+) {
+    let at = format!("{} {}", item.pk, item.sk);
+    let conversation = item.pk.strip_prefix(&format!("T#{tenant}#C#"));
+    if !conversation.is_some_and(|c| conversations.contains(c)) {
+        verdict
+            .problems
+            .push(format!("{at}: not a conversation of the load"));
+    }
+    let body: Value = match serde_json::from_str(&item.body) {
+        Ok(body) => body,
+        Err(e) => {
+            verdict
+                .problems
+                .push(format!("{at}: the body is not JSON: {e}"));
+            return;
+        }
+    };
+    if body["message_id"] != json!(item.mid) {
+        verdict.problems.push(format!(
+            "{at}: indexed as message {} but holds {}",
+            item.mid, body["message_id"]
+        ));
+    }
+    match body["turn"].as_u64() {
+        Some(turn) if item.sk == format!("L#{turn:05}") => {}
+        _ => verdict
+            .problems
+            .push(format!("{at}: holds turn {}", body["turn"])),
+    }
+    match body["patterns"].as_array() {
+        Some(patterns) => verdict.events_in_table += 1 + patterns.len(),
+        None => verdict
+            .problems
+            .push(format!("{at}: the body has no list of patterns")),
+    }
+}
+
+/// Items per page of the verification scan: pages small enough that DynamoDB Local answers
+/// each well inside the verification client's attempt timeout.
+const SCAN_PAGE: i32 = 500;
+
+/// Every exchange item (those with a message id) of `tenant`, by a paged scan of the whole
+/// table.
+async fn scan_exchange_items(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     tenant: &str,
-) -> Result<usize, String> {
-    let mut count = 0;
+) -> Result<Vec<RawExchange>, String> {
+    // A missing attribute is left empty, and the item's check reports it.
+    let text = |item: &HashMap<String, AttributeValue>, name: &str| {
+        item.get(name)
+            .and_then(|value| value.as_s().ok())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut items = Vec::new();
     let mut start = None;
     loop {
         let page = client
             .scan()
             .table_name(table)
-            .filter_expression("begins_with(pk, :prefix) AND attribute_exists(mid)")
+            .filter_expression("begins_with(#pk, :prefix) AND attribute_exists(#mid)")
+            .projection_expression("#pk, #sk, #mid, #body")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#sk", "sk")
+            .expression_attribute_names("#mid", "mid")
+            .expression_attribute_names("#body", "body")
             .expression_attribute_values(":prefix", AttributeValue::S(format!("T#{tenant}#C#")))
-            .select(aws_sdk_dynamodb::types::Select::Count)
+            .limit(SCAN_PAGE)
             .set_exclusive_start_key(start)
             .send()
             .await
             .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())?;
-        count += usize::try_from(page.count()).unwrap_or(0);
+        for item in page.items() {
+            items.push(RawExchange {
+                pk: text(item, "pk"),
+                sk: text(item, "sk"),
+                mid: text(item, "mid"),
+                body: text(item, "body"),
+            });
+        }
         match page.last_evaluated_key() {
             Some(key) => start = Some(key.clone()),
-            None => return Ok(count),
+            None => return Ok(items),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange() -> Exchange {
+        serde_json::from_value(json!({
+            "turn": 2,
+            "message_id": "m-0001",
+            "at": 1_700_000_000_000u64,
+            "model_version": 3,
+            "user_text": "Honestly this looks too expensive for us.",
+            "reply": {"text": "Let me show you the value.", "source": "template"},
+            "strategy": {
+                "name": "handle_price_objection",
+                "probability": 0.62,
+                "context": "objection.price",
+            },
+            "patterns": [
+                {
+                    "pattern": "objection.price", "confidence": 0.9, "evidence": "too expensive",
+                    "start": 21, "end": 34,
+                },
+                {
+                    "pattern": "hesitation", "confidence": 0.55, "evidence": "honestly",
+                    "start": 0, "end": 8,
+                },
+            ],
+            "experiments": {"reply_tone": "warm"},
+            "latency_us": 120,
+            "summary": {
+                "started_at": null,
+                "patterns_seen": [],
+                "strategies_used": {},
+                "last_strategy": null,
+            },
+        }))
+        .expect("an exchange")
+    }
+
+    /// The answer process_message gives for `exchange()`.
+    fn answer() -> Value {
+        json!({
+            "conversation_id": "c-0007",
+            "message_id": "m-0001",
+            "turn": 2,
+            "patterns": [
+                {"name": "objection.price", "confidence": 0.9, "evidence": "too expensive"},
+                {"name": "hesitation", "confidence": 0.55, "evidence": "honestly"},
+            ],
+            "strategy": {"name": "handle_price_objection", "probability": 0.62},
+            "reply": {"text": "Let me show you the value.", "source": "template"},
+            "experiments": {"reply_tone": "warm"},
+            "model_version": 3,
+        })
+    }
+
+    fn differences(answer: &Value, exchange: &Exchange) -> Vec<String> {
+        event_differences(
+            &TenantId::parse("load").unwrap(),
+            &ConversationId::parse("c-0007").unwrap(),
+            answer,
+            "Honestly this looks too expensive for us.",
+            exchange,
+        )
+    }
+
+    #[test]
+    fn the_events_of_an_exchange_agree_with_the_answer_it_was_acknowledged_with() {
+        assert_eq!(differences(&answer(), &exchange()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_detection_stored_but_not_told_to_the_client_is_a_difference() {
+        let mut told = answer();
+        told["patterns"].as_array_mut().unwrap().pop();
+        let found = differences(&told, &exchange());
+        assert!(
+            found
+                .iter()
+                .any(|d| d.contains("3 events recorded, 2 told")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_detection_told_but_not_stored_is_a_difference() {
+        let mut stored = exchange();
+        stored.draft.patterns.remove(0);
+        let found = differences(&answer(), &stored);
+        assert!(
+            found
+                .iter()
+                .any(|d| d.contains("2 events recorded, 3 told")),
+            "{found:?}"
+        );
+        // The remaining detection now sits at index 0, where the client was told another.
+        assert!(
+            found.iter().any(|d| d.contains("data.pattern")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_stored_event_field_unlike_the_answer_is_a_difference() {
+        let mut stored = exchange();
+        stored.draft.patterns[1].confidence = 0.56;
+        stored
+            .draft
+            .experiments
+            .insert("opening".into(), "short".into());
+        stored.draft.model_version = 4;
+        let found = differences(&answer(), &stored).join("\n");
+        assert!(
+            found.contains("data.confidence: told 0.55, recorded 0.56"),
+            "{found}"
+        );
+        assert!(found.contains("data.experiments"), "{found}");
+        assert!(
+            found.contains("model_version: told 3, recorded 4"),
+            "{found}"
+        );
+    }
+
+    #[test]
+    fn a_user_text_other_than_the_one_sent_is_a_difference() {
+        let found = event_differences(
+            &TenantId::parse("load").unwrap(),
+            &ConversationId::parse("c-0007").unwrap(),
+            &answer(),
+            "How do I sign up?",
+            &exchange(),
+        );
+        assert!(
+            found.iter().any(|d| d.contains("data.user_text")),
+            "{found:?}"
+        );
+    }
+
+    fn raw(sk: &str, mid: &str, body: Value) -> RawExchange {
+        RawExchange {
+            pk: "T#load#C#c-0007".into(),
+            sk: sk.into(),
+            mid: mid.into(),
+            body: body.to_string(),
+        }
+    }
+
+    #[test]
+    fn raw_items_count_their_events_and_must_agree_with_their_keys() {
+        let conversations = HashSet::from(["c-0007".to_owned()]);
+        let body = serde_json::to_value(exchange()).unwrap();
+        let mut verdict = Verdict::default();
+        check_raw_item(
+            &mut verdict,
+            "load",
+            &conversations,
+            raw("L#00002", "m-0001", body.clone()),
+        );
+        assert!(verdict.problems.is_empty(), "{:?}", verdict.problems);
+        assert_eq!(verdict.events_in_table, 3);
+
+        check_raw_item(
+            &mut verdict,
+            "load",
+            &conversations,
+            raw("L#00003", "m-0002", body.clone()),
+        );
+        assert_eq!(verdict.problems.len(), 2, "{:?}", verdict.problems);
+        check_raw_item(
+            &mut verdict,
+            "other",
+            &conversations,
+            raw("L#00002", "m-0001", body),
+        );
+        assert_eq!(verdict.problems.len(), 3, "{:?}", verdict.problems);
     }
 }

@@ -1,9 +1,12 @@
 //! The fault-injection and load suite, against DynamoDB Local: the store stopped and restarted
 //! under load, throttling and dropped connections injected between the handler and the store,
 //! the function process killed mid-request, feedback runs failing part-way, and a load of
-//! 10,000 messages. After each, the store is read back: every acknowledged message stored
-//! exactly once, turns without gaps, every exchange whole, repeated messages answered alike.
-//! Each scenario prints its counts and latencies.
+//! 10,000 messages. After each, the store is read back (through a client of its own, with
+//! patient timeouts, never the functions' request-path budget): every acknowledged message
+//! stored exactly once, turns without gaps, every exchange whole, its events those of the
+//! answer the client got, the events counted from the table's raw items exactly those the
+//! acknowledged answers imply, repeated messages answered alike. Each scenario prints its
+//! counts and latencies.
 //!
 //! `CHAOS_SCALE=n` multiplies the number of conversations of every scenario (`make chaos`).
 
@@ -89,7 +92,8 @@ fn app<S: Store>(store: S) -> App<S> {
     }
 }
 
-/// A store on `table` through `endpoint`, with the functions' retry settings.
+/// A store on `table` through `endpoint`, with the functions' retry settings: what the
+/// functions under test use. The checks read through [`DynamoLocal::verification_store`].
 fn store_at(endpoint: &str, table: &str) -> DynamoStore {
     DynamoStore::new(
         DynamoLocal::production_client(endpoint),
@@ -106,7 +110,9 @@ async fn wait_for(progress: &AtomicU64, at_least: usize) {
     }
 }
 
-/// Reads the store back and prints the figures; panics on anything lost, doubled or broken.
+/// Reads the store back (directly from DynamoDB Local, with the verification client's patient
+/// timeouts) and prints the figures; panics on anything lost, doubled or broken, and on a
+/// read-back that could not finish.
 async fn check(
     title: &str,
     server_endpoint: &str,
@@ -115,8 +121,8 @@ async fn check(
     report: &LoadReport,
     extra: &str,
 ) -> Verdict {
-    let direct = store_at(server_endpoint, table);
-    let client = DynamoLocal::production_client(server_endpoint);
+    let direct = DynamoLocal::verification_store(server_endpoint, table);
+    let client = DynamoLocal::verification_client(server_endpoint);
     let verdict = load::verify(&direct, &client, table, plan, report).await;
     println!(
         "\nchaos {title}\n{}\n{}{extra}\n",
@@ -224,7 +230,7 @@ fn throttling_and_dropped_connections_between_handler_and_store(
         )
         .await;
         // Each conversation ended once, after its last turn, and counted once.
-        let direct = store_at(&server.endpoint(), &table);
+        let direct = DynamoLocal::verification_store(&server.endpoint(), &table);
         let tenant = TenantId::parse(&plan.tenant).unwrap();
         assert_eq!(
             direct.ended_count(&tenant).await.unwrap(),
@@ -397,7 +403,7 @@ fn a_store_that_hangs_is_a_503_within_the_function_timeout(
             .await
             .expect("an answer");
         assert_eq!(retried.status, 200, "{:?}", retried.body);
-        let direct = store_at(&server.endpoint(), &table);
+        let direct = DynamoLocal::verification_store(&server.endpoint(), &table);
         let exchanges = direct
             .exchanges(
                 &TenantId::parse("hang").unwrap(),
@@ -565,8 +571,9 @@ fn feedback_runs_failing_on_injected_faults(server: &DynamoLocal, runtime: &Runt
             }
         }
         let injected = proxy.injected();
-        let current = direct.current_model(&tenant).await.unwrap().unwrap();
-        let history = direct.model_history(&tenant, 1_000).await.unwrap();
+        let verification = DynamoLocal::verification_store(&server.endpoint(), direct.table());
+        let current = verification.current_model(&tenant).await.unwrap().unwrap();
+        let history = verification.model_history(&tenant, 1_000).await.unwrap();
         println!(
             "\nchaos feedback: runs failing on injected faults, finished by the next\n  \
              {total} outcomes; {runs} runs: {failed} failed on a store error, {busy} found the \

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use salesloop::domain::learning::{OutcomeCorrelation, RunReport};
+use salesloop::domain::learning::{OutcomeCorrelation, RunReport, VariantResult};
 use salesloop::domain::stats::Proportion;
 use salesloop::edge::emf::Emf;
 use salesloop::{Event, ModelVersion, TenantId};
@@ -236,26 +236,84 @@ fn render_report(out: &mut String, report: &RunReport) {
             "variant", "weight", "conv", "wins", "win rate", "95%", "lift", "lift 95%", "P(beat)"
         );
         for row in &experiment.variants {
-            let _ = writeln!(
-                out,
-                "  {:<16} {:>6} {:>7} {:>6} {:>8.3}  {:<16} {:>8}  {:<18} {:>8}",
-                row.variant,
-                row.weight,
-                row.conversations,
-                row.wins,
-                row.win_rate,
-                format!(
-                    "[{:.3}, {:.3}]",
-                    row.win_rate_interval.0, row.win_rate_interval.1
-                ),
-                row.lift
-                    .map_or_else(|| "-".to_owned(), |l| format!("{:+.1}%", l * 100.0)),
-                row.lift_interval.map_or_else(
-                    || "-".to_owned(),
-                    |(lo, hi)| format!("[{:+.1}%, {:+.1}%]", lo * 100.0, hi * 100.0)
-                ),
-                optional(row.probability_to_beat_control, 3),
-            );
+            let _ = writeln!(out, "{}", variant_row(row));
         }
+    }
+}
+
+/// One variant's line of an A/B table. A variant without conversations has no win rate,
+/// interval, lift or chance to beat control: each shows `-`, not the prior's `0.000 [0.000,
+/// 1.000]`.
+fn variant_row(row: &VariantResult) -> String {
+    let measured = row.conversations > 0;
+    let when_measured = |figure: String| if measured { figure } else { "-".to_owned() };
+    format!(
+        "  {:<16} {:>6} {:>7} {:>6} {:>8}  {:<16} {:>8}  {:<18} {:>8}",
+        row.variant,
+        row.weight,
+        row.conversations,
+        row.wins,
+        when_measured(format!("{:.3}", row.win_rate)),
+        when_measured(format!(
+            "[{:.3}, {:.3}]",
+            row.win_rate_interval.0, row.win_rate_interval.1
+        )),
+        when_measured(
+            row.lift
+                .map_or_else(|| "-".to_owned(), |l| format!("{:+.1}%", l * 100.0))
+        ),
+        when_measured(row.lift_interval.map_or_else(
+            || "-".to_owned(),
+            |(lo, hi)| format!("[{:+.1}%, {:+.1}%]", lo * 100.0, hi * 100.0)
+        )),
+        when_measured(optional(row.probability_to_beat_control, 3)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(conversations: u64, wins: u64) -> VariantResult {
+        VariantResult {
+            variant: "short_replies".into(),
+            weight: 50,
+            conversations,
+            wins,
+            win_rate: if conversations == 0 {
+                0.0
+            } else {
+                wins as f64 / conversations as f64
+            },
+            win_rate_interval: if conversations == 0 {
+                (0.0, 1.0)
+            } else {
+                (0.2, 0.6)
+            },
+            lift: None,
+            lift_interval: None,
+            probability_to_beat_control: Some(0.5),
+        }
+    }
+
+    #[test]
+    fn a_variant_without_conversations_shows_dashes_not_the_prior() {
+        let line = variant_row(&row(0, 0));
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            columns,
+            ["short_replies", "50", "0", "0", "-", "-", "-", "-", "-"],
+            "{line}"
+        );
+        assert!(!line.contains("0.000"), "{line}");
+        assert!(!line.contains("[0.000, 1.000]"), "{line}");
+    }
+
+    #[test]
+    fn a_variant_with_conversations_shows_its_figures() {
+        let line = variant_row(&row(10, 4));
+        assert!(line.contains(" 0.400 "), "{line}");
+        assert!(line.contains("[0.200, 0.600]"), "{line}");
+        assert!(line.trim_end().ends_with("0.500"), "{line}");
     }
 }
