@@ -207,9 +207,10 @@ impl DynamoStore {
             .expression_attribute_values(":count", n(ended_before + 1))
             .expression_attribute_values(":tenants", s(TENANTS_PARTITION))
             .expression_attribute_values(":tenant", s(tenant.as_str()));
-        // The counter item is first written by the tenant's first end: before it, 0 ended.
+        // `value` is first written by the tenant's first end: before it, 0 ended. (The item
+        // itself may exist already, holding failed-write counts.)
         let bump = if ended_before == 0 {
-            bump.condition_expression("attribute_not_exists(pk)")
+            bump.condition_expression("attribute_not_exists(#value)")
         } else {
             bump.condition_expression("#value = :previous")
                 .expression_attribute_values(":previous", n(ended_before))
