@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run report feedback test chaos lint fmt tools eval-patterns bench fuzz
+.PHONY: help run report feedback test unit chaos lint fmt tools eval-patterns bench fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -24,6 +24,18 @@ bench: tools ## every benchmark side by side (criterion, cold starts vs Python, 
 
 test: tools ## every check and test: format, clippy, unit, contract (embedded + DynamoDB Local)
 	bash scripts/test.sh
+
+# `make unit`: the fast loop, with no Java, Node or Python. First the unit tests of every crate,
+# then every test file in tests/tests except chaos (DynamoDB Local) and local_watch (cargo lambda,
+# from PyPI), with `--skip dynamodb::`: the store cases register one trial per store,
+# `embedded::<case>` and `dynamodb::<case>` (salesloop_tests::store_cases!), and DynamoDB Local
+# starts only when a `dynamodb::` trial runs, so skipping those runs the embedded half alone.
+# libtest counts the skipped trials as "filtered out". `make test` runs everything.
+UNIT_TESTS := $(filter-out chaos local_watch,$(basename $(notdir $(wildcard tests/tests/*.rs))))
+
+unit: ## the fast loop without Java, Node or Python: unit tests, and the tests/ suites on the embedded store
+	cargo test --workspace --lib --bins --locked
+	cargo test -p salesloop-tests --locked $(addprefix --test ,$(UNIT_TESTS)) -- --skip dynamodb::
 
 chaos: tools ## the fault-injection and load suite at 4x the size make test runs (SCALE=n to change)
 	CHAOS_SCALE=$(or $(SCALE),4) cargo test -p salesloop-tests --test chaos

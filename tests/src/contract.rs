@@ -5,65 +5,27 @@
 //! (separate SQLite connections, or clones of one DynamoDB client), and then checking the
 //! stored result as a whole: every turn present once, no message twice, each counter step
 //! reported once, one winner per compare-and-set.
+//!
+//! Every case is registered for both stores by [`store_cases!`](crate::store_cases): a case
+//! function missing from the list is dead code, which this module denies.
+
+#![deny(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use libtest_mimic::Trial;
 use salesloop::domain::conversation::{DetectionLabel, MAX_TURNS};
-use salesloop::store::{DynamoStore, EmbeddedStore};
+use salesloop::store::TIME_INDEX;
 use salesloop::{
     ConversationId, ConversationState, Cursor, Detection, EndRequest, ExchangeDraft, MessageId,
     Millis, Model, ModelVersion, Outcome, Reply, ReplySource, ServiceError, Store, StrategyChoice,
     TenantId, Write,
 };
-use tokio::runtime::Runtime;
 
-use crate::dynamo_local::DynamoLocal;
 use crate::flows::Flows;
 use salesloop::service::Published;
 
-/// A kind of store the contract runs against.
-pub trait Backend: Send + Sync + 'static {
-    type Store: Store + 'static;
-
-    /// A new, empty store, reached through `handles` separate handles that share its data.
-    fn fresh(&self, handles: usize) -> impl Future<Output = Vec<Arc<Self::Store>>> + Send;
-}
-
-/// Embedded stores in temporary folders, removed when the backend drops.
-#[derive(Default)]
-pub struct EmbeddedBackend {
-    dirs: Mutex<Vec<tempfile::TempDir>>,
-}
-
-impl Backend for EmbeddedBackend {
-    type Store = EmbeddedStore;
-
-    async fn fresh(&self, handles: usize) -> Vec<Arc<EmbeddedStore>> {
-        let dir = tempfile::tempdir().expect("temporary folder");
-        let stores = (0..handles)
-            .map(|_| Arc::new(EmbeddedStore::open_dir(dir.path()).expect("open embedded store")))
-            .collect();
-        self.dirs.lock().expect("dirs").push(dir);
-        stores
-    }
-}
-
-/// DynamoDB stores, each on its own table of one DynamoDB Local server.
-pub struct DynamoBackend {
-    pub server: Arc<DynamoLocal>,
-}
-
-impl Backend for DynamoBackend {
-    type Store = DynamoStore;
-
-    async fn fresh(&self, handles: usize) -> Vec<Arc<DynamoStore>> {
-        let store = self.server.fresh_store().await;
-        (0..handles).map(|_| Arc::new(store.clone())).collect()
-    }
-}
+pub use crate::stores::{Backend, DynamoBackend, EmbeddedBackend};
 
 fn tenant(raw: &str) -> TenantId {
     TenantId::parse(raw).expect("valid tenant")
@@ -155,42 +117,29 @@ fn model_version(version: u64) -> ModelVersion {
     }
 }
 
-macro_rules! contract_suite {
-    ($($case:ident),* $(,)?) => {
-        /// One trial per contract case, named `{label}::{case}`.
-        pub fn trials<B: Backend>(label: &str, backend: Arc<B>, runtime: Arc<Runtime>) -> Vec<Trial> {
-            vec![$({
-                let backend = backend.clone();
-                let runtime = runtime.clone();
-                Trial::test(format!("{label}::{}", stringify!($case)), move || {
-                    runtime.block_on($case(&*backend));
-                    Ok(())
-                })
-            }),*]
-        }
-    };
+crate::store_cases! {
+    pub fn trials;
+    stores: [
+        first_message_creates_the_conversation_at_turn_one,
+        repeated_message_returns_the_first_exchange_and_writes_nothing,
+        concurrent_messages_to_one_conversation_take_every_turn_once,
+        concurrent_retries_of_one_message_record_it_once,
+        exchanges_read_back_in_turn_order_past_one_page,
+        ended_conversation_refuses_new_messages_but_answers_retries,
+        ending_twice_repeats_the_same_outcome_and_refuses_another,
+        ending_an_unknown_conversation_is_not_found,
+        concurrent_ends_count_each_conversation_once_and_report_each_multiple_once,
+        an_end_racing_messages_closes_the_log_after_the_last_turn,
+        a_conversation_stops_at_its_turn_limit,
+        lease_has_one_holder_and_expires_when_the_holder_dies,
+        concurrent_lease_takers_have_one_winner,
+        outcomes_since_a_watermark_page_in_time_order,
+        outcome_reads_cross_the_one_megabyte_page,
+        model_versions_publish_by_compare_and_set_and_keep_history,
+        racing_publishers_of_one_version_have_one_winner,
+        tenants_never_see_each_others_data,
+    ],
 }
-
-contract_suite!(
-    first_message_creates_the_conversation_at_turn_one,
-    repeated_message_returns_the_first_exchange_and_writes_nothing,
-    concurrent_messages_to_one_conversation_take_every_turn_once,
-    concurrent_retries_of_one_message_record_it_once,
-    exchanges_read_back_in_turn_order_past_one_page,
-    ended_conversation_refuses_new_messages_but_answers_retries,
-    ending_twice_repeats_the_same_outcome_and_refuses_another,
-    ending_an_unknown_conversation_is_not_found,
-    concurrent_ends_count_each_conversation_once_and_report_each_multiple_once,
-    an_end_racing_messages_closes_the_log_after_the_last_turn,
-    a_conversation_stops_at_its_turn_limit,
-    lease_has_one_holder_and_expires_when_the_holder_dies,
-    concurrent_lease_takers_have_one_winner,
-    outcomes_since_a_watermark_page_in_time_order,
-    outcome_reads_cross_the_one_megabyte_page,
-    model_versions_publish_by_compare_and_set_and_keep_history,
-    racing_publishers_of_one_version_have_one_winner,
-    tenants_never_see_each_others_data,
-);
 
 async fn first_message_creates_the_conversation_at_turn_one<B: Backend>(backend: &B) {
     let store = &backend.fresh(1).await[0];
@@ -315,7 +264,8 @@ async fn concurrent_retries_of_one_message_record_it_once<B: Backend>(backend: &
 }
 
 async fn exchanges_read_back_in_turn_order_past_one_page<B: Backend>(backend: &B) {
-    // 300 exchanges of about 4 KB each exceed DynamoDB's 1 MB query page.
+    // 300 exchanges of about 8 KB each (4 KB of text and its 4 KB reply) exceed DynamoDB's 1 MB
+    // query page.
     let store = &backend.fresh(1).await[0];
     let (t, c) = (tenant("acme"), conversation("long"));
     let long_text = "x".repeat(4_000);
@@ -333,6 +283,23 @@ async fn exchanges_read_back_in_turn_order_past_one_page<B: Backend>(backend: &B
             .all(|(i, e)| e.turn == i as u32 + 1)
     );
     assert!(exchanges.iter().all(|e| e.draft.user_text.len() == 4_000));
+    // Nothing skipped or doubled: turn n holds the n-th message sent, each once.
+    let ids: Vec<String> = exchanges
+        .iter()
+        .map(|e| e.draft.message_id.to_string())
+        .collect();
+    assert_eq!(ids, (0..300).map(|i| format!("m-{i}")).collect::<Vec<_>>());
+    // On DynamoDB the log (the only thing in this table) is more than one page: one query
+    // page cannot hold all 300, so the store read past its first page.
+    if let Some(pages) = backend.pages(store, None).await {
+        assert!(pages.bytes > 1 << 20, "only {} bytes stored", pages.bytes);
+        assert!(
+            pages.items.len() >= 2,
+            "one page held everything: {pages:?}"
+        );
+        assert!(pages.items[0] < 300, "{pages:?}");
+        assert_eq!(pages.items.iter().sum::<usize>(), 300, "{pages:?}");
+    }
 }
 
 async fn ended_conversation_refuses_new_messages_but_answers_retries<B: Backend>(backend: &B) {
@@ -617,6 +584,11 @@ async fn concurrent_lease_takers_have_one_winner<B: Backend>(backend: &B) {
     assert_eq!(winners, 1);
 }
 
+/// When [`end_many`] ends conversation `i` of `count`: out of order, three to a millisecond.
+fn end_at(i: usize, count: usize) -> u64 {
+    1_700_000_000_000 + ((i * 7919) % count / 3) as u64
+}
+
 /// Ends `count` conversations of `t` from eight concurrent clients, out of time order and
 /// several in the same millisecond.
 async fn end_many<S: Store + 'static>(
@@ -632,8 +604,7 @@ async fn end_many<S: Store + 'static>(
             for i in (worker..count).step_by(8) {
                 let c = conversation(&format!("c-{i:04}"));
                 send(&*store, &t, &c, "m-1", "hi").await.unwrap();
-                let at = 1_700_000_000_000 + ((i * 7919) % count / 3) as u64;
-                let mut request = end_request(Outcome::Won, at);
+                let mut request = end_request(Outcome::Won, end_at(i, count));
                 request.reason = reason.clone();
                 store.end_conversation(&t, &c, request).await.unwrap();
             }
@@ -681,6 +652,37 @@ async fn outcome_reads_cross_the_one_megabyte_page<B: Backend>(backend: &B) {
     let all = store.outcomes_since(&t, None, 10_000).await.unwrap();
     assert_eq!(all.len(), 300);
     assert!(all.windows(2).all(|w| w[0].cursor() < w[1].cursor()));
+    // Exactly the outcomes end_many wrote, each once, in (time, conversation) order: nothing
+    // skipped or doubled at a page boundary.
+    let mut expected: Vec<(u64, String)> = (0..300)
+        .map(|i| (end_at(i, 300), format!("c-{i:04}")))
+        .collect();
+    expected.sort();
+    let read: Vec<(u64, String)> = all
+        .iter()
+        .map(|o| (o.at.0, o.conversation_id.to_string()))
+        .collect();
+    assert_eq!(read, expected);
+    assert!(
+        all.iter()
+            .all(|o| o.reason.as_ref().is_some_and(|r| r.len() == 4_000))
+    );
+    // On DynamoDB the time index holds more than 1 MB of these outcomes (and one item more: the
+    // tenant's entry in the list of tenants): its first page cannot hold all 300, so a store
+    // that never asked for a second page would have returned fewer.
+    if let Some(pages) = backend.pages(store, Some(TIME_INDEX)).await {
+        assert!(
+            pages.bytes > 1 << 20,
+            "only {} bytes in the index",
+            pages.bytes
+        );
+        assert!(
+            pages.items.len() >= 2,
+            "one page held everything: {pages:?}"
+        );
+        assert!(pages.items[0] < 300, "{pages:?}");
+        assert_eq!(pages.items.iter().sum::<usize>(), 301, "{pages:?}");
+    }
 }
 
 async fn model_versions_publish_by_compare_and_set_and_keep_history<B: Backend>(backend: &B) {

@@ -1,6 +1,7 @@
 //! Test support for salesloop: a DynamoDB Local server started on a free port for the length of
-//! a test run, the contract suite that every store adapter must pass, and the chaos suite's
-//! fault proxy and load clients.
+//! a test run, the two stores every store-generic case runs on and the macro that registers a
+//! case for both (`stores`), the contract suite that every store adapter must pass, and the
+//! chaos suite's fault proxy and load clients.
 
 pub mod contract;
 pub mod dynamo_local;
@@ -10,6 +11,7 @@ pub mod flows;
 pub mod hostile;
 pub mod load;
 pub mod pattern_eval;
+pub mod stores;
 
 use std::path::PathBuf;
 

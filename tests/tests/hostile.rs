@@ -3,24 +3,27 @@
 //! DynamoDB Local. Each must get a JSON 4xx with exactly the error code its entry names; none a
 //! 5xx or a panic; and none may change anything stored (the whole store is compared before and
 //! after every request).
+//!
+//! The store case runs on both stores (`salesloop_tests::store_cases!`); a case function in no
+//! list is dead code, which this file denies.
+
+#![deny(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use end_conversation::handler::{App as EndApp, handle as end_handle, pattern_names};
 use lambda_http::{Body, Request, Response};
-use libtest_mimic::{Arguments, Failed, Trial};
 use process_message::handler::{App as MessageApp, handle as message_handle};
+use salesloop::Store;
 use salesloop::domain::engine::Engine;
 use salesloop::domain::patterns::DEFAULT_CATALOG;
 use salesloop::edge::http::TenantSource;
 use salesloop::service::ModelCache;
-use salesloop::store::{DynamoStore, DynamoStoreConfig};
-use salesloop::{EmbeddedStore, Store};
 use salesloop_tests::events::{Flavor, request};
 use salesloop_tests::hostile::{Expected, HostileRequest, corpus};
+use salesloop_tests::stores::{Backend, Failed, Harness};
 use salesloop_tests::workspace_root;
 use serde_json::{Value, json};
 
@@ -83,72 +86,23 @@ impl<S: Store + 'static> Handlers<S> {
     }
 }
 
-/// Everything stored, as sorted lines.
-enum Snapshot {
-    Embedded(PathBuf),
-    Dynamo(aws_sdk_dynamodb::Client, String),
-}
+/// The corpus, read once per run.
+static CORPUS: LazyLock<Vec<HostileRequest>> =
+    LazyLock::new(|| corpus().unwrap_or_else(|e| panic!("the hostile corpus: {e}")));
 
-impl Snapshot {
-    async fn take(&self) -> Vec<String> {
-        match self {
-            Snapshot::Embedded(path) => {
-                let db = rusqlite::Connection::open_with_flags(
-                    path,
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-                )
-                .expect("open the store file");
-                let mut tables: Vec<String> = db
-                    .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-                    .unwrap()
-                    .query_map([], |row| row.get(0))
-                    .unwrap()
-                    .map(Result::unwrap)
-                    .collect();
-                tables.sort();
-                let mut lines = Vec::new();
-                for table in tables {
-                    let mut statement = db.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
-                    let columns = statement.column_count();
-                    let rows = statement
-                        .query_map([], |row| {
-                            let values: Vec<String> = (0..columns)
-                                .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
-                                .collect();
-                            Ok(format!("{table}: {}", values.join(" | ")))
-                        })
-                        .unwrap();
-                    lines.extend(rows.map(Result::unwrap));
-                }
-                lines.sort();
-                lines
-            }
-            Snapshot::Dynamo(client, table) => {
-                let mut lines = Vec::new();
-                let mut start = None;
-                loop {
-                    let page = client
-                        .scan()
-                        .table_name(table)
-                        .consistent_read(true)
-                        .set_exclusive_start_key(start)
-                        .send()
-                        .await
-                        .expect("scan the table");
-                    for item in page.items() {
-                        let sorted: BTreeMap<_, _> = item.iter().collect();
-                        lines.push(format!("{sorted:?}"));
-                    }
-                    start = page.last_evaluated_key().cloned();
-                    if start.is_none() {
-                        break;
-                    }
-                }
-                lines.sort();
-                lines
-            }
-        }
-    }
+/// What each store's run counted, for the total printed at the end.
+static SUMMARY: Mutex<Vec<(String, Tally)>> = Mutex::new(Vec::new());
+
+/// Everything stored, read around the adapter, as sorted lines.
+async fn snapshot<B: Backend>(backend: &B, store: &B::Store) -> Vec<String> {
+    let mut lines: Vec<String> = backend
+        .raw_items(store)
+        .await
+        .iter()
+        .map(|item| format!("{item:?}"))
+        .collect();
+    lines.sort();
+    lines
 }
 
 /// What one store's run counted.
@@ -241,16 +195,16 @@ async fn seed<S: Store + 'static>(handlers: &Arc<Handlers<S>>) {
     }
 }
 
-async fn every_request_is_refused_and_changes_nothing<S: Store + 'static>(
-    store_name: &str,
-    make: impl Fn() -> S,
-    snapshot: Snapshot,
-    corpus: &[HostileRequest],
-    summary: &Mutex<Vec<(String, Tally)>>,
+async fn every_hostile_request_is_refused_and_changes_nothing<B: Backend>(
+    backend: &B,
 ) -> Result<(), Failed> {
+    let store_name = B::NAME;
+    let corpus: &[HostileRequest] = &CORPUS;
+    let make = backend.opener().await;
+    let probe = make();
     let handlers = Arc::new(handlers(make));
     seed(&handlers).await;
-    let seeded = snapshot.take().await;
+    let seeded = snapshot(backend, &probe).await;
     let mut before = seeded.clone();
     let mut tally = Tally::default();
     let mut failures = Vec::new();
@@ -278,7 +232,7 @@ async fn every_request_is_refused_and_changes_nothing<S: Store + 'static>(
                 }
             }
         }
-        let after = snapshot.take().await;
+        let after = snapshot(backend, &probe).await;
         if after != before {
             tally.changed_store += 1;
             let added: Vec<_> = after.iter().filter(|l| !before.contains(l)).collect();
@@ -309,7 +263,7 @@ async fn every_request_is_refused_and_changes_nothing<S: Store + 'static>(
     if before != seeded {
         failures.push("the store at the end differs from the store after seeding".into());
     }
-    summary.lock().unwrap().push((store_name.to_owned(), tally));
+    SUMMARY.lock().unwrap().push((store_name.to_owned(), tally));
     if failures.is_empty() {
         Ok(())
     } else {
@@ -325,7 +279,8 @@ async fn every_request_is_refused_and_changes_nothing<S: Store + 'static>(
 
 /// The corpus itself: large enough, both handlers named in every entry, every code one that the
 /// docs/api.md documents, names unique, and every entry an event lambda_http accepts.
-fn the_corpus_is_well_formed(corpus: &[HostileRequest]) -> Result<(), Failed> {
+async fn the_corpus_is_well_formed() -> Result<(), Failed> {
+    let corpus: &[HostileRequest] = &CORPUS;
     if corpus.len() < 500 {
         return Err(format!("only {} hostile requests; at least 500", corpus.len()).into());
     }
@@ -356,80 +311,23 @@ fn the_corpus_is_well_formed(corpus: &[HostileRequest]) -> Result<(), Failed> {
     Ok(())
 }
 
+salesloop_tests::store_cases! {
+    fn trials;
+    stores: [every_hostile_request_is_refused_and_changes_nothing],
+    plain: [the_corpus_is_well_formed],
+}
+
 fn main() {
-    let args = Arguments::from_args();
-    let corpus = Arc::new(corpus().unwrap_or_else(|e| panic!("the hostile corpus: {e}")));
-    let (server, runtime) = salesloop_tests::server_and_runtime();
-    let summary: Arc<Mutex<Vec<(String, Tally)>>> = Arc::default();
-    let mut trials = Vec::new();
-    {
-        let corpus = corpus.clone();
-        trials.push(Trial::test(
-            "corpus::the_corpus_is_well_formed",
-            move || the_corpus_is_well_formed(&corpus),
-        ));
-    }
-    {
-        let (corpus, runtime, summary) = (corpus.clone(), runtime.clone(), summary.clone());
-        trials.push(Trial::test(
-            "embedded::every_hostile_request_is_refused_and_changes_nothing",
-            move || {
-                let dir = tempfile::tempdir().unwrap();
-                let path = dir.path().to_owned();
-                let snapshot = Snapshot::Embedded(path.join("salesloop.sqlite3"));
-                runtime.block_on(every_request_is_refused_and_changes_nothing(
-                    "embedded",
-                    move || EmbeddedStore::open_dir(&path).unwrap(),
-                    snapshot,
-                    &corpus,
-                    &summary,
-                ))
-            },
-        ));
-    }
-    {
-        let (corpus, runtime, summary, server) = (
-            corpus.clone(),
-            runtime.clone(),
-            summary.clone(),
-            server.clone(),
-        );
-        trials.push(Trial::test(
-            "dynamodb::every_hostile_request_is_refused_and_changes_nothing",
-            move || {
-                runtime.block_on(async {
-                    let store = server.fresh_store().await;
-                    let snapshot = Snapshot::Dynamo(server.client(), store.table().to_owned());
-                    let client = server.client();
-                    let table = store.table().to_owned();
-                    every_request_is_refused_and_changes_nothing(
-                        "dynamodb",
-                        move || {
-                            DynamoStore::new(
-                                client.clone(),
-                                DynamoStoreConfig {
-                                    table: table.clone(),
-                                    retention: Some(Duration::from_secs(90 * 24 * 3600)),
-                                },
-                            )
-                        },
-                        snapshot,
-                        &corpus,
-                        &summary,
-                    )
-                    .await
-                })
-            },
-        ));
-    }
-    let conclusion = libtest_mimic::run(&args, trials);
-    let summary = summary.lock().unwrap();
+    let harness = Harness::new();
+    let all = trials(&harness);
+    let conclusion = harness.run(all);
+    let summary = SUMMARY.lock().unwrap();
     if !summary.is_empty() {
         let total = |f: fn(&Tally) -> usize| summary.iter().map(|(_, t)| f(t)).sum::<usize>();
         let stores: Vec<&str> = summary.iter().map(|(name, _)| name.as_str()).collect();
         println!(
             "hostile: {} requests × {} handlers × {} stores ({}) = {} responses, {} non-4xx, {} panics, {} wrong codes, {} changed a store",
-            corpus.len(),
+            CORPUS.len(),
             HANDLERS.len(),
             summary.len(),
             stores.join(", "),
@@ -440,6 +338,5 @@ fn main() {
             total(|t| t.changed_store),
         );
     }
-    drop(server);
     conclusion.exit();
 }

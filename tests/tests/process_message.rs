@@ -1,23 +1,26 @@
 //! process_message's handler, driven by requests built from real API Gateway (HTTP API and
 //! REST) and Function URL payloads, against the embedded store and against DynamoDB Local.
+//!
+//! Every store case runs on both stores (`salesloop_tests::store_cases!`); a case function in
+//! no list is dead code, which this file denies.
+
+#![deny(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use lambda_http::{Body, Response};
-use libtest_mimic::{Arguments, Trial};
 use process_message::handler::{App, handle};
 use salesloop::domain::engine::Engine;
 use salesloop::edge::http::TenantSource;
 use salesloop::service::ModelCache;
 use salesloop::store::{DynamoStore, DynamoStoreConfig};
 use salesloop::{ConversationId, ConversationState, EmbeddedStore, Store, TenantId};
-use salesloop_tests::dynamo_local::DynamoLocal;
 use salesloop_tests::events::{FLAVORS, Flavor, request};
 use salesloop_tests::flows::Flows;
+use salesloop_tests::stores::{Backend, DynamoBackend, Harness, RawItem};
 use serde_json::{Value, json};
-use tokio::runtime::Runtime;
 
 fn app<S: Store>(store: S, local: bool) -> App<S> {
     App {
@@ -75,12 +78,21 @@ fn acme() -> TenantId {
     TenantId::parse("acme").unwrap()
 }
 
-async fn answers_a_price_objection_from_every_front_door() {
+/// The exchanges as stored, read around the adapter: the JSON body of every stored row or item
+/// that holds a user's message.
+fn stored_exchanges(raw: &[RawItem]) -> Vec<Value> {
+    raw.iter()
+        .filter_map(|item| item.get("body"))
+        .filter_map(|body| serde_json::from_str::<Value>(body).ok())
+        .filter(|body| body.get("user_text").is_some())
+        .collect()
+}
+
+async fn answers_a_price_objection_from_every_front_door<B: Backend>(backend: &B) {
+    let text = "Honestly this looks too expensive for us.";
     for flavor in FLAVORS {
-        let (store, _dir) = embedded();
-        let app = app(store, flavor == Flavor::FunctionUrl);
-        let body =
-            json!({"message_id": "m-0001", "text": "Honestly this looks too expensive for us."});
+        let app = app(backend.open().await, flavor == Flavor::FunctionUrl);
+        let body = json!({"message_id": "m-0001", "text": text});
         let (status, answer, _) = parts(handle(&app, message(flavor, "c-42", &body)).await);
         assert_eq!(status, 200, "{flavor:?}: {answer}");
         assert_eq!(answer["conversation_id"], "c-42");
@@ -94,21 +106,67 @@ async fn answers_a_price_objection_from_every_front_door() {
         assert!(!answer["reply"]["text"].as_str().unwrap().is_empty());
         assert_eq!(answer["experiments"].as_object().unwrap().len(), 3);
         assert_eq!(answer["model_version"], 0);
-        let exchanges = app
-            .store
-            .exchanges(&acme(), &ConversationId::parse("c-42").unwrap())
-            .await
-            .unwrap();
+
+        // What was stored, read around the adapter: one exchange, the one the client was told.
+        let stored = stored_exchanges(&backend.raw_items(&app.store).await);
+        assert_eq!(stored.len(), 1, "{flavor:?}: {stored:?}");
+        let raw = &stored[0];
+        assert_eq!(raw["turn"], 1, "{flavor:?}");
+        assert_eq!(raw["message_id"], "m-0001");
+        assert_eq!(raw["user_text"], text);
+        assert_eq!(raw["reply"], answer["reply"]);
+        assert_eq!(raw["strategy"]["name"], answer["strategy"]["name"]);
+        assert_eq!(
+            raw["strategy"]["probability"],
+            answer["strategy"]["probability"]
+        );
+        assert_eq!(raw["experiments"], answer["experiments"]);
+        assert_eq!(raw["patterns"][0]["pattern"], "objection.price");
+        assert_eq!(raw["patterns"][0]["evidence"], "too expensive");
+        assert_eq!(
+            raw["patterns"][0]["confidence"],
+            answer["patterns"][0]["confidence"]
+        );
+
+        // The events of the exchange read back say what the client was answered.
+        let c42 = ConversationId::parse("c-42").unwrap();
+        let exchanges = app.store.exchanges(&acme(), &c42).await.unwrap();
         assert_eq!(exchanges.len(), 1, "{flavor:?}");
-        let events = exchanges[0].events(&acme(), &ConversationId::parse("c-42").unwrap());
+        let events = exchanges[0].events(&acme(), &c42);
         let types: Vec<_> = events.iter().map(|e| e.body.type_name()).collect();
         assert_eq!(types, ["message_exchange", "pattern_detected"]);
+        let events: Vec<Value> = events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect();
+        for event in &events {
+            assert_eq!(event["tenant"], "acme");
+            assert_eq!(event["conversation_id"], "c-42");
+            assert_eq!(event["model_version"], answer["model_version"]);
+        }
+        let exchange = &events[0]["data"];
+        assert_eq!(events[0]["event_id"], "c-42/1/message_exchange");
+        assert_eq!(exchange["turn"], answer["turn"]);
+        assert_eq!(exchange["message_id"], answer["message_id"]);
+        assert_eq!(exchange["user_text"], text);
+        assert_eq!(exchange["reply"], answer["reply"]);
+        assert_eq!(exchange["strategy"]["name"], answer["strategy"]["name"]);
+        assert_eq!(
+            exchange["strategy"]["probability"],
+            answer["strategy"]["probability"]
+        );
+        assert_eq!(exchange["experiments"], answer["experiments"]);
+        let detected = &events[1]["data"];
+        assert_eq!(events[1]["event_id"], "c-42/1/pattern_detected/0");
+        assert_eq!(detected["turn"], 1);
+        assert_eq!(detected["pattern"], answer["patterns"][0]["name"]);
+        assert_eq!(detected["evidence"], answer["patterns"][0]["evidence"]);
+        assert_eq!(detected["confidence"], answer["patterns"][0]["confidence"]);
     }
 }
 
-async fn the_tenant_header_is_ignored_unless_local_mode_is_on() {
-    let (store, _dir) = embedded();
-    let deployed = app(store, false);
+async fn the_tenant_header_is_ignored_unless_local_mode_is_on<B: Backend>(backend: &B) {
+    let deployed = app(backend.open().await, false);
     let body = json!({"message_id": "m-1", "text": "hello"}).to_string();
     for flavor in FLAVORS {
         let sneaky = request(
@@ -153,8 +211,10 @@ async fn the_tenant_header_is_ignored_unless_local_mode_is_on() {
     );
 }
 
-async fn a_repeated_message_gets_the_same_answer_and_a_reused_id_is_refused<S: Store>(store: S) {
-    let app = app(store, false);
+async fn a_repeated_message_gets_the_same_answer_and_a_reused_id_is_refused<B: Backend>(
+    backend: &B,
+) {
+    let app = app(backend.open().await, false);
     let body = json!({"message_id": "m-1", "text": "how much does it cost?"});
     let first = parts(handle(&app, message(Flavor::HttpApi, "c-7", &body)).await);
     let again = parts(handle(&app, message(Flavor::HttpApi, "c-7", &body)).await);
@@ -170,8 +230,8 @@ async fn a_repeated_message_gets_the_same_answer_and_a_reused_id_is_refused<S: S
 
 /// With `SALESLOOP_MESSAGE_TEXT=hash` the store and the events hold only the hash, and
 /// idempotency still tells a repeat from a reused id.
-async fn hash_mode_keeps_no_message_text_and_idempotency_still_works<S: Store>(store: S) {
-    let mut app = app(store, false);
+async fn hash_mode_keeps_no_message_text_and_idempotency_still_works<B: Backend>(backend: &B) {
+    let mut app = app(backend.open().await, false);
     app.text_storage = salesloop::domain::privacy::TextStorage::Hash;
     let secret = "Our budget is 40k and the CFO is Jane Doe; too expensive.";
     let body = json!({"message_id": "m-1", "text": secret});
@@ -197,10 +257,21 @@ async fn hash_mode_keeps_no_message_text_and_idempotency_still_works<S: Store>(s
         assert!(!kept.contains("Jane") && !kept.contains("40k"), "{kept}");
     }
     assert!(exchanges[0].draft.user_text.starts_with("sha256:"));
+    // Nowhere in the store, in any column or attribute.
+    let raw = backend.raw_items(&app.store).await;
+    assert!(!raw.is_empty());
+    for item in &raw {
+        for value in item.values() {
+            assert!(
+                !value.contains("Jane") && !value.contains("40k"),
+                "{item:?}"
+            );
+        }
+    }
 }
 
-async fn fifty_concurrent_messages_take_turns_one_to_fifty<S: Store + 'static>(store: S) {
-    let app = Arc::new(app(store, false));
+async fn fifty_concurrent_messages_take_turns_one_to_fifty<B: Backend>(backend: &B) {
+    let app = Arc::new(app(backend.open().await, false));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..50 {
         let app = app.clone();
@@ -229,8 +300,8 @@ async fn fifty_concurrent_messages_take_turns_one_to_fifty<S: Store + 'static>(s
     assert_eq!(stored, (1..=50).collect::<Vec<u32>>());
 }
 
-async fn bad_requests_get_a_json_4xx_and_change_nothing<S: Store>(store: S) {
-    let app = app(store, false);
+async fn bad_requests_get_a_json_4xx_and_change_nothing<B: Backend>(backend: &B) {
+    let app = app(backend.open().await, false);
     let long_id = "m".repeat(65);
     let huge = json!({"message_id": "m-1", "text": "x".repeat(17_000)}).to_string();
     let cases: Vec<(&str, String, String, u16, &str)> = vec![
@@ -375,13 +446,11 @@ async fn bad_requests_get_a_json_4xx_and_change_nothing<S: Store>(store: S) {
     );
 }
 
-async fn a_message_to_an_ended_conversation_is_a_conflict<S: Store>(store: S) {
-    let app = app(store, false);
+async fn a_message_to_an_ended_conversation_is_a_conflict<B: Backend>(backend: &B) {
+    let app = app(backend.open().await, false);
     let body = json!({"message_id": "m-1", "text": "let's do it"});
-    assert_eq!(
-        parts(handle(&app, message(Flavor::Rest, "c-5", &body)).await).0,
-        200
-    );
+    let first = parts(handle(&app, message(Flavor::Rest, "c-5", &body)).await);
+    assert_eq!(first.0, 200);
     let c5 = ConversationId::parse("c-5").unwrap();
     app.store
         .end_conversation(
@@ -398,19 +467,33 @@ async fn a_message_to_an_ended_conversation_is_a_conflict<S: Store>(store: S) {
         )
         .await
         .unwrap();
+    let stored = backend.raw_items(&app.store).await;
     let later = json!({"message_id": "m-2", "text": "one more thing"});
     let (status, answer, _) = parts(handle(&app, message(Flavor::Rest, "c-5", &later)).await);
     assert_eq!(status, 409);
     assert_eq!(answer["error"]["code"], "conversation_ended");
-    // The retry of the first message is still answered.
-    assert_eq!(
-        parts(handle(&app, message(Flavor::Rest, "c-5", &body)).await).0,
-        200
-    );
+    // The retry of the first message is still answered, with the first answer.
+    let retry = parts(handle(&app, message(Flavor::Rest, "c-5", &body)).await);
+    assert_eq!(retry.0, 200);
+    assert_eq!(retry, first, "the retry's answer is the first answer");
+    // Neither the refusal nor the retry wrote anything: the store holds the one exchange and
+    // the end, as before.
+    assert_eq!(backend.raw_items(&app.store).await, stored);
+    let exchanges = stored_exchanges(&stored);
+    assert_eq!(exchanges.len(), 1, "{exchanges:?}");
+    assert_eq!(exchanges[0]["message_id"], "m-1");
+    assert_eq!(exchanges[0]["reply"], first.1["reply"]);
+    match app.store.conversation(&acme(), &c5).await.unwrap() {
+        ConversationState::Ended(record) => {
+            assert_eq!(record.outcome, salesloop::Outcome::Won);
+            assert_eq!(record.turns, 1);
+        }
+        other => panic!("expected the conversation to be ended, got {other:?}"),
+    }
 }
 
-async fn a_store_outage_is_a_503_and_the_retry_succeeds_once(server: &DynamoLocal) {
-    let live = server.fresh_store().await;
+async fn a_store_outage_is_a_503_and_the_retry_succeeds_once(backend: &DynamoBackend) {
+    let live = backend.open().await;
     // The same table behind an address where nothing listens: the store is down.
     let dead_client = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::Config::builder()
@@ -436,6 +519,10 @@ async fn a_store_outage_is_a_503_and_the_retry_succeeds_once(server: &DynamoLoca
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["error"]["code"], "store_unavailable");
     assert_eq!(retry.as_deref(), Some("1"));
+    assert!(
+        backend.raw_items(&live).await.is_empty(),
+        "the failed attempt wrote nothing"
+    );
     let up = app(live, false);
     let first = parts(handle(&up, message(Flavor::HttpApi, "c-9", &body)).await);
     let second = parts(handle(&up, message(Flavor::HttpApi, "c-9", &body)).await);
@@ -443,6 +530,14 @@ async fn a_store_outage_is_a_503_and_the_retry_succeeds_once(server: &DynamoLoca
     assert_eq!(first, second);
     let c9 = ConversationId::parse("c-9").unwrap();
     assert_eq!(up.store.exchanges(&acme(), &c9).await.unwrap().len(), 1);
+    // What was stored is what the client was answered.
+    let stored = stored_exchanges(&backend.raw_items(&up.store).await);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0]["turn"], first.1["turn"]);
+    assert_eq!(stored[0]["message_id"], "m-1");
+    assert_eq!(stored[0]["user_text"], "we are evaluating other vendors");
+    assert_eq!(stored[0]["reply"], first.1["reply"]);
+    assert_eq!(stored[0]["strategy"]["name"], first.1["strategy"]["name"]);
 }
 
 /// How the fake chat-completions server answers.
@@ -585,107 +680,23 @@ async fn llm_replies_are_used_and_any_failure_falls_back_to_the_template() {
     );
 }
 
+salesloop_tests::store_cases! {
+    fn trials;
+    stores: [
+        answers_a_price_objection_from_every_front_door,
+        the_tenant_header_is_ignored_unless_local_mode_is_on,
+        a_repeated_message_gets_the_same_answer_and_a_reused_id_is_refused,
+        hash_mode_keeps_no_message_text_and_idempotency_still_works,
+        fifty_concurrent_messages_take_turns_one_to_fifty,
+        bad_requests_get_a_json_4xx_and_change_nothing,
+        a_message_to_an_ended_conversation_is_a_conflict,
+    ],
+    dynamodb: [a_store_outage_is_a_503_and_the_retry_succeeds_once],
+    plain: [llm_replies_are_used_and_any_failure_falls_back_to_the_template],
+}
+
 fn main() {
-    let args = Arguments::from_args();
-    let (server, runtime) = salesloop_tests::server_and_runtime();
-    let mut trials = Vec::new();
-    macro_rules! trial {
-        ($name:expr, $body:expr) => {{
-            let runtime: Arc<Runtime> = runtime.clone();
-            let server = server.clone();
-            trials.push(Trial::test($name, move || {
-                runtime.block_on($body(server));
-                Ok(())
-            }));
-        }};
-    }
-    trial!(
-        "fixtures::answers_a_price_objection_from_every_front_door",
-        |_: Arc<DynamoLocal>| answers_a_price_objection_from_every_front_door()
-    );
-    trial!(
-        "fixtures::the_tenant_header_is_ignored_unless_local_mode_is_on",
-        |_: Arc<DynamoLocal>| the_tenant_header_is_ignored_unless_local_mode_is_on()
-    );
-    trial!(
-        "embedded::a_repeated_message_gets_the_same_answer_and_a_reused_id_is_refused",
-        |_: Arc<DynamoLocal>| async {
-            let (s, _d) = embedded();
-            a_repeated_message_gets_the_same_answer_and_a_reused_id_is_refused(s).await
-        }
-    );
-    trial!(
-        "embedded::hash_mode_keeps_no_message_text_and_idempotency_still_works",
-        |_: Arc<DynamoLocal>| async {
-            let (s, _d) = embedded();
-            hash_mode_keeps_no_message_text_and_idempotency_still_works(s).await
-        }
-    );
-    trial!(
-        "dynamodb::hash_mode_keeps_no_message_text_and_idempotency_still_works",
-        |s: Arc<DynamoLocal>| async move {
-            hash_mode_keeps_no_message_text_and_idempotency_still_works(s.fresh_store().await).await
-        }
-    );
-    trial!(
-        "embedded::fifty_concurrent_messages_take_turns_one_to_fifty",
-        |_: Arc<DynamoLocal>| async {
-            let (s, _d) = embedded();
-            fifty_concurrent_messages_take_turns_one_to_fifty(s).await
-        }
-    );
-    trial!(
-        "embedded::bad_requests_get_a_json_4xx_and_change_nothing",
-        |_: Arc<DynamoLocal>| async {
-            let (s, _d) = embedded();
-            bad_requests_get_a_json_4xx_and_change_nothing(s).await
-        }
-    );
-    trial!(
-        "embedded::a_message_to_an_ended_conversation_is_a_conflict",
-        |_: Arc<DynamoLocal>| async {
-            let (s, _d) = embedded();
-            a_message_to_an_ended_conversation_is_a_conflict(s).await
-        }
-    );
-    trial!(
-        "dynamodb::a_repeated_message_gets_the_same_answer_and_a_reused_id_is_refused",
-        |s: Arc<DynamoLocal>| async move {
-            a_repeated_message_gets_the_same_answer_and_a_reused_id_is_refused(
-                s.fresh_store().await,
-            )
-            .await
-        }
-    );
-    trial!(
-        "dynamodb::fifty_concurrent_messages_take_turns_one_to_fifty",
-        |s: Arc<DynamoLocal>| async move {
-            fifty_concurrent_messages_take_turns_one_to_fifty(s.fresh_store().await).await
-        }
-    );
-    trial!(
-        "dynamodb::bad_requests_get_a_json_4xx_and_change_nothing",
-        |s: Arc<DynamoLocal>| async move {
-            bad_requests_get_a_json_4xx_and_change_nothing(s.fresh_store().await).await
-        }
-    );
-    trial!(
-        "dynamodb::a_message_to_an_ended_conversation_is_a_conflict",
-        |s: Arc<DynamoLocal>| async move {
-            a_message_to_an_ended_conversation_is_a_conflict(s.fresh_store().await).await
-        }
-    );
-    trial!(
-        "dynamodb::a_store_outage_is_a_503_and_the_retry_succeeds_once",
-        |s: Arc<DynamoLocal>| async move {
-            a_store_outage_is_a_503_and_the_retry_succeeds_once(&s).await
-        }
-    );
-    trial!(
-        "llm::llm_replies_are_used_and_any_failure_falls_back_to_the_template",
-        |_: Arc<DynamoLocal>| llm_replies_are_used_and_any_failure_falls_back_to_the_template()
-    );
-    let conclusion = libtest_mimic::run(&args, trials);
-    drop(server);
-    conclusion.exit();
+    let harness = Harness::new();
+    let all = trials(&harness);
+    harness.run(all).exit();
 }

@@ -281,21 +281,72 @@ mod tests {
         assert!((logged / f64::from(chosen) - f64::from(chosen) / 1000.0).abs() < 0.05);
     }
 
+    /// What `decide` draws for epsilon-greedy, replayed from the seed: one uniform (explore when
+    /// it is below epsilon) and, when exploring, one more u64 whose remainder by the number of
+    /// strategies is the index explored. `None` is "exploit".
+    fn epsilon_draw(seed: u64, epsilon: f64, strategies: u64) -> Option<u64> {
+        let mut rng = Rng::seeded(seed);
+        (rng.uniform() < epsilon).then(|| rng.next_u64() % strategies)
+    }
+
     #[test]
     fn epsilon_greedy_logs_exact_probabilities() {
         let playbook = Playbook::builtin();
-        let mut rng = Rng::seeded(3);
-        let d = playbook.decide(
-            "none",
-            &Model::default(),
-            &treatment(PolicyName::EpsilonGreedy),
-            &mut rng,
-        );
-        let expected_best: f64 = 1.0 - 0.1 + 0.1 / 3.0;
-        if d.strategy == "ask_discovery_question" {
-            assert!((d.probability - (expected_best * 1000.0).round() / 1000.0).abs() < 1e-9);
-        } else {
-            assert!((d.probability - 0.033).abs() < 1e-9);
+        // "none" offers ask_discovery_question, propose_demo, social_proof. With no model the
+        // preferred first one has the prior Beta(2, 1) (mean 2/3) against Beta(1, 1) (1/2), so it
+        // is the greedy choice. epsilon = 0.1 and k = 3, so the logged probabilities are
+        //   greedy: 1 - 0.1 + 0.1/3 = 0.9333... -> 0.933
+        //   other:          0.1/3 = 0.0333... -> 0.033
+        let none = ["ask_discovery_question", "propose_demo", "social_proof"];
+        assert_eq!(playbook.candidates("none").unwrap(), none);
+        let decide = |seed| {
+            playbook.decide(
+                "none",
+                &Model::default(),
+                &treatment(PolicyName::EpsilonGreedy),
+                &mut Rng::seeded(seed),
+            )
+        };
+
+        // Seeds whose draws are known: the first that exploits, the first that explores into the
+        // greedy strategy anyway, and the first that explores into each other strategy.
+        let first = |wanted: Option<u64>| {
+            (0..10_000u64)
+                .find(|&seed| epsilon_draw(seed, 0.1, 3) == wanted)
+                .expect("a seed with that draw")
+        };
+        for (draw, strategy, probability) in [
+            (None, none[0], 0.933),
+            (Some(0), none[0], 0.933),
+            (Some(1), none[1], 0.033),
+            (Some(2), none[2], 0.033),
+        ] {
+            let seed = first(draw);
+            let d = decide(seed);
+            assert_eq!(
+                (d.strategy.as_str(), d.probability),
+                (strategy, probability),
+                "seed {seed}, draw {draw:?}"
+            );
+            assert_eq!(d.context, "none");
+        }
+
+        // Over many seeds the choices follow the logged probabilities. Expected in 30 000:
+        //   greedy 30 000 x 14/15 = 28 000, sd = sqrt(30 000 x 14/15 x 1/15) = 43.2
+        //   other  30 000 x  1/30 =  1 000, sd = sqrt(30 000 x 1/30 x 29/30) = 31.1
+        // and the bounds are five standard deviations either side. Every decision's logged
+        // probability is exactly that of its branch.
+        let mut counts = BTreeMap::new();
+        for seed in 0..30_000 {
+            let d = decide(seed);
+            let expected = if d.strategy == none[0] { 0.933 } else { 0.033 };
+            assert_eq!(d.probability, expected, "seed {seed}: {d:?}");
+            *counts.entry(d.strategy).or_insert(0u32) += 1;
+        }
+        assert_eq!(counts.len(), 3, "{counts:?}");
+        assert!((27_784..=28_216).contains(&counts[none[0]]), "{counts:?}");
+        for other in &none[1..] {
+            assert!((845..=1_155).contains(&counts[*other]), "{counts:?}");
         }
     }
 

@@ -717,3 +717,387 @@ pub fn table(experiment: &str, control: &str, rows: &[(String, u32, Tally)]) -> 
         variants,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::conversation::{LabelledDetection, Outcome, StrategyUse};
+    use crate::domain::ids::ConversationId;
+    use crate::domain::model::Beta;
+
+    const CLOSE: f64 = 1e-12;
+
+    #[track_caller]
+    fn close(actual: f64, expected: f64) {
+        assert!(
+            (actual - expected).abs() < CLOSE,
+            "{actual} where {expected} was expected"
+        );
+    }
+
+    /// One strategy use: `context` empty stands for a record written before contexts were kept.
+    fn used(turn: u32, context: &str, strategy: &str, probability: f64) -> StrategyUse {
+        StrategyUse {
+            turn,
+            strategy: strategy.into(),
+            probability,
+            context: context.into(),
+            patterns: Vec::new(),
+        }
+    }
+
+    fn outcome(n: u64, outcome: Outcome, strategies_used: Vec<StrategyUse>) -> OutcomeRecord {
+        OutcomeRecord {
+            conversation_id: ConversationId::parse(&format!("c-{n}")).unwrap(),
+            at: Millis(1_000 + n),
+            model_version: 0,
+            outcome,
+            value: None,
+            reason: None,
+            turns: strategies_used.len() as u32,
+            duration_ms: 0,
+            patterns_seen: BTreeMap::new(),
+            strategies_used,
+            experiments: BTreeMap::new(),
+            labels: Vec::new(),
+        }
+    }
+
+    fn labelled(n: u64, pattern: &str, correct: bool, confidence: Option<f64>) -> OutcomeRecord {
+        let mut record = outcome(n, Outcome::Lost, Vec::new());
+        record.labels = vec![LabelledDetection {
+            turn: 1,
+            pattern: pattern.into(),
+            correct,
+            confidence,
+        }];
+        record
+    }
+
+    /// Learns `outcomes` on top of `previous` and publishes the next version.
+    fn run(
+        playbook: &Playbook,
+        previous: Option<&ModelVersion>,
+        outcomes: &[OutcomeRecord],
+    ) -> ModelVersion {
+        let mut learner = Learner::new(playbook, previous);
+        for outcome in outcomes {
+            learner.learn(outcome);
+        }
+        learner.finish(&Experiments::builtin(), previous, Millis(10_000))
+    }
+
+    fn posterior(version: &ModelVersion, context: &str, strategy: &str) -> Beta {
+        version.model.posteriors[context][strategy]
+    }
+
+    #[test]
+    fn the_decisions_of_a_conversation_share_one_unit_of_credit() {
+        let playbook = Playbook::builtin();
+        // The built-in playbook's contexts used here (the first strategy is preferred and starts
+        // at Beta(2, 1), the others at Beta(1, 1)):
+        //   objection.price: handle_price_objection, social_proof, ask_discovery_question
+        //   none:            ask_discovery_question, propose_demo, social_proof
+        //   opening:         ask_discovery_question, social_proof
+        //   momentum:        close, propose_demo, explain_next_steps
+        let mut legacy = used(4, "", "handle_price_objection", 0.6);
+        legacy.patterns = vec!["objection.price".into()];
+        let batch = [
+            // Won, k = 3 decisions: turns 1, 2 and 4 (turn 4 has no logged context; its first
+            // pattern the playbook knows, objection.price, is the context). Turn 3's strategy
+            // is not one of its context's, and turn 5's context is unknown: neither is a
+            // decision. Each decision gets 1/3:
+            //   objection.price/social_proof           Beta(1, 1) -> Beta(1 + 1/3, 1)
+            //   none/propose_demo                      Beta(1, 1) -> Beta(1 + 1/3, 1)
+            //   objection.price/handle_price_objection Beta(2, 1) -> Beta(2 + 1/3, 1)
+            outcome(
+                1,
+                Outcome::Won,
+                vec![
+                    used(1, "objection.price", "social_proof", 0.3),
+                    used(2, "none", "propose_demo", 0.2),
+                    used(3, "opening", "close", 1.0),
+                    legacy,
+                    used(5, "no.such.context", "close", 1.0),
+                ],
+            ),
+            // Lost, k = 1: the whole unit to beta.
+            //   objection.price/social_proof  Beta(4/3, 1) -> Beta(4/3, 2)
+            outcome(
+                2,
+                Outcome::Lost,
+                vec![used(1, "objection.price", "social_proof", 0.3)],
+            ),
+            // No decision counts as not won, k = 2: 1/2 to each beta.
+            //   opening/social_proof  Beta(1, 1) -> Beta(1, 3/2)
+            //   momentum/close        Beta(2, 1) -> Beta(2, 3/2)
+            outcome(
+                3,
+                Outcome::NoDecision,
+                vec![
+                    used(1, "opening", "social_proof", 0.5),
+                    used(2, "momentum", "close", 0.9),
+                ],
+            ),
+            // Won, but no turn was a decision: no posterior moves.
+            outcome(4, Outcome::Won, vec![used(1, "opening", "close", 1.0)]),
+        ];
+        let v1 = run(&playbook, None, &batch);
+        let third = 1.0 / 3.0;
+        let expected = [
+            ("objection.price", "social_proof", 1.0 + third, 2.0),
+            ("none", "propose_demo", 1.0 + third, 1.0),
+            (
+                "objection.price",
+                "handle_price_objection",
+                2.0 + third,
+                1.0,
+            ),
+            ("opening", "social_proof", 1.0, 1.5),
+            ("momentum", "close", 2.0, 1.5),
+        ];
+        for (context, strategy, alpha, beta) in expected {
+            let got = posterior(&v1, context, strategy);
+            close(got.alpha, alpha);
+            close(got.beta, beta);
+        }
+        // Nothing else was credited: five posteriors in four contexts.
+        let stored: usize = v1.model.posteriors.values().map(BTreeMap::len).sum();
+        assert_eq!(stored, 5, "{:?}", v1.model.posteriors);
+        // Each conversation with a decision added exactly one unit over the priors (1 + 1 + 1),
+        // the one without added none: (4/3 + 2) + (4/3 + 1) + (7/3 + 1) + (1 + 3/2) + (2 + 3/2)
+        // minus the priors 2 + 2 + 3 + 2 + 3 is 3.
+        let playbook = &playbook;
+        let added: f64 = v1
+            .model
+            .posteriors
+            .iter()
+            .flat_map(|(context, strategies)| {
+                strategies.iter().map(move |(strategy, b)| {
+                    let prior = playbook.posterior(&Model::default(), context, strategy);
+                    b.alpha + b.beta - prior.alpha - prior.beta
+                })
+            })
+            .sum();
+        close(added, 3.0);
+        assert_eq!(
+            v1.state.overall,
+            Tally {
+                conversations: 4,
+                wins: 2
+            }
+        );
+        let report = v1.report.as_ref().unwrap();
+        assert_eq!(
+            report.policy_value.decisions, 6,
+            "3 + 1 + 2 credited decisions"
+        );
+
+        // The next run starts from the published posterior, not from the prior again:
+        // a win with k = 1 moves objection.price/social_proof from Beta(4/3, 2) to Beta(7/3, 2).
+        let v2 = run(
+            playbook,
+            Some(&v1),
+            &[outcome(
+                5,
+                Outcome::Won,
+                vec![used(1, "objection.price", "social_proof", 0.3)],
+            )],
+        );
+        let moved = posterior(&v2, "objection.price", "social_proof");
+        close(moved.alpha, 2.0 + third);
+        close(moved.beta, 2.0);
+        assert_eq!(
+            posterior(&v2, "momentum", "close"),
+            posterior(&v1, "momentum", "close")
+        );
+    }
+
+    #[test]
+    fn calibration_is_the_labelled_precision_over_the_mean_raw_confidence() {
+        let playbook = Playbook::builtin();
+        let mut batch = Vec::new();
+        let mut n = 0;
+        let mut add = |pattern: &str, times: usize, correct: bool, confidence: Option<f64>| {
+            for _ in 0..times {
+                n += 1;
+                batch.push(labelled(n, pattern, correct, confidence));
+            }
+        };
+        // objection.price: 30 detections labelled right and 10 wrong, all at confidence 0.8;
+        // 5 labelled present but not detected (misses); 3 not detected and not present
+        // (counted nowhere). tp = 30, fp = 10, 40 >= 30 labelled detections:
+        //   posterior mean precision (30 + 1) / (40 + 2) = 31/42 = 0.738095...
+        //   mean raw confidence 0.8
+        //   multiplier 0.738095 / 0.8 = 0.922619... -> 0.923
+        //   precision 30/40 = 0.75, recall 30/(30 + 5) = 0.857142...
+        add("objection.price", 30, true, Some(0.8));
+        add("objection.price", 10, false, Some(0.8));
+        add("objection.price", 5, true, None);
+        add("objection.price", 3, false, None);
+        // pain_point: 30 right at confidence 0.5: (30 + 1) / 32 / 0.5 = 1.9375, bounded to 1.25.
+        add("pain_point", 30, true, Some(0.5));
+        // objection.timing: 29 wrong at 0.9, one short of the minimum: no multiplier yet.
+        add("objection.timing", 29, false, Some(0.9));
+        let v1 = run(&playbook, None, &batch);
+        let calibration = &v1.model.calibration;
+        assert_eq!(calibration.get("objection.price"), Some(&0.923));
+        assert_eq!(calibration.get("pain_point"), Some(&1.25));
+        assert_eq!(calibration.get("objection.timing"), None);
+        let accuracy = &v1.report.as_ref().unwrap().accuracy;
+        assert_eq!(accuracy.labels_in_run, 48 + 30 + 29);
+        let price = accuracy.patterns["objection.price"];
+        assert_eq!(
+            (price.precision.successes, price.precision.trials),
+            (30, 40)
+        );
+        assert_eq!((price.recall.successes, price.recall.trials), (30, 35));
+        close(price.precision.rate, 0.75);
+        close(price.recall.rate, 30.0 / 35.0);
+        assert_eq!(price.calibration, 0.923);
+        assert_eq!(accuracy.patterns["objection.timing"].calibration, 1.0);
+        // All patterns: tp 30 + 30 + 0, detections 40 + 30 + 29, misses 5.
+        assert_eq!(
+            (accuracy.precision.successes, accuracy.precision.trials),
+            (60, 99)
+        );
+        assert_eq!(
+            (accuracy.recall.successes, accuracy.recall.trials),
+            (60, 65)
+        );
+
+        // The next run: detections made under the 0.923 multiplier report 0.8 x 0.923 = 0.7384;
+        // the learner divides the multiplier out again, so the raw mean stays 0.8.
+        // objection.price gets 4 more wrong labels: tp = 30, fp = 14:
+        //   (30 + 1) / (44 + 2) = 31/46 = 0.673913..., / 0.8 = 0.842391... -> 0.842
+        // objection.timing gets its 30th label (wrong, 0.9, no multiplier yet):
+        //   (0 + 1) / (30 + 2) = 0.03125, / 0.9 = 0.0347..., bounded to 0.5
+        let mut next = Vec::new();
+        for i in 0..4 {
+            next.push(labelled(
+                1_000 + i,
+                "objection.price",
+                false,
+                Some(0.8 * 0.923),
+            ));
+        }
+        next.push(labelled(2_000, "objection.timing", false, Some(0.9)));
+        let v2 = run(&playbook, Some(&v1), &next);
+        assert_eq!(v2.model.calibration.get("objection.price"), Some(&0.842));
+        assert_eq!(v2.model.calibration.get("objection.timing"), Some(&0.5));
+        assert_eq!(v2.model.calibration.get("pain_point"), Some(&1.25));
+        let tally = v2.state.labels["objection.price"];
+        assert_eq!(
+            (tally.true_positives, tally.false_positives, tally.misses),
+            (30, 14, 5)
+        );
+        close(tally.raw_confidence_sum / 44.0, 0.8);
+        assert_eq!(v2.report.as_ref().unwrap().accuracy.labels_in_run, 5);
+    }
+
+    #[test]
+    fn the_policy_value_is_the_self_normalised_ips_estimate_of_the_new_greedy_choice() {
+        let playbook = Playbook::builtin();
+        let lost = Outcome::Lost;
+        let batch = [
+            outcome(
+                1,
+                Outcome::Won,
+                vec![used(1, "opening", "social_proof", 0.25)],
+            ),
+            outcome(
+                2,
+                Outcome::Won,
+                vec![used(1, "opening", "social_proof", 0.5)],
+            ),
+            outcome(
+                3,
+                lost,
+                vec![used(1, "opening", "ask_discovery_question", 0.75)],
+            ),
+            outcome(
+                4,
+                lost,
+                vec![used(1, "opening", "ask_discovery_question", 0.5)],
+            ),
+            outcome(5, lost, vec![used(1, "opening", "social_proof", 0.2)]),
+            outcome(
+                6,
+                lost,
+                vec![
+                    used(1, "opening", "social_proof", 0.5),
+                    used(2, "none", "ask_discovery_question", 0.8),
+                ],
+            ),
+        ];
+        // The new model after this batch (credit 1 each, 1/2 each for conversation 6):
+        //   opening/social_proof           Beta(1, 1) + 2 wins, 1 + 1/2 losses = Beta(3, 2.5),
+        //                                  mean 0.545
+        //   opening/ask_discovery_question Beta(2, 1) + 2 losses = Beta(2, 3), mean 0.4
+        //   none/ask_discovery_question    Beta(2, 1) + 1/2 loss = Beta(2, 1.5), mean 0.571,
+        //                                  against the priors Beta(1, 1) (0.5) of the other two
+        // so the greedy policy picks social_proof in opening and ask_discovery_question in none.
+        //
+        // Decisions (context, strategy, p, credit, reward), weight w = credit / p where the
+        // decision matches the greedy choice:
+        //   1 opening social_proof           0.25 1   1  greedy  w = 4
+        //   2 opening social_proof           0.5  1   1  greedy  w = 2
+        //   3 opening ask_discovery_question 0.75 1   0  -
+        //   4 opening ask_discovery_question 0.5  1   0  -
+        //   5 opening social_proof           0.2  1   0  greedy  w = 5
+        //   6 opening social_proof           0.5  1/2 0  greedy  w = 1
+        //   6 none    ask_discovery_question 0.8  1/2 0  greedy  w = 0.625
+        // logged     = sum(credit x reward) / sum(credit) = 2 / 6 = 1/3
+        // SNIPS      = sum(w x reward) / sum(w) = (4 + 2) / 12.625 = 48/101 = 0.475247...
+        // ESS        = sum(w)^2 / sum(w^2) = 12.625^2 / (16 + 4 + 25 + 1 + 0.390625)
+        //            = 159.390625 / 46.390625 = 10201/2969 = 3.435836...
+        // (the unweighted win rate of the greedy-matching decisions would be 2/5 = 0.4)
+        let v1 = run(&playbook, None, &batch);
+        let sp = posterior(&v1, "opening", "social_proof");
+        close(sp.alpha, 3.0);
+        close(sp.beta, 2.5);
+        let value = v1.report.as_ref().unwrap().policy_value;
+        assert_eq!(value.decisions, 7);
+        close(value.logged.unwrap(), 1.0 / 3.0);
+        close(value.greedy_estimate.unwrap(), 48.0 / 101.0);
+        close(value.effective_sample_size, 10_201.0 / 2_969.0);
+
+        // One won decision of ask_discovery_question in opening: Beta(2, 1) -> Beta(3, 1)
+        // (mean 0.75) against the prior Beta(1, 1) of social_proof: greedy is
+        // ask_discovery_question, and the one decision matches it: w = 2, SNIPS 2/2 = 1, ESS 1.
+        let v2 = run(
+            &playbook,
+            None,
+            &[outcome(
+                7,
+                Outcome::Won,
+                vec![used(1, "opening", "ask_discovery_question", 0.5)],
+            )],
+        );
+        let value = v2.report.as_ref().unwrap().policy_value;
+        close(value.greedy_estimate.unwrap(), 1.0);
+        close(value.effective_sample_size, 1.0);
+        // Two lost ones: Beta(2, 3) (mean 0.4) against Beta(1, 1) (0.5): greedy is social_proof,
+        // which no decision used, so there is no estimate and no effective sample.
+        let v3 = run(
+            &playbook,
+            None,
+            &[
+                outcome(
+                    8,
+                    lost,
+                    vec![used(1, "opening", "ask_discovery_question", 0.5)],
+                ),
+                outcome(
+                    9,
+                    lost,
+                    vec![used(1, "opening", "ask_discovery_question", 0.5)],
+                ),
+            ],
+        );
+        let value = v3.report.as_ref().unwrap().policy_value;
+        assert_eq!(value.greedy_estimate, None);
+        assert_eq!(value.effective_sample_size, 0.0);
+        assert_eq!(value.logged, Some(0.0));
+    }
+}
