@@ -19,7 +19,7 @@ feedback: ## one feedback run now, on the local store (or TABLE_NAME's table)
 eval-patterns: ## precision and recall of pattern detection on the labelled utterances
 	cargo run -q -p salesloop-tests --bin pattern_eval
 
-bench: tools ## every benchmark side by side (criterion, cold starts vs Python, memory, cost, feedback scaling); rewrites BENCHMARKS.md
+bench: tools ## every benchmark side by side (criterion, cold starts vs Python, memory, cost, feedback scaling); rewrites BENCHMARKS.md (SMOKE=1: a few iterations, report in the target folder)
 	bash scripts/bench.sh
 
 test: tools ## every check and test: format, clippy, unit, contract (embedded + DynamoDB Local)

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # make bench: every benchmark side by side in one run, then BENCHMARKS.md rewritten with the
 # figures, the machine, the date and the command.
-#   SMOKE=1 bash scripts/bench.sh   a few iterations of each (criterion in --test mode), report
-#                                   to ${OUT:-$TARGET/bench-smoke.md}: the test command's check
-#                                   that the benchmarks still run.
-# Everything shares one release build per host triple: cargo lambda's (scripts/package.sh), the
-# bench binary's and criterion's.
+#   SMOKE=1 bash scripts/bench.sh   a few iterations of each (criterion: 10 samples), report
+#                                   to ${OUT:-$TARGET/bench-smoke.md}: a check
+#                                   that the benchmarks still run. BENCHMARKS.md is left alone.
+# Exits non-zero, leaving BENCHMARKS.md as it was, if a figure would include a failed invocation.
+# Two release builds for the host triple: cargo lambda's of the functions (scripts/package.sh,
+# the bootstraps the cold starts run) and `cargo bench`'s of the bench binary and criterion's bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,12 +25,25 @@ if ! cmp -s benches/python/requirements.txt .venv-bench/requirements.txt 2>/dev/
     cp benches/python/requirements.txt .venv-bench/requirements.txt
 fi
 
-# The three bootstraps, zipped (package sizes), built as cargo lambda builds them.
+# The feedback scaling also runs feedback_loop on the embedded store, which deploy builds leave
+# out: a build with the `embedded` feature, kept apart under another name.
+cargo build --release --locked --target "$TRIPLE" -p feedback_loop --features embedded
+cp "$TARGET/$TRIPLE/release/feedback_loop" "$TARGET/$TRIPLE/release/feedback_loop_embedded"
+# The three bootstraps, zipped (package sizes), built as cargo lambda builds them (after the
+# build above, so the cold starts time the deploy build of feedback_loop).
 bash scripts/package.sh
-cargo build --release --locked --target "$TRIPLE" -p salesloop-benches --bin bench
+# The bench binary and criterion's bench in one build: `cargo bench` resolves features with the
+# dev-dependencies, so a separate `cargo build --release` of the binary compiled every dependency
+# a second time.
+cargo bench --no-run --locked --target "$TRIPLE" -p salesloop-benches
 
+# The report reads criterion's estimates from CRITERION_HOME: only this run's may be there (a
+# bench that wrote none then stops the report instead of showing an older run's figure).
+rm -rf "$CRITERION_HOME"
 if [[ ${SMOKE:-0} == 1 ]]; then
-    cargo bench --locked --target "$TRIPLE" -p salesloop-benches --bench detection -- --test
+    # A few samples each (benches/benches/detection.rs reads SMOKE), written where the report
+    # reads them: the smoke run checks that path end to end.
+    SMOKE=1 cargo bench --locked --target "$TRIPLE" -p salesloop-benches --bench detection
     "$TARGET/$TRIPLE/release/bench" --smoke --out "${OUT:-$TARGET/bench-smoke.md}"
 else
     cargo bench --locked --target "$TRIPLE" -p salesloop-benches --bench detection

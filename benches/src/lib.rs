@@ -3,6 +3,7 @@
 
 pub mod counting;
 pub mod nostore;
+pub mod replaced;
 pub mod runtime_api;
 
 use std::path::PathBuf;
@@ -96,19 +97,23 @@ pub fn http_api_event(path: &str, body: &str) -> String {
     event.to_string()
 }
 
-/// One aho-corasick automaton of every phrase the catalog's cues stand for (58,271 for the
-/// built-in catalog): the physical limit detection is compared with, one pass over the text.
-pub fn phrase_automaton() -> aho_corasick::AhoCorasick {
-    let phrases: Vec<String> =
+/// The expanded-phrase automaton that word-level detection replaced, built as the replaced code
+/// built it (see `replaced`), from the built-in catalog: 58,271 phrases. Panics if its phrases
+/// are not the ones `salesloop::domain::patterns::expanded_phrases` lists for the same catalog, i.e. if
+/// the baseline no longer stands for the catalog detection runs.
+pub fn replaced_catalog() -> replaced::Replaced {
+    let replaced = replaced::compile(salesloop::domain::patterns::DEFAULT_CATALOG)
+        .expect("the built-in catalog");
+    let current =
         salesloop::domain::patterns::expanded_phrases(salesloop::domain::patterns::DEFAULT_CATALOG)
-            .expect("the built-in catalog")
-            .into_iter()
-            .map(|(_, phrase)| phrase)
-            .collect();
-    aho_corasick::AhoCorasick::builder()
-        .ascii_case_insensitive(true)
-        .build(&phrases)
-        .expect("the phrase automaton")
+            .expect("the built-in catalog");
+    assert!(
+        replaced.named_phrases() == current,
+        "the replaced expansion ({} phrases) differs from expanded_phrases ({} phrases)",
+        replaced.phrases.len(),
+        current.len()
+    );
+    replaced
 }
 
 /// process_message's whole own work on one Lambda event: the event parsed into a request, the

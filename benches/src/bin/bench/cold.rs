@@ -6,12 +6,14 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use salesloop::{ConversationId, TenantId};
 use salesloop_benches::root;
-use salesloop_benches::runtime_api::{Function, Launch};
+use salesloop_benches::runtime_api::{Answer, Function, Launch};
+use salesloop_tests::contract::send;
 use salesloop_tests::dynamo_local::DynamoLocal;
 use serde_json::json;
 
-use crate::{Scale, Section, median, ms, percentile};
+use crate::{Invocations, Scale, Section, fail, median, ms, percentile};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -50,7 +52,8 @@ impl Kind {
         }
     }
 
-    /// The event of invocation `n` in a series named `series`.
+    /// The event of invocation `n` in a series named `series`. end_conversation ends
+    /// conversation `{series}-{n}`, which the caller must have created.
     fn event(self, series: &str, n: usize) -> String {
         match self {
             Kind::ProcessMessage => salesloop_benches::http_api_event(
@@ -142,15 +145,35 @@ impl Setup {
     }
 }
 
-/// Whether an answer is a success: API Gateway answers need a 2xx status code.
-fn succeeded(kind: Kind, body: &[u8]) -> bool {
-    if kind == Kind::FeedbackLoop {
-        return true;
+/// Whether an answer is what the function answers when it did its job. process_message,
+/// end_conversation and the peer answer API Gateway with status 200 on success (a first
+/// message, a first end). feedback_loop answers its run summary (`feedback_loop::handle`):
+/// `{"tenants": [{"tenant": "acme", "result": ..., "versions": [...], "outcomes": n}]}`, and
+/// reports a failed run to the Runtime API as an error; only `published` and `nothing_new` are
+/// runs that did the work (`busy`: another run held the lease; `superseded`: its batch was
+/// discarded).
+fn check(kind: Kind, answer: &Answer) -> Result<(), String> {
+    let body = String::from_utf8_lossy(&answer.body);
+    if answer.error {
+        return Err(format!("reported an error: {body}"));
     }
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v["statusCode"].as_u64())
-        .is_some_and(|s| (200..300).contains(&s))
+    let value: serde_json::Value =
+        serde_json::from_slice(&answer.body).map_err(|_| format!("not JSON: {body}"))?;
+    match kind {
+        Kind::FeedbackLoop => match value["tenants"].as_array().map(Vec::as_slice) {
+            Some([run])
+                if run["tenant"] == "acme"
+                    && matches!(run["result"].as_str(), Some("published" | "nothing_new")) =>
+            {
+                Ok(())
+            }
+            _ => Err(format!("not a finished run of tenant acme: {body}")),
+        },
+        _ => match value["statusCode"].as_u64() {
+            Some(200) => Ok(()),
+            _ => Err(format!("status {}: {}", value["statusCode"], value["body"])),
+        },
+    }
 }
 
 fn version(python: &Path) -> String {
@@ -185,12 +208,46 @@ pub async fn sections(scale: &Scale, server: &DynamoLocal) -> Vec<Section> {
     eprintln!("bench: peer {peer}");
 
     // Cold starts, one of each per round; round 0 is thrown away (it warms DynamoDB Local's
-    // JVM and the page cache, which a real cold start does not pay for).
+    // JVM and the page cache, which a real cold start does not pay for). A round whose first
+    // invocation failed is left out of that variant's figures.
+    let tenant = TenantId::parse("acme").expect("tenant");
     let mut inits: Vec<Vec<Duration>> = vec![Vec::new(); COLD.len()];
     let mut firsts: Vec<Vec<Duration>> = vec![Vec::new(); COLD.len()];
-    let mut failures = 0;
+    let mut counted: Vec<Invocations> = COLD
+        .iter()
+        .map(|&(kind, warm)| {
+            Invocations::new(format!(
+                "cold start, first invocation: {}{} ({} rounds + 1 discarded)",
+                kind.name(),
+                if warm || kind == Kind::Python {
+                    ""
+                } else {
+                    ", no warm-up"
+                },
+                scale.cold_rounds
+            ))
+        })
+        .collect();
     for round in 0..=scale.cold_rounds {
         for (k, (kind, warm)) in COLD.into_iter().enumerate() {
+            let series = format!("cold{k}");
+            if kind == Kind::EndConversation {
+                // The conversation it ends: one message, through the store, before the
+                // function starts (outside the timings).
+                let conversation =
+                    ConversationId::parse(&format!("{series}-{round}")).expect("an id");
+                if let Err(e) = send(
+                    &store,
+                    &tenant,
+                    &conversation,
+                    "m-1",
+                    TEXTS[round % TEXTS.len()],
+                )
+                .await
+                {
+                    fail(format!("cannot create conversation {series}-{round}: {e}"));
+                }
+            }
             let mut function = setup
                 .start(kind, warm)
                 .await
@@ -199,26 +256,32 @@ pub async fn sections(scale: &Scale, server: &DynamoLocal) -> Vec<Section> {
                 .init()
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
-            let series = format!("cold{k}");
             let answer = function
                 .invoke(kind.event(&series, round))
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
-            if answer.error || !succeeded(kind, &answer.body) {
-                failures += 1;
-                eprintln!(
-                    "bench: {} failed its first invocation: {}",
-                    kind.name(),
-                    String::from_utf8_lossy(&answer.body)
-                );
-            }
+            let ok = counted[k].count(check(kind, &answer));
             function.stop().await;
-            if round > 0 {
+            if round > 0 && ok {
                 inits[k].push(init);
                 firsts[k].push(answer.took);
             }
         }
     }
+    for (k, c) in counted.iter().enumerate() {
+        if inits[k].is_empty() {
+            fail(format!("{}: no measured round succeeded", c.what));
+        }
+    }
+    let failures: usize = counted.iter().map(|c| c.failed).sum();
+    // The rounds a variant's figures come from, when fewer than all.
+    let rounds = |k: usize| {
+        if inits[k].len() < scale.cold_rounds {
+            format!(" ({} of {} rounds)", inits[k].len(), scale.cold_rounds)
+        } else {
+            String::new()
+        }
+    };
     let python_init = median(&mut inits[3].clone());
     let python_first = median(&mut firsts[3].clone());
     let mut cold = String::from("## Cold start\n\n");
@@ -229,10 +292,15 @@ pub async fn sections(scale: &Scale, server: &DynamoLocal) -> Vec<Section> {
          that warms DynamoDB Local's JVM) with Lambda's environment (128 MB, `TABLE_NAME`, \
          DynamoDB Local as the endpoint) and times **init** (exec to the first `GET \
          /runtime/invocation/next`, what Lambda reports as Init Duration) and the **first \
-         invocation** (event handed out to answer posted, DynamoDB requests included). Peer: \
-         the stack a user of the Python original would pick, a boto3 handler under \
-         `awslambdaric` (`benches/python/handler.py`), same harness, same table: {peer}. \
-         Failed first invocations: {failures}.\n\n\
+         invocation** (event handed out to answer posted, DynamoDB requests included): \
+         process_message records the first message of a new conversation, end_conversation ends \
+         a conversation that exists (created with one message through the store before the \
+         function starts), feedback_loop runs for the tenant (learning the outcomes ended since \
+         the previous round). Peer: the stack a user of the Python original would pick, a boto3 \
+         handler under `awslambdaric` (`benches/python/handler.py`), same harness, same table: \
+         {peer}. Each first answer is checked (status 200; for feedback_loop a finished run); \
+         failed first invocations: **{failures}**, and a round whose first invocation failed is \
+         left out of every column.\n\n\
          As deployed, each function opens its DynamoDB connection during init (one read), so \
          that the first request pays no handshake; the peer, like boto3 by default, does not. \
          Both are shown: *init, no warm-up* (`SALESLOOP_WARM_UP=0`) is the like-for-like \
@@ -255,8 +323,9 @@ pub async fn sections(scale: &Scale, server: &DynamoLocal) -> Vec<Section> {
         if kind == Kind::Python {
             let _ = writeln!(
                 cold,
-                "| {} | {} ({} – {}) | {} | {} | | | 1× |",
+                "| {}{} | {} ({} – {}) | {} | {} | | | 1× |",
                 kind.name(),
+                rounds(k),
                 ms(init),
                 ms(i[0]),
                 ms(*i.last().expect("rounds")),
@@ -275,14 +344,16 @@ pub async fn sections(scale: &Scale, server: &DynamoLocal) -> Vec<Section> {
         let bare_ratio = python_init.as_secs_f64() / bare_init.as_secs_f64();
         let _ = writeln!(
             cold,
-            "| {} | {} ({} – {}) | {} | {} | {} | {} | **{bare_ratio:.0}×** / {ratio:.0}× |",
+            "| {}{} | {} ({} – {}) | {} | {} | {}{} | {} | **{bare_ratio:.0}×** / {ratio:.0}× |",
             kind.name(),
+            rounds(k),
             ms(init),
             ms(i[0]),
             ms(*i.last().expect("rounds")),
             ms(first),
             ms(init + first),
             ms(bare_init),
+            rounds(cold_k),
             ms(bare_first),
         );
         summary.push([
@@ -309,7 +380,9 @@ pub async fn sections(scale: &Scale, server: &DynamoLocal) -> Vec<Section> {
         "Each function started once under the harness and invoked {} times against DynamoDB \
          Local (process_message: one message to each of {} conversations; end_conversation: ends \
          them; feedback_loop: one triggered run per invocation, the first learning every outcome; \
-         the peer: as process_message). Peak RSS is the kernel's VmHWM.\n",
+         the peer: as process_message). Peak RSS is the kernel's VmHWM. Every answer is checked \
+         as in the cold starts; a failure would be inside the peak RSS, so the run stops on one \
+         instead of printing it.\n",
         scale.invocations, scale.invocations
     );
     let _ = writeln!(
@@ -318,6 +391,7 @@ pub async fn sections(scale: &Scale, server: &DynamoLocal) -> Vec<Section> {
         scale.checkpoint, scale.invocations, scale.checkpoint, scale.invocations
     );
     let _ = writeln!(memory, "|---|---|---|---|---|---|---|");
+    let mut invocations = Vec::new();
     for kind in KINDS {
         let mut function = setup
             .start(kind, true)
@@ -329,22 +403,37 @@ pub async fn sections(scale: &Scale, server: &DynamoLocal) -> Vec<Section> {
             .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
         let mut at_checkpoint = (0, 0);
         let mut took = Vec::with_capacity(scale.invocations);
-        let mut failed = 0;
+        let mut counted = Invocations::new(format!(
+            "memory run: {}, {} invocations",
+            kind.name(),
+            scale.invocations
+        ));
         for n in 0..scale.invocations {
+            // end_conversation ends conversation c-n, which process_message's run (before it in
+            // KINDS) created.
             let answer = function
                 .invoke(kind.event("c", n))
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
-            if answer.error || !succeeded(kind, &answer.body) {
-                failed += 1;
+            if counted.count(check(kind, &answer)) {
+                took.push(answer.took);
             }
-            took.push(answer.took);
             if n + 1 == scale.checkpoint {
                 at_checkpoint = function.memory_kib().unwrap_or_default();
             }
         }
         let at_end = function.memory_kib().unwrap_or_default();
         function.stop().await;
+        // The latencies can leave a failure out; the process's peak memory cannot.
+        if counted.failed > 0 {
+            fail(format!(
+                "{}: {} failed (first: {}); its peak RSS would count them",
+                counted.what,
+                counted.failed,
+                counted.first_failure.as_deref().unwrap_or_default()
+            ));
+        }
+        invocations.push(counted);
         took.sort();
         let mb = |kib: u64| format!("{:.1} MB", kib as f64 / 1024.0);
         let growth = at_end.1 as i64 - at_checkpoint.1 as i64;
@@ -363,9 +452,6 @@ pub async fn sections(scale: &Scale, server: &DynamoLocal) -> Vec<Section> {
                 "under 24 MB"
             }
         );
-        if failed > 0 {
-            let _ = writeln!(memory, "\n{} failed {failed} invocations.\n", kind.name());
-        }
         if kind != Kind::Python {
             summary.push([
                 format!(
@@ -398,10 +484,12 @@ pub async fn sections(scale: &Scale, server: &DynamoLocal) -> Vec<Section> {
         Section {
             markdown: cold,
             summary: summary.drain(..3).collect(),
+            invocations: counted,
         },
         Section {
             markdown: memory,
             summary,
+            invocations,
         },
     ]
 }

@@ -10,7 +10,7 @@ use salesloop_benches::counting::{self, Requests, item_size};
 use salesloop_tests::dynamo_local::DynamoLocal;
 use salesloop_tests::flows::Flows;
 
-use crate::{Section, percentile};
+use crate::{Invocations, Section, fail, percentile};
 
 /// Prices used (us-east-1, on-demand, list prices as AWS publishes them; the machine has no
 /// internet, so they were not re-read on the day of the run).
@@ -35,9 +35,12 @@ struct Measured {
     latency: Duration,
 }
 
+/// `n` messages of `chars` characters to new conversations `{label}-{i}`. The requests counted on
+/// the wire cover every message, so one that fails stops the bench.
 async fn exchanges(
     app: &process_message::handler::App<DynamoStore>,
     requests: &Requests,
+    counted: &mut Invocations,
     label: &str,
     chars: usize,
     n: usize,
@@ -54,7 +57,14 @@ async fn exchanges(
         let t = Instant::now();
         let response = process_message::handler::handle(app, request).await;
         took.push(t.elapsed());
-        assert_eq!(response.status(), 200, "the cost run's message failed");
+        let status = response.status().as_u16();
+        if !counted.count(if status == 200 {
+            Ok(())
+        } else {
+            Err(format!("status {status}"))
+        }) {
+            fail(format!("{}: {label}-{i} answered {status}", counted.what));
+        }
     }
     took.sort();
     let counts = requests
@@ -79,12 +89,13 @@ pub async fn section(server: &DynamoLocal) -> Section {
     store.create_table().await.expect("the cost table");
     let mut app = salesloop_benches::nostore::app_with(store);
     app.models = salesloop::service::ModelCache::new(Duration::from_secs(30));
+    let mut counted = Invocations::new("cost: process_message's handler on DynamoDB Local");
     // The first message of a process fills the model cache (one read, every 30 s per tenant).
-    let (first, _) = exchanges(&app, &requests, "warm", 100, 1).await;
+    let (first, _) = exchanges(&app, &requests, &mut counted, "warm", 100, 1).await;
     let n = 50;
     let mut measured = Vec::new();
     for (label, chars) in [("typical", 100usize), ("long", 2_000)] {
-        let (counts, latency) = exchanges(&app, &requests, label, chars, n).await;
+        let (counts, latency) = exchanges(&app, &requests, &mut counted, label, chars, n).await;
         // The items those exchanges wrote, by DynamoDB's size rules.
         let mut sizes = Vec::new();
         let mut lsi = Vec::new();
@@ -275,5 +286,9 @@ pub async fn section(server: &DynamoLocal) -> Section {
          transfer are left out. Against real DynamoDB (single-digit ms per request) the billed \
          duration is lower than DynamoDB Local's here.\n"
     );
-    Section { markdown, summary }
+    Section {
+        markdown,
+        summary,
+        invocations: vec![counted],
+    }
 }

@@ -17,7 +17,7 @@ use salesloop_tests::contract::{end_request, send};
 use salesloop_tests::dynamo_local::DynamoLocal;
 use salesloop_tests::flows::Flows;
 
-use crate::{Scale, Section, ms};
+use crate::{Invocations, Scale, Section, fail, ms};
 
 const TEXTS: [&str; 3] = [
     "this is too expensive for us",
@@ -68,10 +68,37 @@ struct Run {
     versions: usize,
 }
 
-/// One `feedback_loop run --tenant acme` process: wall time, peak RSS, what it learned.
-fn run_process(bin: &Path, env: &[(String, String)]) -> Run {
+/// Checks a run's summary (`feedback_loop::handle`'s answer) against what it should have done:
+/// published what it learned, exactly the `learns` new outcomes, or found nothing new.
+fn check_summary(summary: &serde_json::Value, learns: usize) -> Result<(), String> {
+    let run = match summary["tenants"].as_array().map(Vec::as_slice) {
+        Some([run]) if run["tenant"] == "acme" => run,
+        _ => return Err(format!("not a run of tenant acme: {summary}")),
+    };
+    let expected = if learns > 0 {
+        "published"
+    } else {
+        "nothing_new"
+    };
+    if run["result"] != expected || run["outcomes"].as_u64() != Some(learns as u64) {
+        return Err(format!(
+            "expected {expected} with {learns} outcomes learned, got {run}"
+        ));
+    }
+    Ok(())
+}
+
+/// One `feedback_loop run --tenant acme` process that should learn `learns` new outcomes: wall
+/// time, peak RSS, what it learned. A run that fails, or does not do what it should, stops the
+/// bench: its time is the figure.
+fn run_process(
+    program: &Path,
+    env: &[(String, String)],
+    counted: &mut Invocations,
+    learns: usize,
+) -> Run {
     let started = Instant::now();
-    let mut child = Command::new(bin.join("feedback_loop"))
+    let mut child = Command::new(program)
         .args(["run", "--tenant", "acme"])
         .env_clear()
         .env("FEEDBACK_SETTLE_SECONDS", "0")
@@ -110,12 +137,23 @@ fn run_process(bin: &Path, env: &[(String, String)]) -> Run {
     let peak_kib = watcher.join().expect("watcher");
     let status = child.wait().expect("feedback_loop exit");
     let took = started.elapsed();
-    assert!(status.success(), "feedback_loop run failed: {out}");
     let summary: serde_json::Value = out
         .lines()
         .rev()
         .find_map(|l| serde_json::from_str(l).ok())
         .unwrap_or_default();
+    let checked = if status.success() {
+        check_summary(&summary, learns)
+    } else {
+        Err(format!("exit status {status}: {out}"))
+    };
+    if !counted.count(checked) {
+        fail(format!(
+            "{}: {}",
+            counted.what,
+            counted.first_failure.as_deref().unwrap_or_default()
+        ));
+    }
     let tenant = &summary["tenants"][0];
     Run {
         took,
@@ -150,10 +188,12 @@ pub async fn section(scale: &Scale, server: &DynamoLocal) -> Section {
     let _ = writeln!(
         markdown,
         "Outcomes seeded through the store (one message and one end per conversation), then \
-         `target/release/feedback_loop run --tenant acme` as its own process (wall time; peak \
-         RSS: VmHWM, polled). Each size adds to the table of the one before, so each learning run \
-         reads only the new outcomes; a no-op run follows each, and at the end a run with 1,000 \
-         new outcomes on top of the largest table.\n"
+         `feedback_loop run --tenant acme` as its own process (on DynamoDB Local, the release build \
+         `scripts/package.sh` made; on the embedded store, the same build with the `embedded` \
+         feature, which deploy builds leave out) (wall time; peak RSS: VmHWM, polled). Each size adds to the table of the \
+         one before, so each learning run reads only the new outcomes; a no-op run follows each, \
+         and at the end a run with 1,000 new outcomes on top of the largest table. Each run's \
+         summary is checked: it learned exactly the new outcomes, or found nothing new.\n"
     );
     let _ = writeln!(
         markdown,
@@ -162,6 +202,9 @@ pub async fn section(scale: &Scale, server: &DynamoLocal) -> Section {
     let _ = writeln!(markdown, "|---|---|---|---|---|---|---|---|");
     let mut summary = Vec::new();
     let mut peak_max = 0i64;
+    let mut counted = Invocations::new("feedback runs (`feedback_loop run`, one process each)");
+    let mut in_process =
+        Invocations::new("feedback runs with nothing new, in process (requests counted)");
 
     // Embedded store.
     let dir = tempfile::tempdir().expect("temporary folder");
@@ -179,7 +222,12 @@ pub async fn section(scale: &Scale, server: &DynamoLocal) -> Section {
             "bench: embedded seeded {size} in {:.0} s",
             t.elapsed().as_secs_f64()
         );
-        let run = run_process(&bin, &env);
+        let run = run_process(
+            &bin.join("feedback_loop_embedded"),
+            &env,
+            &mut counted,
+            size - seeded,
+        );
         row(
             &mut markdown,
             "embedded",
@@ -189,13 +237,18 @@ pub async fn section(scale: &Scale, server: &DynamoLocal) -> Section {
             size - seeded,
         );
         peak_max = peak_max.max(run.peak_kib);
-        let noop = run_process(&bin, &env);
+        let noop = run_process(&bin.join("feedback_loop_embedded"), &env, &mut counted, 0);
         row(&mut markdown, "embedded", size, "nothing new", &noop, 0);
         last_noop = Some((size, noop.took));
         seeded = size;
     }
     seed(std::slice::from_ref(&embedded), seeded, seeded + 1_000).await;
-    let top = run_process(&bin, &env);
+    let top = run_process(
+        &bin.join("feedback_loop_embedded"),
+        &env,
+        &mut counted,
+        1_000,
+    );
     row(
         &mut markdown,
         "embedded",
@@ -244,7 +297,12 @@ pub async fn section(scale: &Scale, server: &DynamoLocal) -> Section {
             "bench: DynamoDB Local seeded {size} in {:.0} s",
             t.elapsed().as_secs_f64()
         );
-        let run = run_process(&bin, &env);
+        let run = run_process(
+            &bin.join("feedback_loop"),
+            &env,
+            &mut counted,
+            size - seeded,
+        );
         row(
             &mut markdown,
             "DynamoDB Local",
@@ -254,7 +312,7 @@ pub async fn section(scale: &Scale, server: &DynamoLocal) -> Section {
             size - seeded,
         );
         peak_max = peak_max.max(run.peak_kib);
-        let noop = run_process(&bin, &env);
+        let noop = run_process(&bin.join("feedback_loop"), &env, &mut counted, 0);
         row(
             &mut markdown,
             "DynamoDB Local",
@@ -265,15 +323,25 @@ pub async fn section(scale: &Scale, server: &DynamoLocal) -> Section {
         );
         // The same no-op run in this process, to count its requests on the wire.
         requests.take();
-        feedback_loop::handle(
+        let answer = feedback_loop::handle(
             &app,
             feedback_loop::Trigger::Tenant(tenant.clone()),
             "bench",
             &|_| {},
         )
-        .await
-        .expect("no-op run");
+        .await;
         let counts = requests.take();
+        if !in_process.count(
+            answer
+                .map_err(|e| e.to_string())
+                .and_then(|summary| check_summary(&summary, 0)),
+        ) {
+            fail(format!(
+                "{}: {}",
+                in_process.what,
+                in_process.first_failure.as_deref().unwrap_or_default()
+            ));
+        }
         let total: u64 = counts.values().sum();
         noop_counts.push(format!(
             "{size} stored: {total} requests ({})",
@@ -302,5 +370,9 @@ pub async fn section(scale: &Scale, server: &DynamoLocal) -> Section {
         "bounded".into(),
         String::new(),
     ]);
-    Section { markdown, summary }
+    Section {
+        markdown,
+        summary,
+        invocations: vec![counted, in_process],
+    }
 }

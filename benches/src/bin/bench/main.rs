@@ -53,10 +53,55 @@ impl Scale {
     }
 }
 
-/// A part of the report: its Markdown, and the lines it adds to the summary table.
+/// A part of the report: its Markdown, the lines it adds to the summary table, and the
+/// invocations its figures come from.
 pub struct Section {
     pub markdown: String,
     pub summary: Vec<[String; 4]>,
+    pub invocations: Vec<Invocations>,
+}
+
+/// Invocations made for a set of figures. A failed one is left out of every figure; where a
+/// figure cannot leave it out (peak memory of a process, criterion's whole-corpus passes, a
+/// feedback run's own time) the bench stops instead of printing it (`fail`).
+pub struct Invocations {
+    pub what: String,
+    pub made: usize,
+    pub failed: usize,
+    /// The first failure's answer.
+    pub first_failure: Option<String>,
+}
+
+impl Invocations {
+    pub fn new(what: impl Into<String>) -> Invocations {
+        Invocations {
+            what: what.into(),
+            made: 0,
+            failed: 0,
+            first_failure: None,
+        }
+    }
+
+    /// Counts one invocation; `Err` carries why it failed. Returns whether it succeeded.
+    pub fn count(&mut self, outcome: Result<(), String>) -> bool {
+        self.made += 1;
+        match outcome {
+            Ok(()) => true,
+            Err(why) => {
+                self.failed += 1;
+                eprintln!("bench: {} failed: {why}", self.what);
+                self.first_failure.get_or_insert(why);
+                false
+            }
+        }
+    }
+}
+
+/// Stops the bench (non-zero exit, BENCHMARKS.md left as it was): a figure would otherwise be
+/// based on a failed invocation. A panic, so that the function processes and DynamoDB Local are
+/// stopped on the way out.
+pub fn fail(why: impl std::fmt::Display) -> ! {
+    panic!("bench: {why}; no figure is written from a failed invocation")
 }
 
 /// Milliseconds with two decimals.
@@ -156,14 +201,21 @@ fn main() {
     sections.push(runtime.block_on(feedback::section(&scale, &server)));
     sections.push(packages());
 
+    let invocations: Vec<&Invocations> = sections.iter().flat_map(|s| &s.invocations).collect();
+    let made: usize = invocations.iter().map(|i| i.made).sum();
+    let failed: usize = invocations.iter().map(|i| i.failed).sum();
     let mut text = String::new();
     let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     let _ = writeln!(text, "# Benchmarks\n");
     let _ = writeln!(
         text,
-        "Written by `make bench` (`bash scripts/bench.sh`: criterion, then `target/release/bench`) on \
-         {date}, in {:.0} s.{}\n\nMachine: {}. The machine is shared and noisy: every comparison \
-         below is measured side by side in the same run, and ratios matter more than absolutes.\n",
+        "Written by `make bench` (`bash scripts/bench.sh`: criterion, then the `bench` binary, \
+         which reads criterion's estimates of the same run) on {date}, in {:.0} s; not edited by \
+         hand.{}\n\nMachine: {}. The machine is shared and noisy: every comparison below is \
+         measured side by side in the same run, and ratios matter more than absolutes.\n\n\
+         **Failed invocations: {failed}** of {made} counted (listed at the end); a failed \
+         invocation is left out of every figure, and the run stops rather than print a figure \
+         that cannot leave it out.\n",
         started.elapsed().as_secs_f64(),
         if scale.smoke {
             " **Smoke run: a few iterations each; the figures mean nothing.**"
@@ -185,8 +237,37 @@ fn main() {
         text.push_str(&section.markdown);
         text.push('\n');
     }
+    let _ = writeln!(text, "## Failed invocations\n");
+    let _ = writeln!(
+        text,
+        "Every invocation the figures above come from, by part. Criterion's `process_message` \
+         passes are not counted one by one: the criterion bench stops if any message of a corpus \
+         is not answered 200, before or while it is measured.\n"
+    );
+    let _ = writeln!(text, "| invocations | made | failed | first failure |");
+    let _ = writeln!(text, "|---|---|---|---|");
+    for i in &invocations {
+        let _ = writeln!(
+            text,
+            "| {} | {} | {} | {} |",
+            i.what,
+            i.made,
+            i.failed,
+            i.first_failure
+                .as_deref()
+                .map(|f| {
+                    let short: String = f.chars().take(200).collect();
+                    format!("`{}`", short.replace(['|', '`', '\n'], " "))
+                })
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(text, "| **all** | {made} | **{failed}** | |");
     std::fs::write(&out, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
-    eprintln!("bench: wrote {}", out.display());
+    eprintln!(
+        "bench: wrote {} ({failed} failed invocations of {made}, none inside a figure)",
+        out.display()
+    );
 }
 
 /// The zipped bootstraps `scripts/package.sh` built, if it ran.
@@ -213,5 +294,9 @@ fn packages() -> Section {
             String::new(),
         ]);
     }
-    Section { markdown, summary }
+    Section {
+        markdown,
+        summary,
+        invocations: Vec::new(),
+    }
 }
