@@ -174,7 +174,7 @@ fn check_refusal(error: ApiError) {
         DOCUMENTED.contains(&error.code()),
         "undocumented code {error:?}"
     );
-    assert!(!error.message.is_empty());
+    assert!(!error.to_string().is_empty());
     let code = error.code();
     let response = error.into_response();
     let body = match response.body() {
