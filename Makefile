@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run report feedback test unit chaos lint fmt tools eval-patterns bench fuzz
+.PHONY: help run report feedback test unit chaos lint fmt tools eval-patterns train-detector bench fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -16,7 +16,11 @@ report: ## the current model, metrics and A/B tables of every tenant (TENANT=...
 feedback: ## one feedback run now, on the local store (or TABLE_NAME's table)
 	cargo run -q -p feedback_loop --features embedded -- run $(if $(TENANT),--tenant $(TENANT))
 
-eval-patterns: ## precision and recall of pattern detection on the labelled utterances
+train-detector: ## cross-validate the learned detector, then train it on the shipped corpora: rewrites shared/catalog/detector.bin and its report
+	cargo run -q -p salesloop-tests --bin train_detector
+
+eval-patterns: ## detection's precision, recall and F1 with 95% intervals on data it was not fitted or tuned on (cross-validated PersuasionForGood, held-out sales utterances)
+	cargo run -q -p salesloop-tests --bin train_detector -- --check
 	cargo run -q -p salesloop-tests --bin pattern_eval
 
 bench: tools ## every benchmark side by side (criterion, cold starts vs Python, memory, cost, feedback scaling); rewrites BENCHMARKS.md (SMOKE=1: a few iterations, report in the target folder)

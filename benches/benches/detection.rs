@@ -8,11 +8,12 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use salesloop::domain::patterns::{Catalog, DEFAULT_THRESHOLD};
+use salesloop::domain::detector::Detector;
+use salesloop::domain::patterns::DEFAULT_THRESHOLD;
 use salesloop_benches::{corpora, message_events, nostore, process_event, replaced_catalog};
 
 fn per_message(c: &mut Criterion) {
-    let catalog = Catalog::builtin();
+    let detector = Detector::builtin();
     let replaced = replaced_catalog();
     let app = nostore::app();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -66,8 +67,8 @@ fn per_message(c: &mut Criterion) {
             b.iter(|| {
                 let mut n = 0usize;
                 for text in &corpus.texts {
-                    n += catalog
-                        .detect(black_box(text), DEFAULT_THRESHOLD, &calibration)
+                    n += detector
+                        .detect(black_box(text), 1, DEFAULT_THRESHOLD, &calibration)
                         .len();
                 }
                 n

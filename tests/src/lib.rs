@@ -4,6 +4,7 @@
 //! chaos suite's fault proxy and load clients.
 
 pub mod contract;
+pub mod detector_training;
 pub mod dynamo_local;
 pub mod events;
 pub mod fault_proxy;

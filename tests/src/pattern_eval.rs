@@ -5,7 +5,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use salesloop::domain::conversation::Detection;
+use salesloop::domain::detector::Detector;
 use salesloop::domain::patterns::{Catalog, DEFAULT_THRESHOLD};
+use salesloop::domain::stats::wilson;
 use serde_json::Value;
 
 /// Counts for one pattern, or for all together.
@@ -74,15 +77,27 @@ pub fn labelled_set(file: &str) -> Vec<(String, BTreeSet<String>)> {
 }
 
 pub fn evaluate(catalog: &Catalog, file: &str) -> Evaluation {
-    let mut evaluation = Evaluation::default();
     let no_calibration = BTreeMap::new();
+    evaluate_by(file, |text| {
+        catalog.detect(text, DEFAULT_THRESHOLD, &no_calibration)
+    })
+}
+
+/// The evaluation of the learned detector (cues and model) on a labelled set. An utterance is
+/// detected as a conversation's second message (turn 1): these stand-alone lines have no place
+/// in a conversation.
+pub fn evaluate_with(detector: &Detector, file: &str) -> Evaluation {
+    let no_calibration = BTreeMap::new();
+    evaluate_by(file, |text| {
+        detector.detect(text, 1, DEFAULT_THRESHOLD, &no_calibration)
+    })
+}
+
+fn evaluate_by(file: &str, detect: impl Fn(&str) -> Vec<Detection>) -> Evaluation {
+    let mut evaluation = Evaluation::default();
     for (text, labels) in labelled_set(file) {
         evaluation.utterances += 1;
-        let found: BTreeSet<String> = catalog
-            .detect(&text, DEFAULT_THRESHOLD, &no_calibration)
-            .into_iter()
-            .map(|d| d.pattern)
-            .collect();
+        let found: BTreeSet<String> = detect(&text).into_iter().map(|d| d.pattern).collect();
         for name in labels.union(&found) {
             let tally = evaluation.per_pattern.entry(name.clone()).or_default();
             match (labels.contains(name), found.contains(name)) {
@@ -106,17 +121,26 @@ pub fn evaluate(catalog: &Catalog, file: &str) -> Evaluation {
     evaluation
 }
 
-/// The table that `make eval-patterns` prints.
+/// The table that `make eval-patterns` prints: precision and recall with their Wilson 95%
+/// intervals, F1 and the counts, per pattern and over all.
 pub fn report(evaluation: &Evaluation) -> String {
     let mut out = format!(
-        "{} labelled utterances, threshold {DEFAULT_THRESHOLD}\n{:<26} {:>9} {:>6} {:>4} {:>4} {:>4}\n",
-        evaluation.utterances, "pattern", "precision", "recall", "tp", "fp", "fn"
+        "{} labelled utterances, threshold {DEFAULT_THRESHOLD}\n{:<26} {:>21} {:>21} {:>6} {:>4} {:>4} {:>4}\n",
+        evaluation.utterances, "pattern", "precision (95%)", "recall (95%)", "F1", "tp", "fp", "fn"
     );
     let row = |name: &str, t: &Tally| {
+        let tp = u64::from(t.true_positives);
+        let p = wilson(tp, tp + u64::from(t.false_positives));
+        let r = wilson(tp, tp + u64::from(t.false_negatives));
+        let f1 = if t.precision() + t.recall() == 0.0 {
+            0.0
+        } else {
+            2.0 * t.precision() * t.recall() / (t.precision() + t.recall())
+        };
         format!(
-            "{name:<26} {:>9.3} {:>6.3} {:>4} {:>4} {:>4}\n",
-            t.precision(),
-            t.recall(),
+            "{name:<26} {:>21} {:>21} {f1:>6.3} {:>4} {:>4} {:>4}\n",
+            format!("{:.3} ({:.2}-{:.2})", t.precision(), p.0, p.1),
+            format!("{:.3} ({:.2}-{:.2})", t.recall(), r.0, r.1),
             t.true_positives,
             t.false_positives,
             t.false_negatives

@@ -1,22 +1,87 @@
-//! The pattern detector's accuracy on the labelled utterances: overall precision at least 0.9
-//! and recall at least 0.8 (`make eval-patterns` prints the per-pattern table).
+//! Detection accuracy, gated on figures from data that neither the cues nor the model were
+//! fitted or tuned on (`make train-detector` prints the whole report):
+//! - PersuasionForGood's annotated half, dialogue-level cross-validated: each fold detected by
+//!   weights trained, and an operating point chosen, on the other folds only;
+//! - the held-out sales utterances, which no training run and no catalog edit ever saw.
+//!
+//! The margins sit a few points under today's figures (micro F1 0.651, precision 0.726, recall
+//! 0.591; held-out sales precision 0.814, recall 0.576): a regression breaks them.
 
+use salesloop::domain::detector::train::Settings;
+use salesloop::domain::detector::{DEFAULT_MODEL, Detector};
 use salesloop::domain::patterns::Catalog;
-use salesloop_tests::pattern_eval::{TUNING_SET, evaluate, report};
+use salesloop_tests::detector_training::{
+    annotated_dialogues, cross_validate, sales_training_set, train,
+};
+use salesloop_tests::pattern_eval::{HELDOUT_SET, evaluate, evaluate_with};
 
 #[test]
-fn labelled_set_precision_and_recall_meet_the_bar() {
-    let evaluation = evaluate(&Catalog::builtin(), TUNING_SET);
-    println!("{}", report(&evaluation));
-    assert!(
-        evaluation.utterances >= 200,
-        "the labelled set has at least 200 utterances"
+fn cross_validated_detection_on_real_prospects_meets_the_bar() {
+    let dialogues = annotated_dialogues();
+    let refs: Vec<_> = dialogues.iter().collect();
+    let cv = cross_validate(
+        &Catalog::builtin(),
+        &refs,
+        &sales_training_set(),
+        &Settings::default(),
     );
-    let overall = evaluation.overall;
+    let micro = cv.detector.micro;
+    println!("micro {micro:?}, per family {:?}", cv.detector.per_family);
+    assert!(cv.turns > 1_400, "{} turns", cv.turns);
+    assert!(micro.f1() >= 0.62, "micro F1 {:.3}", micro.f1());
     assert!(
-        overall.precision() >= 0.9,
+        micro.precision() >= 0.70,
         "precision {:.3}",
-        overall.precision()
+        micro.precision()
     );
-    assert!(overall.recall() >= 0.8, "recall {:.3}", overall.recall());
+    assert!(micro.recall() >= 0.55, "recall {:.3}", micro.recall());
+    // Far above the cues alone, and above the three-regex rule overall.
+    assert!(micro.f1() > cv.cues.micro.f1() + 0.4);
+    assert!(micro.f1() > cv.regexes.micro.f1() + 0.05);
+    for family in ["buying_signal", "question"] {
+        let ours = cv.detector.per_family[family].f1();
+        let rule = cv.regexes.per_family[family].f1();
+        assert!(
+            ours > rule,
+            "{family}: F1 {ours:.3} against the rule's {rule:.3}"
+        );
+    }
+    // Objections are the hardest family (111 annotated turns, many of them polite refusals
+    // without a cue word): today F1 0.387 against the rule's 0.401.
+    let objection = cv.detector.per_family["objection"];
+    assert!(objection.f1() >= 0.33, "objection F1 {:.3}", objection.f1());
+    assert!(objection.precision() >= 0.40, "objection {objection:?}");
+}
+
+#[test]
+fn held_out_sales_utterances_keep_their_precision_and_gain_recall() {
+    let detector = Detector::builtin();
+    let learned = evaluate_with(&detector, HELDOUT_SET);
+    let cues = evaluate(&detector.catalog, HELDOUT_SET);
+    println!("learned {:?}, cues {:?}", learned.overall, cues.overall);
+    assert!(learned.utterances >= 140);
+    assert!(learned.overall.precision() >= 0.78, "{:?}", learned.overall);
+    assert!(learned.overall.recall() >= 0.55, "{:?}", learned.overall);
+    assert!(learned.overall.recall() > cues.overall.recall());
+}
+
+#[test]
+fn the_shipped_weights_are_what_the_shipped_data_and_code_train() {
+    let dialogues = annotated_dialogues();
+    let refs: Vec<_> = dialogues.iter().collect();
+    let shipped = salesloop::domain::detector::LinearModel::from_bytes(DEFAULT_MODEL)
+        .expect("the shipped weights read");
+    let (mut model, _) = train(
+        &Catalog::builtin(),
+        &refs,
+        &sales_training_set(),
+        &Settings::default(),
+        &shipped.version,
+    );
+    model.trained = shipped.trained.clone();
+    assert!(
+        model.to_bytes() == DEFAULT_MODEL,
+        "shared/catalog/detector.bin is not what `make train-detector` trains from the shipped \
+         data and code: run it and commit the result"
+    );
 }

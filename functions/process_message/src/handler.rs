@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use lambda_http::{Body, Request, Response};
 use salesloop::clients::llm::LlmClient;
-use salesloop::domain::engine::{Engine, UserMessage};
+use salesloop::domain::engine::{Engine, EngineError, UserMessage};
 use salesloop::domain::experiments::Assignment;
 use salesloop::domain::model::ServedModel;
 use salesloop::domain::privacy::TextStorage;
@@ -47,8 +47,15 @@ pub struct App<S> {
 impl<S> App<S> {
     /// The app for `settings` on an open store.
     pub fn new(store: S, settings: &MessageSettings) -> Result<Self, lambda_http::Error> {
-        let engine = Engine::new(settings.threshold, settings.catalog.as_deref())
-            .map_err(|e| ConfigError::new("PATTERN_CATALOG", e.to_string()))?;
+        let engine = Engine::new(
+            settings.threshold,
+            settings.catalog.as_deref(),
+            settings.detector.as_deref(),
+        )
+        .map_err(|e| match e {
+            EngineError::Catalog(why) => ConfigError::new("PATTERN_CATALOG", why),
+            EngineError::Detector(why) => ConfigError::new("PATTERN_DETECTOR", why),
+        })?;
         let llm = match &settings.llm {
             Some(config) => Some(LlmClient::new(config.clone())?),
             None => None,

@@ -5,23 +5,34 @@ use crate::domain::conversation::{
     ConversationState, ExchangeDraft, Reply, ReplySource, StrategyChoice,
 };
 use crate::domain::decision::{Decision, Playbook};
+use crate::domain::detector::{Detector, LinearModel};
 use crate::domain::experiments::{Assignment, Experiments};
 use crate::domain::ids::{ConversationId, MessageId, TenantId};
 use crate::domain::model::Model;
-use crate::domain::patterns::{Catalog, CatalogError, DEFAULT_THRESHOLD};
+use crate::domain::patterns::{Catalog, DEFAULT_THRESHOLD};
 use crate::domain::random::{Rng, stable_hash};
 use crate::domain::time::Millis;
 
 /// Everything a turn is decided with; built once per process.
 #[derive(Debug, Clone)]
 pub struct Engine {
-    pub catalog: Catalog,
+    /// The cue catalog and the learned model.
+    pub detector: Detector,
     pub playbook: Playbook,
     pub experiments: Experiments,
     /// The detection threshold outside experiments that change it.
     pub threshold: f64,
     /// Mixed into every decision's seed; fixed in tests, so decisions can be replayed.
     pub seed: u64,
+}
+
+/// A catalog or detector file that configuration named but that cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Catalog(String),
+    #[error("{0}")]
+    Detector(String),
 }
 
 /// One user message, parsed.
@@ -37,7 +48,7 @@ pub struct UserMessage<'a> {
 impl Engine {
     pub fn builtin() -> Engine {
         Engine {
-            catalog: Catalog::builtin(),
+            detector: Detector::builtin(),
             playbook: Playbook::builtin(),
             experiments: Experiments::builtin(),
             threshold: DEFAULT_THRESHOLD,
@@ -46,12 +57,22 @@ impl Engine {
     }
 
     /// The built-in engine with `threshold` and, when given, the catalog in `catalog_json`
-    /// instead of the built-in one.
-    pub fn new(threshold: f64, catalog_json: Option<&str>) -> Result<Engine, CatalogError> {
+    /// and the detector weights in `detector_file` instead of the built-in ones.
+    pub fn new(
+        threshold: f64,
+        catalog_json: Option<&str>,
+        detector_file: Option<&[u8]>,
+    ) -> Result<Engine, EngineError> {
         let mut engine = Engine::builtin();
         engine.threshold = threshold;
         if let Some(raw) = catalog_json {
-            engine.catalog = Catalog::from_json(raw)?;
+            engine.detector.catalog =
+                Catalog::from_json(raw).map_err(|e| EngineError::Catalog(e.to_string()))?;
+        }
+        if let Some(bytes) = detector_file {
+            let model =
+                LinearModel::from_bytes(bytes).map_err(|e| EngineError::Detector(e.to_string()))?;
+            engine.detector.model = std::sync::Arc::new(model);
         }
         Ok(engine)
     }
@@ -72,9 +93,13 @@ impl Engine {
         assignment: &Assignment,
     ) -> (ExchangeDraft, Decision) {
         let treatment = &assignment.treatment;
-        let patterns = self
-            .catalog
-            .detect(message.text, treatment.threshold, &model.calibration);
+        // The message's position: 0 for a conversation's first.
+        let patterns = self.detector.detect(
+            message.text,
+            state.turns(),
+            treatment.threshold,
+            &model.calibration,
+        );
         let context = self.playbook.context(&patterns, state);
         let turn = (state.turns() + 1).to_string();
         let seed = stable_hash(&[

@@ -4,6 +4,7 @@
 
 pub mod conversation;
 pub mod decision;
+pub mod detector;
 pub mod engine;
 pub mod events;
 pub mod experiments;

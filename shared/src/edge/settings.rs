@@ -210,6 +210,9 @@ pub struct MessageSettings {
     pub threshold: f64,
     /// `PATTERN_CATALOG`: the JSON of a catalog file that replaces the built-in one.
     pub catalog: Option<String>,
+    /// `PATTERN_DETECTOR`: a detector weights file (`make train-detector` writes one) that
+    /// replaces the built-in weights.
+    pub detector: Option<Vec<u8>>,
     /// `LLM_BASE_URL` and its companions; `None`: replies come from templates.
     pub llm: Option<LlmConfig>,
     /// `SALESLOOP_MESSAGE_TEXT` (`text` or `hash`).
@@ -242,6 +245,13 @@ impl MessageSettings {
             api: ApiSettings::from_env(env)?,
             threshold,
             catalog: catalog(env)?,
+            detector: get(env, "PATTERN_DETECTOR")
+                .map(|path| {
+                    std::fs::read(&path).map_err(|e| {
+                        ConfigError::new("PATTERN_DETECTOR", format!("cannot read {path}: {e}"))
+                    })
+                })
+                .transpose()?,
             llm: llm(env)?,
             text_storage,
         })

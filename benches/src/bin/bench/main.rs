@@ -35,7 +35,7 @@ impl Scale {
             invocations: 10_000,
             checkpoint: 1_000,
             embedded: vec![10_000, 100_000, 1_000_000],
-            dynamo: vec![10_000, 100_000],
+            dynamo: vec![1_000, 10_000],
             work_passes: 3,
         }
     }

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use salesloop::domain::detector::{DEFAULT_MODEL, Detector, LinearModel};
 use salesloop::domain::patterns::{Catalog, DEFAULT_CATALOG, DEFAULT_THRESHOLD};
 use salesloop_benches::{
     corpora, message_events, nostore, process_event, replaced, replaced_catalog, root,
@@ -43,7 +44,8 @@ pub fn section(scale: &Scale) -> Section {
         "Criterion (`cargo bench -p salesloop-benches --bench detection`), one iteration = one pass \
          over a whole corpus: the CaSiNo negotiation utterances (`benches/data/casino`, CC BY 4.0) \
          and the project's labelled sales utterances (`tests/fixtures/patterns`). `detect` is \
-         pattern detection alone; `process_message` is the function's own work on each message's \
+         pattern detection alone (the cue catalog and the learned model, as process_message \
+         runs them, each message as a conversation's second); `process_message` is the function's own work on each message's \
          API Gateway event (event parsed into a request, tenant, validation, detection, decision, \
          reply, answer), on a store that keeps nothing; `expanded_automaton_pass` is the \
          matching step of the detection it replaced, built as that code built it \
@@ -62,7 +64,7 @@ pub fn section(scale: &Scale) -> Section {
         "| corpus | messages | bytes | work | ns per message | MB/s | × expanded_automaton_pass |"
     );
     let _ = writeln!(markdown, "|---|---|---|---|---|---|---|");
-    let catalog = Catalog::builtin();
+    let detector = Detector::builtin();
     let app = nostore::app();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -116,7 +118,7 @@ pub fn section(scale: &Scale) -> Section {
         for _ in 0..scale.work_passes {
             for (text, event) in corpus.texts.iter().zip(&events) {
                 let t = Instant::now();
-                std::hint::black_box(catalog.detect(text, DEFAULT_THRESHOLD, &calibration));
+                std::hint::black_box(detector.detect(text, 1, DEFAULT_THRESHOLD, &calibration));
                 all_detect.push(t.elapsed());
                 let t = Instant::now();
                 let status = std::hint::black_box(runtime.block_on(process_event(&app, event)));
@@ -160,10 +162,16 @@ pub fn section(scale: &Scale) -> Section {
             if name == "process_message" {
                 "under 1 ms"
             } else {
-                ""
+                "at most 50 µs"
             }
         );
     }
+    summary.push([
+        "pattern detection (cues and model), p99".to_owned(),
+        us(percentile(&all_detect, 99.0)),
+        "at most 50 µs".to_owned(),
+        format!("p50 {}", us(percentile(&all_detect, 50.0))),
+    ]);
     summary.push([
         "process_message own work, p99 (store excluded)".to_owned(),
         us(percentile(&all_work, 99.0)),
@@ -207,6 +215,27 @@ pub fn section(scale: &Scale) -> Section {
             "{} for the expanded-phrase automaton it replaced",
             us(expanded)
         ),
+    ]);
+    // Init: the detector's shipped weights read from the bytes compiled in.
+    let mut load: Vec<Duration> = (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(LinearModel::from_bytes(DEFAULT_MODEL).expect("weights"));
+            t.elapsed()
+        })
+        .collect();
+    let load = median(&mut load);
+    let _ = writeln!(
+        markdown,
+        "Detector weights read at init (median of 20): **{}** for the {} bytes compiled in.\n",
+        us(load),
+        DEFAULT_MODEL.len()
+    );
+    summary.push([
+        "detector weights load at init".to_owned(),
+        us(load),
+        "at most 3 ms (part of cold start)".to_owned(),
+        format!("{} bytes of weights", DEFAULT_MODEL.len()),
     ]);
     Section {
         markdown,

@@ -1,0 +1,208 @@
+//! Pattern detection: the cue catalog (`patterns`) and a learned linear model side by side.
+//!
+//! A cue that fires is precise: its detection stands as the catalog scores it. The model
+//! supplies recall: it scores each sentence of the message for each pattern family (and each
+//! pattern it has data for), and where no cue of a family fired, the family's best sentence
+//! becomes a detection when its confidence reaches the threshold, named after the family's
+//! highest-scoring pattern, with that sentence as its evidence. The model's family scores are
+//! calibrated at training time so that 0.7 is the operating point chosen on held-out folds:
+//! the threshold keeps its meaning for both sources, and the feedback loop's per-pattern
+//! calibration scales both alike.
+
+pub mod features;
+pub mod linear;
+pub mod train;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::domain::conversation::Detection;
+use crate::domain::patterns::Catalog;
+pub use features::{sentence_features, sentences};
+pub use linear::{LinearModel, ModelFileError};
+
+/// The families the model scores; a pattern belongs to the family its name starts with.
+pub const FAMILIES: [&str; 3] = ["objection", "buying_signal", "question"];
+
+/// The weights that ship with salesloop (`make train-detector` writes them).
+pub const DEFAULT_MODEL: &[u8] = include_bytes!("../../../catalog/detector.bin");
+
+/// The family of a pattern name: what comes before its first dot.
+pub fn family(pattern: &str) -> &str {
+    pattern.split('.').next().unwrap_or(pattern)
+}
+
+/// One sentence's scores: its span in the message and the model's probability per label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentenceScores {
+    pub start: usize,
+    pub end: usize,
+    pub probabilities: Vec<f32>,
+}
+
+/// The cue catalog and the model; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    pub catalog: Catalog,
+    pub model: Arc<LinearModel>,
+}
+
+impl Detector {
+    /// The built-in catalog and weights, loaded once per process.
+    pub fn builtin() -> Detector {
+        static MODEL: std::sync::OnceLock<Arc<LinearModel>> = std::sync::OnceLock::new();
+        let model = MODEL.get_or_init(|| {
+            // The shipped file is checked by a unit test; failing here is a build defect.
+            Arc::new(
+                LinearModel::from_bytes(DEFAULT_MODEL)
+                    .unwrap_or_else(|e| panic!("built-in detector: {e}")),
+            )
+        });
+        Detector {
+            catalog: Catalog::builtin(),
+            model: model.clone(),
+        }
+    }
+
+    /// The model's probabilities for each sentence of a message at `turn` (0: the first).
+    pub fn score(&self, text: &str, turn: u32) -> Vec<SentenceScores> {
+        sentences(text)
+            .into_iter()
+            .map(|(start, end)| {
+                let features = sentence_features(&text[start..end], Some(turn));
+                let probabilities = self
+                    .model
+                    .logits(&features)
+                    .into_iter()
+                    .map(linear::sigmoid)
+                    .collect();
+                SentenceScores {
+                    start,
+                    end,
+                    probabilities,
+                }
+            })
+            .collect()
+    }
+
+    /// Every pattern found in `text`, the message at `turn`, with a confidence at or above
+    /// `threshold`, strongest first. `calibration` scales a pattern's confidence.
+    pub fn detect(
+        &self,
+        text: &str,
+        turn: u32,
+        threshold: f64,
+        calibration: &BTreeMap<String, f64>,
+    ) -> Vec<Detection> {
+        let mut detections = self.catalog.detect(text, threshold, calibration);
+        let scores = self.score(text, turn);
+        for family_name in FAMILIES {
+            if detections.iter().any(|d| family(&d.pattern) == family_name) {
+                continue;
+            }
+            if let Some(found) = self.model_detection(text, &scores, family_name, calibration)
+                && found.confidence >= threshold
+            {
+                detections.push(found);
+            }
+        }
+        detections.sort_by(|a, b| {
+            b.confidence
+                .total_cmp(&a.confidence)
+                .then_with(|| a.pattern.cmp(&b.pattern))
+        });
+        detections
+    }
+
+    /// The model's detection of a family: its best sentence, named after the family's
+    /// best-scoring pattern there.
+    fn model_detection(
+        &self,
+        text: &str,
+        scores: &[SentenceScores],
+        family_name: &str,
+        calibration: &BTreeMap<String, f64>,
+    ) -> Option<Detection> {
+        let model = &*self.model;
+        let label = model.label(family_name)?;
+        let best = scores
+            .iter()
+            .max_by(|a, b| a.probabilities[label].total_cmp(&b.probabilities[label]))?;
+        let pattern = model
+            .labels
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| name.contains('.') && family(name) == family_name)
+            .max_by(|a, b| best.probabilities[a.0].total_cmp(&best.probabilities[b.0]))
+            .map(|(_, name)| name.clone())
+            .unwrap_or_else(|| family_name.to_owned());
+        let scale = calibration.get(&pattern).copied().unwrap_or(1.0);
+        let confidence = (f64::from(best.probabilities[label]) * scale).clamp(0.0, 1.0);
+        // Reported to three decimals, and the threshold applies to what is reported.
+        let confidence = (confidence * 1000.0).round() / 1000.0;
+        Some(Detection {
+            pattern,
+            confidence,
+            evidence: text[best.start..best.end].to_owned(),
+            start: best.start,
+            end: best.end,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::patterns::DEFAULT_THRESHOLD;
+
+    #[test]
+    fn the_shipped_model_loads_and_scores_every_family() {
+        let detector = Detector::builtin();
+        for family_name in FAMILIES {
+            assert!(detector.model.label(family_name).is_some(), "{family_name}");
+        }
+        assert!(detector.model.rows().count() > 1000);
+    }
+
+    #[test]
+    fn a_cue_keeps_its_detection_and_the_model_adds_what_the_cues_miss() {
+        let detector = Detector::builtin();
+        let none = BTreeMap::new();
+        let text = "This is way too expensive for us. How does the donation work?";
+        let found = detector.detect(text, 2, DEFAULT_THRESHOLD, &none);
+        let cue = detector.catalog.detect(text, DEFAULT_THRESHOLD, &none);
+        assert!(cue.iter().all(|c| found.contains(c)), "{found:?}");
+        assert!(found.iter().any(|d| family(&d.pattern) == "objection"));
+        for d in &found {
+            assert!(d.confidence >= DEFAULT_THRESHOLD);
+            assert_eq!(&text[d.start..d.end], d.evidence);
+        }
+    }
+
+    #[test]
+    fn calibration_can_push_a_model_detection_below_the_threshold_and_back() {
+        let detector = Detector::builtin();
+        let text = "ok how much of my payment would go to the charity?";
+        let none = BTreeMap::new();
+        let found = detector.detect(text, 3, DEFAULT_THRESHOLD, &none);
+        let model_found: Vec<&Detection> = found
+            .iter()
+            .filter(|d| !detector.catalog.detect(text, 0.0, &none).contains(d))
+            .collect();
+        let first = model_found.first().expect("the model hears this question");
+        let damp = BTreeMap::from([(first.pattern.clone(), 0.1)]);
+        assert!(
+            !detector
+                .detect(text, 3, DEFAULT_THRESHOLD, &damp)
+                .iter()
+                .any(|d| d.pattern == first.pattern)
+        );
+        let lift = BTreeMap::from([(first.pattern.clone(), 1.0)]);
+        assert!(
+            detector
+                .detect(text, 3, DEFAULT_THRESHOLD, &lift)
+                .iter()
+                .any(|d| d.pattern == first.pattern)
+        );
+    }
+}
