@@ -460,3 +460,89 @@ pub fn cross_validate(
 pub fn sales_training_set() -> Vec<(String, BTreeSet<String>)> {
     labelled_set(TUNING_SET)
 }
+
+/// A dialogue of the unannotated half: text and the real outcome only.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PlainDialogue {
+    pub dialogue_id: String,
+    pub donation: f64,
+    pub outcome: String,
+    pub turns: Vec<PlainTurn>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PlainTurn {
+    pub turn: u32,
+    pub text: String,
+}
+
+/// The dialogues of PersuasionForGood that have real outcomes but no act annotations.
+pub fn unannotated_dialogues() -> Vec<PlainDialogue> {
+    let path = crate::workspace_root().join("shared/corpora/p4g/unannotated.jsonl");
+    let raw = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    raw.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("an unannotated dialogue"))
+        .collect()
+}
+
+/// Per family, phi of "the family appears in the dialogue" against "the prospect donated",
+/// from (families seen, won) per dialogue.
+pub fn family_correlations(
+    dialogues: impl IntoIterator<Item = (BTreeSet<String>, bool)>,
+) -> BTreeMap<String, Option<salesloop::domain::stats::Correlation>> {
+    let mut tables: BTreeMap<&str, [u64; 4]> = FAMILIES.iter().map(|f| (*f, [0; 4])).collect();
+    for (seen, won) in dialogues {
+        for (family, table) in tables.iter_mut() {
+            let at = match (seen.contains(*family), won) {
+                (true, true) => 0,
+                (true, false) => 1,
+                (false, true) => 2,
+                (false, false) => 3,
+            };
+            table[at] += 1;
+        }
+    }
+    tables
+        .into_iter()
+        .map(|(f, t)| {
+            (
+                f.to_owned(),
+                salesloop::domain::stats::phi(t[0], t[1], t[2], t[3]),
+            )
+        })
+        .collect()
+}
+
+/// Families as the annotations give them, per annotated dialogue, with the outcome.
+pub fn annotated_families(dialogues: &[Dialogue]) -> Vec<(BTreeSet<String>, bool)> {
+    dialogues
+        .iter()
+        .map(|d| {
+            let seen = d.turns.iter().flat_map(|t| t.gold()).collect();
+            (seen, d.outcome == "won")
+        })
+        .collect()
+}
+
+/// Families as a detector hears them, per unannotated dialogue (each turn detected at its
+/// position, as process_message would), with the outcome.
+pub fn detected_families(
+    detector: &Detector,
+    dialogues: &[PlainDialogue],
+) -> Vec<(BTreeSet<String>, bool)> {
+    let none = BTreeMap::new();
+    dialogues
+        .iter()
+        .map(|d| {
+            let seen = d
+                .turns
+                .iter()
+                .flat_map(|t| detector.detect(&t.text, t.turn, DEFAULT_THRESHOLD, &none))
+                .map(|found| family(&found.pattern).to_owned())
+                .collect();
+            (seen, d.outcome == "won")
+        })
+        .collect()
+}
