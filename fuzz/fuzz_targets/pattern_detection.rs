@@ -1,5 +1,5 @@
 #![no_main]
-//! Pattern detection on arbitrary bytes (the text itself when it is UTF-8, else its lossy
+//! Pattern detection (the cue catalog and the learned model) on arbitrary bytes (the text itself when it is UTF-8, else its lossy
 //! decoding): never a panic; confidences in [0, 1] and at or above the threshold; each
 //! evidence is the text between its offsets, on character boundaries; a higher threshold keeps
 //! a subset.
@@ -8,17 +8,18 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use salesloop::domain::patterns::Catalog;
+use salesloop::domain::detector::Detector;
 
-fn catalog() -> &'static Catalog {
-    static CATALOG: OnceLock<Catalog> = OnceLock::new();
-    CATALOG.get_or_init(Catalog::builtin)
+fn detector() -> &'static Detector {
+    static DETECTOR: OnceLock<Detector> = OnceLock::new();
+    DETECTOR.get_or_init(Detector::builtin)
 }
 
 fn boosted() -> &'static BTreeMap<String, f64> {
     static BOOSTED: OnceLock<BTreeMap<String, f64>> = OnceLock::new();
     BOOSTED.get_or_init(|| {
-        catalog()
+        detector()
+            .catalog
             .pattern_names()
             .iter()
             .map(|name| (name.clone(), 1.25))
@@ -27,11 +28,13 @@ fn boosted() -> &'static BTreeMap<String, f64> {
 }
 
 fn detect_and_check(text: &str) {
-    let catalog = catalog();
+    let detector = detector();
     let none = BTreeMap::new();
-    let all = catalog.detect(text, 0.0, &none);
+    // The position comes from the text, so that every position is reached.
+    let turn = (text.len() % 12) as u32;
+    let all = detector.detect(text, turn, 0.0, &none);
     for (threshold, calibration) in [(0.0, &none), (0.7, &none), (0.5, boosted())] {
-        let detections = catalog.detect(text, threshold, calibration);
+        let detections = detector.detect(text, turn, threshold, calibration);
         for d in &detections {
             assert!(
                 d.confidence.is_finite() && (0.0..=1.0).contains(&d.confidence),

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use salesloop::domain::patterns::Catalog;
+use salesloop::domain::detector::Detector;
 use salesloop::domain::stats::{
     Proportion, chi_square_gof, gamma_q, lift, phi, probability_to_beat, wilson,
 };
@@ -195,7 +195,7 @@ fn texts() -> impl Strategy<Value = String> {
 }
 
 fn calibrations() -> impl Strategy<Value = BTreeMap<String, f64>> {
-    let names: Vec<String> = Catalog::builtin().pattern_names().to_vec();
+    let names: Vec<String> = Detector::builtin().catalog.pattern_names().to_vec();
     prop::collection::btree_map(prop::sample::select(names), 0.0..2.0f64, 0..4)
 }
 
@@ -208,12 +208,13 @@ proptest! {
         // Thresholds in steps of 0.001, the precision confidences are reported with.
         threshold in (0u32..=1000).prop_map(|t| f64::from(t) / 1000.0),
         calibration in calibrations(),
+        turn in 0u32..12,
     ) {
-        let catalog = Catalog::builtin();
-        let detections = catalog.detect(&text, threshold, &calibration);
+        let detector = Detector::builtin();
+        let detections = detector.detect(&text, turn, threshold, &calibration);
         let mut seen = std::collections::BTreeSet::new();
         for d in &detections {
-            prop_assert!(catalog.pattern_names().contains(&d.pattern), "{:?}", d);
+            prop_assert!(detector.catalog.pattern_names().contains(&d.pattern), "{:?}", d);
             prop_assert!(seen.insert(d.pattern.clone()), "{} detected twice", d.pattern);
             prop_assert!(
                 d.confidence.is_finite() && (0.0..=1.0).contains(&d.confidence),
@@ -238,13 +239,14 @@ proptest! {
         text in texts(),
         low in 0.0..=1.0f64,
         raise in 0.0..=1.0f64,
+        turn in 0u32..12,
     ) {
-        let catalog = Catalog::builtin();
+        let detector = Detector::builtin();
         let none = BTreeMap::new();
-        let first = catalog.detect(&text, low, &none);
-        prop_assert_eq!(&first, &catalog.detect(&text, low, &none));
+        let first = detector.detect(&text, turn, low, &none);
+        prop_assert_eq!(&first, &detector.detect(&text, turn, low, &none));
         let high = low + (1.0 - low) * raise;
-        for d in catalog.detect(&text, high, &none) {
+        for d in detector.detect(&text, turn, high, &none) {
             prop_assert!(first.contains(&d), "{:?} at {} but not at {}", d, high, low);
         }
     }

@@ -2,9 +2,9 @@
 //!
 //! A cue that fires is precise: its detection stands as the catalog scores it. The model
 //! supplies recall: it scores each sentence of the message for each pattern family (and each
-//! pattern it has data for), and where no cue of a family fired, the family's best sentence
-//! becomes a detection when its confidence reaches the threshold, named after the family's
-//! highest-scoring pattern, with that sentence as its evidence. The model's family scores are
+//! pattern it has data for); the family's best sentence becomes a detection, named after the
+//! family's highest-scoring pattern, with that sentence as its evidence, when it is more
+//! confident than any cue of the family and reaches the threshold. The model's family scores are
 //! calibrated at training time so that 0.7 is the operating point chosen on held-out folds:
 //! the threshold keeps its meaning for both sources, and the feedback loop's per-pattern
 //! calibration scales both alike.
@@ -87,6 +87,11 @@ impl Detector {
 
     /// Every pattern found in `text`, the message at `turn`, with a confidence at or above
     /// `threshold`, strongest first. `calibration` scales a pattern's confidence.
+    ///
+    /// Every cue detection stands. The model's detection of a family stands when it is more
+    /// confident than every cue detection of that family (and replaces a cue detection of the
+    /// same pattern). Which detections stand does not depend on the threshold, which is applied
+    /// last: a higher threshold keeps a subset.
     pub fn detect(
         &self,
         text: &str,
@@ -94,18 +99,26 @@ impl Detector {
         threshold: f64,
         calibration: &BTreeMap<String, f64>,
     ) -> Vec<Detection> {
-        let mut detections = self.catalog.detect(text, threshold, calibration);
+        let mut detections = self.catalog.detect(text, 0.0, calibration);
         let scores = self.score(text, turn);
         for family_name in FAMILIES {
-            if detections.iter().any(|d| family(&d.pattern) == family_name) {
+            let Some(found) = self.model_detection(text, &scores, family_name, calibration) else {
+                continue;
+            };
+            let strongest_cue = detections
+                .iter()
+                .filter(|d| family(&d.pattern) == family_name)
+                .map(|d| d.confidence)
+                .fold(f64::NEG_INFINITY, f64::max);
+            if found.confidence <= strongest_cue {
                 continue;
             }
-            if let Some(found) = self.model_detection(text, &scores, family_name, calibration)
-                && found.confidence >= threshold
-            {
-                detections.push(found);
+            match detections.iter_mut().find(|d| d.pattern == found.pattern) {
+                Some(same) => *same = found,
+                None => detections.push(found),
             }
         }
+        detections.retain(|d| d.confidence >= threshold);
         detections.sort_by(|a, b| {
             b.confidence
                 .total_cmp(&a.confidence)
@@ -171,7 +184,15 @@ mod tests {
         let text = "This is way too expensive for us. How does the donation work?";
         let found = detector.detect(text, 2, DEFAULT_THRESHOLD, &none);
         let cue = detector.catalog.detect(text, DEFAULT_THRESHOLD, &none);
-        assert!(cue.iter().all(|c| found.contains(c)), "{found:?}");
+        // Every cue detection stands, or a more confident model detection of its pattern.
+        for c in &cue {
+            assert!(
+                found
+                    .iter()
+                    .any(|d| d.pattern == c.pattern && d.confidence >= c.confidence),
+                "{c:?} in {found:?}"
+            );
+        }
         assert!(found.iter().any(|d| family(&d.pattern) == "objection"));
         for d in &found {
             assert!(d.confidence >= DEFAULT_THRESHOLD);
