@@ -42,118 +42,189 @@ fn bucket(tag: u8, parts: &[&str]) -> u32 {
     ((hash ^ (hash >> 32)) % u64::from(BUCKETS)) as u32
 }
 
+/// A sentence lower-cased with typographic apostrophes folded, and its words as spans of that
+/// text: runs of letters, digits and apostrophes, and the marks `?`, `!` and `$` on their own.
+struct Cut {
+    text: String,
+    spans: Vec<(usize, usize)>,
+}
+
+impl Cut {
+    fn new(sentence: &str) -> Cut {
+        let mut text = String::with_capacity(sentence.len());
+        let mut spans = Vec::with_capacity(sentence.len() / 4 + 1);
+        let mut start = None;
+        for c in sentence.chars().flat_map(char::to_lowercase) {
+            let c = match c {
+                '\u{2018}' | '\u{2019}' | '\u{02bc}' | '`' => '\'',
+                c => c,
+            };
+            if c.is_alphanumeric() || c == '\'' {
+                start.get_or_insert(text.len());
+                text.push(c);
+                continue;
+            }
+            if let Some(from) = start.take() {
+                spans.push((from, text.len()));
+            }
+            if matches!(c, '?' | '!' | '$') {
+                let from = text.len();
+                text.push(c);
+                spans.push((from, text.len()));
+            }
+        }
+        if let Some(from) = start {
+            spans.push((from, text.len()));
+        }
+        Cut { text, spans }
+    }
+
+    fn words(&self) -> impl Iterator<Item = &str> + '_ {
+        self.spans.iter().map(|&(a, b)| &self.text[a..b])
+    }
+}
+
 /// The sentence lower-cased with typographic apostrophes folded, cut into words (letters,
 /// digits and apostrophes) and the marks `?`, `!` and `$`.
 pub fn words(sentence: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut word = String::new();
-    for c in sentence.chars().flat_map(char::to_lowercase) {
-        let c = match c {
-            '\u{2018}' | '\u{2019}' | '\u{02bc}' | '`' => '\'',
-            c => c,
-        };
-        if c.is_alphanumeric() || c == '\'' {
-            word.push(c);
-            continue;
-        }
-        if !word.is_empty() {
-            out.push(std::mem::take(&mut word));
-        }
-        if matches!(c, '?' | '!' | '$') {
-            out.push(c.to_string());
-        }
-    }
-    if !word.is_empty() {
-        out.push(word);
-    }
-    out
+    Cut::new(sentence).words().map(str::to_owned).collect()
 }
 
-/// Sorts, merges equal buckets and scales the block to unit length.
-fn finish(mut block: Vec<(u32, f32)>, weight: f32) -> Vec<(u32, f32)> {
-    block.sort_unstable_by_key(|&(b, _)| b);
-    let mut merged: Vec<(u32, f32)> = Vec::with_capacity(block.len());
-    for (b, v) in block {
-        match merged.last_mut() {
-            Some(last) if last.0 == b => last.1 += v,
-            _ => merged.push((b, v)),
-        }
-    }
-    let norm = merged.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        for (_, v) in &mut merged {
-            *v *= weight / norm;
-        }
-    }
-    merged
-}
+/// The two blocks of features, each scaled to its own length.
+const WORDS: usize = 0;
+const CHARS: usize = 1;
 
-/// The features of one sentence of a message at `turn` (0 for the conversation's first message;
-/// `None` when the position is unknown, as for stand-alone labelled utterances).
-pub fn sentence_features(sentence: &str, turn: Option<u32>) -> Features {
-    let words = words(sentence);
-    let mut word_block = Vec::with_capacity(words.len() * 3 + 4);
-    let mut padded: Vec<&str> = Vec::with_capacity(words.len() + 2);
+/// The turn positions as the features name them.
+const POSITIONS: [&str; LAST_POSITION as usize + 1] = ["0", "1", "2", "3", "4", "5", "6", "7", "8"];
+
+/// Calls `emit(block, bucket)` once for every feature occurrence of a sentence (a bucket may
+/// come more than once: its value is then its count, before the block is scaled).
+fn each_feature(sentence: &str, turn: Option<u32>, mut emit: impl FnMut(usize, u32)) {
+    let cut = Cut::new(sentence);
+    let mut padded: Vec<&str> = Vec::with_capacity(cut.spans.len() + 2);
     padded.push("<s>");
-    padded.extend(words.iter().map(String::as_str));
+    padded.extend(cut.words());
     padded.push("</s>");
     let mut negated = 0;
     for (i, word) in padded.iter().enumerate() {
-        word_block.push((bucket(b'w', &[word]), 1.0));
+        emit(WORDS, bucket(b'w', &[word]));
         if let Some(next) = padded.get(i + 1) {
-            word_block.push((bucket(b'b', &[word, next]), 1.0));
+            emit(WORDS, bucket(b'b', &[word, next]));
         }
         if word.bytes().all(|b| b.is_ascii_digit()) {
-            word_block.push((bucket(b'w', &["<num>"]), 1.0));
+            emit(WORDS, bucket(b'w', &["<num>"]));
         }
         if NEGATORS.contains(word) {
-            word_block.push((bucket(b'w', &["<neg>"]), 1.0));
+            emit(WORDS, bucket(b'w', &["<neg>"]));
             negated = NEGATION_SCOPE;
         } else if negated > 0 {
-            word_block.push((bucket(b'n', &[word]), 1.0));
+            emit(WORDS, bucket(b'n', &[word]));
             negated -= 1;
         }
     }
     if let Some(turn) = turn {
-        let position = turn.min(LAST_POSITION).to_string();
-        word_block.push((bucket(b'p', &[&position]), 1.0));
+        emit(
+            WORDS,
+            bucket(b'p', &[POSITIONS[turn.min(LAST_POSITION) as usize]]),
+        );
     }
-    let mut char_block = Vec::with_capacity(sentence.len() * 2);
     let mut buf = String::new();
-    for word in &words {
+    let mut bounds: Vec<usize> = Vec::new();
+    for word in cut.words() {
         buf.clear();
         buf.push(' ');
         buf.push_str(word);
         buf.push(' ');
-        let chars: Vec<(usize, char)> = buf.char_indices().collect();
+        bounds.clear();
+        bounds.extend(buf.char_indices().map(|(i, _)| i));
+        bounds.push(buf.len());
+        let chars = bounds.len() - 1;
         for n in 3..=4 {
-            if chars.len() < n {
+            if chars < n {
                 continue;
             }
-            for i in 0..=chars.len() - n {
-                let from = chars[i].0;
-                let to = chars.get(i + n).map_or(buf.len(), |c| c.0);
-                char_block.push((bucket(b'c', &[&buf[from..to]]), 1.0));
+            for i in 0..=chars - n {
+                emit(CHARS, bucket(b'c', &[&buf[bounds[i]..bounds[i + n]]]));
             }
         }
     }
-    let mut features = finish(word_block, 1.0);
-    features.extend(finish(char_block, CHAR_WEIGHT));
-    // The two blocks may share a bucket: one entry a bucket, in order.
-    finish_merge(features)
 }
 
-/// Sorts and merges without rescaling.
-fn finish_merge(mut features: Features) -> Features {
-    features.sort_unstable_by_key(|&(b, _)| b);
-    let mut merged: Features = Vec::with_capacity(features.len());
-    for (b, v) in features {
-        match merged.last_mut() {
-            Some(last) if last.0 == b => last.1 += v,
-            _ => merged.push((b, v)),
+/// Sorts by bucket and adds up the values of equal buckets, in place.
+fn merge(block: &mut Vec<(u32, f32)>) {
+    block.sort_unstable_by_key(|&(b, _)| b);
+    block.dedup_by(|later, kept| {
+        if later.0 == kept.0 {
+            kept.1 += later.1;
+            true
+        } else {
+            false
+        }
+    });
+}
+
+/// The features of one sentence of a message at `turn` (0 for the conversation's first message;
+/// `None` when the position is unknown, as for stand-alone labelled utterances): each block's
+/// counts scaled to its length (the word block to 1, the character block to `CHAR_WEIGHT`),
+/// then the two added up, one entry a bucket, in bucket order. Training reads these.
+pub fn sentence_features(sentence: &str, turn: Option<u32>) -> Features {
+    let mut blocks: [Vec<(u32, f32)>; 2] = [Vec::new(), Vec::new()];
+    each_feature(sentence, turn, |block, bucket| {
+        blocks[block].push((bucket, 1.0))
+    });
+    let [mut words, mut chars] = blocks;
+    for (block, weight) in [(&mut words, 1.0), (&mut chars, CHAR_WEIGHT)] {
+        merge(block);
+        let norm = block.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            for (_, v) in block.iter_mut() {
+                *v *= weight / norm;
+            }
         }
     }
-    merged
+    words.append(&mut chars);
+    merge(&mut words);
+    words
+}
+
+/// The sum of the squared counts of a list of buckets, without sorting it: an open-addressing
+/// count table twice its length.
+fn squared_counts(buckets: &[u32]) -> f32 {
+    let size = (buckets.len() * 2).next_power_of_two().max(8);
+    let mut table: Vec<(u32, u32)> = vec![(u32::MAX, 0); size];
+    let mut sum: u64 = 0;
+    for &bucket in buckets {
+        let mut at = bucket as usize & (size - 1);
+        loop {
+            let slot = &mut table[at];
+            if slot.0 == bucket || slot.0 == u32::MAX {
+                slot.0 = bucket;
+                // (c + 1)^2 - c^2
+                sum += u64::from(2 * slot.1 + 1);
+                slot.1 += 1;
+                break;
+            }
+            at = (at + 1) & (size - 1);
+        }
+    }
+    sum as f32
+}
+
+/// What detection needs of a sentence, without building its sorted features: `add(bucket,
+/// value)` for every occurrence, each block scaled as `sentence_features` scales it, so the
+/// sum over a model's rows is the same dot product.
+pub fn for_each_scaled_feature(sentence: &str, turn: Option<u32>, mut add: impl FnMut(u32, f32)) {
+    let mut blocks: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+    each_feature(sentence, turn, |block, bucket| blocks[block].push(bucket));
+    for (block, weight) in blocks.iter().zip([1.0, CHAR_WEIGHT]) {
+        let norm = squared_counts(block).sqrt();
+        if norm > 0.0 {
+            let scale = weight / norm;
+            for &bucket in block {
+                add(bucket, scale);
+            }
+        }
+    }
 }
 
 /// The sentences of a message as byte spans, trimmed: cut after `.`, `!` or `?` (runs of them)
@@ -228,6 +299,42 @@ mod tests {
             .collect();
         assert!(only_negated.contains(&bucket(b'n', &["donate"])));
         assert!(!plain.iter().any(|p| p.0 == bucket(b'n', &["donate"])));
+    }
+
+    #[test]
+    fn the_unsorted_path_gives_the_dot_product_of_the_sorted_features() {
+        for sentence in [
+            "the the the cat sat on the mat, the end",
+            "I don't have $5 to give... not now, not ever!",
+            "¿Qué? ÉTÉ’s naïve café",
+            "",
+        ] {
+            let sorted = sentence_features(sentence, Some(2));
+            let weight = |b: u32| (f64::from(b % 97) - 48.0) / 10.0;
+            let expected: f64 = sorted.iter().map(|&(b, v)| f64::from(v) * weight(b)).sum();
+            let mut got = 0.0f64;
+            let mut seen = Vec::new();
+            for_each_scaled_feature(sentence, Some(2), |b, v| {
+                got += f64::from(v) * weight(b);
+                seen.push(b);
+            });
+            assert!(
+                (expected - got).abs() < 1e-4,
+                "{sentence:?}: {expected} vs {got}"
+            );
+            seen.sort_unstable();
+            seen.dedup();
+            let buckets: Vec<u32> = sorted.iter().map(|f| f.0).collect();
+            assert_eq!(seen, buckets, "{sentence:?}");
+        }
+    }
+
+    #[test]
+    fn squared_counts_count_repeats() {
+        assert_eq!(squared_counts(&[]), 0.0);
+        assert_eq!(squared_counts(&[7, 7, 7, 1, 9, 9]), 9.0 + 1.0 + 4.0);
+        // Buckets that collide in the table are still told apart.
+        assert_eq!(squared_counts(&[0, 8, 16, 0]), 4.0 + 1.0 + 1.0);
     }
 
     #[test]

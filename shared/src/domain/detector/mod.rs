@@ -69,13 +69,19 @@ impl Detector {
         sentences(text)
             .into_iter()
             .map(|(start, end)| {
-                let features = sentence_features(&text[start..end], Some(turn));
-                let probabilities = self
-                    .model
-                    .logits(&features)
-                    .into_iter()
-                    .map(linear::sigmoid)
-                    .collect();
+                let mut logits = self.model.bias.clone();
+                features::for_each_scaled_feature(
+                    &text[start..end],
+                    Some(turn),
+                    |bucket, value| {
+                        if let Some(row) = self.model.row(bucket) {
+                            for (logit, weight) in logits.iter_mut().zip(row) {
+                                *logit += value * weight;
+                            }
+                        }
+                    },
+                );
+                let probabilities = logits.into_iter().map(linear::sigmoid).collect();
                 SentenceScores {
                     start,
                     end,
