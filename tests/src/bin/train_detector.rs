@@ -13,8 +13,8 @@ use salesloop::domain::detector::{DEFAULT_MODEL, Detector, FAMILIES, LinearModel
 use salesloop::domain::patterns::Catalog;
 use salesloop_tests::detector_training::{
     CrossValidation, Dialogue, FOLDS, MIN_PRECISION, Scores, Tally, annotated_dialogues,
-    annotated_families, cross_validate, detected_families, family_correlations, model_labels,
-    sales_training_set, train, unannotated_dialogues,
+    annotated_families, cross_validate, detected_families, family_correlations, sales_training_set,
+    train, unannotated_dialogues,
 };
 use salesloop_tests::pattern_eval::{HELDOUT_SET, evaluate_with};
 
@@ -228,7 +228,6 @@ fn report(
         heldout_model.overall.precision(),
         heldout_model.overall.recall()
     );
-    let _ = model_labels;
     out
 }
 

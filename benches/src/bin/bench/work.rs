@@ -181,22 +181,8 @@ pub fn section(scale: &Scale) -> Section {
 
     // Init: the catalog as compiled now, beside the expanded automaton it replaced, compiled as
     // the replaced code compiled it.
-    let mut compile: Vec<Duration> = (0..20)
-        .map(|_| {
-            let t = Instant::now();
-            std::hint::black_box(Catalog::from_json(DEFAULT_CATALOG).expect("catalog"));
-            t.elapsed()
-        })
-        .collect();
-    let mut expanded: Vec<Duration> = (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            std::hint::black_box(replaced::compile(DEFAULT_CATALOG).expect("catalog"));
-            t.elapsed()
-        })
-        .collect();
-    let compile = median(&mut compile);
-    let expanded = median(&mut expanded);
+    let compile = median_time(20, || Catalog::from_json(DEFAULT_CATALOG).expect("catalog"));
+    let expanded = median_time(3, || replaced::compile(DEFAULT_CATALOG).expect("catalog"));
     let _ = writeln!(
         markdown,
         "\nCatalog compile at init (median of 20 and of 3): word-level cues **{}**; the {phrases} \
@@ -217,14 +203,9 @@ pub fn section(scale: &Scale) -> Section {
         ),
     ]);
     // Init: the detector's shipped weights read from the bytes compiled in.
-    let mut load: Vec<Duration> = (0..20)
-        .map(|_| {
-            let t = Instant::now();
-            std::hint::black_box(LinearModel::from_bytes(DEFAULT_MODEL).expect("weights"));
-            t.elapsed()
-        })
-        .collect();
-    let load = median(&mut load);
+    let load = median_time(20, || {
+        LinearModel::from_bytes(DEFAULT_MODEL).expect("weights")
+    });
     let _ = writeln!(
         markdown,
         "Detector weights read at init (median of 20): **{}** for the {} bytes compiled in.\n",
@@ -242,4 +223,16 @@ pub fn section(scale: &Scale) -> Section {
         summary,
         invocations,
     }
+}
+
+/// The median time of `runs` calls of `work`, its result kept from the optimiser.
+fn median_time<T>(runs: usize, work: impl Fn() -> T) -> Duration {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(work());
+            t.elapsed()
+        })
+        .collect();
+    median(&mut times)
 }
