@@ -9,6 +9,7 @@ pub mod engine;
 pub mod events;
 pub mod experiments;
 pub mod ids;
+pub mod labels;
 pub mod learning;
 pub mod model;
 pub mod patterns;
