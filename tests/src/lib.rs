@@ -10,6 +10,7 @@ pub mod events;
 pub mod fault_proxy;
 pub mod flows;
 pub mod hostile;
+pub mod learning_curve;
 pub mod load;
 pub mod pattern_eval;
 pub mod stores;

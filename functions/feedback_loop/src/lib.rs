@@ -6,7 +6,10 @@ pub mod run;
 
 use std::ops::ControlFlow;
 
+use std::sync::Arc;
+
 use salesloop::domain::decision::Playbook;
+use salesloop::domain::detector::{Detector, LinearModel};
 use salesloop::domain::experiments::Experiments;
 use salesloop::edge::settings::FeedbackSettings;
 use salesloop::service::ServiceError;
@@ -21,6 +24,8 @@ pub struct App<S> {
     pub store: S,
     pub playbook: Playbook,
     pub experiments: Experiments,
+    /// The detector weights tenants' layers are learned over: the shipped ones.
+    pub detector: Arc<LinearModel>,
     pub settings: Settings,
 }
 
@@ -30,6 +35,7 @@ impl<S: Store> App<S> {
             store,
             playbook: Playbook::builtin(),
             experiments: Experiments::builtin(),
+            detector: Detector::builtin().model,
             settings,
         }
     }
@@ -39,6 +45,7 @@ impl<S: Store> App<S> {
             store: &self.store,
             playbook: &self.playbook,
             experiments: &self.experiments,
+            detector: Some(&self.detector),
             settings: self.settings.clone(),
         }
     }

@@ -10,7 +10,9 @@
 use std::ops::ControlFlow;
 
 use salesloop::domain::decision::Playbook;
+use salesloop::domain::detector::LinearModel;
 use salesloop::domain::experiments::Experiments;
+use salesloop::domain::labels::StoredLabel;
 use salesloop::domain::learning::Learner;
 use salesloop::service::{Published, ServiceError, publish_model};
 use salesloop::{Millis, ModelVersion, Store, TenantId};
@@ -24,6 +26,8 @@ pub struct Settings {
     pub batch_size: usize,
     /// Outcomes read per store query.
     pub page_size: usize,
+    /// Labels (stored after the fact) learned into one model version.
+    pub label_batch: usize,
     /// How long a run holds the lease without renewing it (renewed after each batch).
     pub lease_ttl_ms: u64,
     /// Outcomes younger than this are left for the next run: an outcome stamped before this
@@ -37,6 +41,7 @@ impl Default for Settings {
         Settings {
             batch_size: 10_000,
             page_size: 500,
+            label_batch: 10_000,
             lease_ttl_ms: 15 * 60 * 1000,
             settle_ms: 30_000,
         }
@@ -104,6 +109,9 @@ pub struct Feedback<'a, S> {
     pub store: &'a S,
     pub playbook: &'a Playbook,
     pub experiments: &'a Experiments,
+    /// The shipped detector weights a tenant's detector layer is learned over; none: labels
+    /// count in the metrics and calibration only.
+    pub detector: Option<&'a LinearModel>,
     pub settings: Settings,
 }
 
@@ -153,11 +161,14 @@ impl<S: Store> Feedback<'_, S> {
         loop {
             let settled = Millis(clock().0.saturating_sub(self.settings.settle_ms));
             let (mut learner, full) = self.read_batch(tenant, previous.as_ref(), settled).await?;
+            let labels = self.read_labels(tenant, previous.as_ref(), settled).await?;
+            learner.learn_labels(&labels);
+            let full = full || labels.len() >= self.settings.label_batch.max(1);
             let outcomes = learner.outcomes();
             if hook(Step::Read { outcomes }).is_break() {
                 return Ok(TenantRun::Interrupted(Step::Read { outcomes }));
             }
-            if outcomes == 0 {
+            if outcomes == 0 && labels.is_empty() {
                 break;
             }
             // The failed-write counter only grows: a read that fails now is made up by a later
@@ -215,6 +226,9 @@ impl<S: Store> Feedback<'_, S> {
         settled: Millis,
     ) -> Result<(Learner<'p>, bool), ServiceError> {
         let mut learner = Learner::new(self.playbook, previous);
+        if let Some(base) = self.detector {
+            learner = learner.with_detector(base);
+        }
         let mut cursor = previous.and_then(|v| v.watermark.clone());
         let batch = self.settings.batch_size.max(1) as u64;
         loop {
@@ -238,5 +252,36 @@ impl<S: Store> Feedback<'_, S> {
             }
             cursor = page.last().map(|o| o.cursor());
         }
+    }
+
+    /// Up to one batch of settled labels after the version's label watermark, in order.
+    async fn read_labels(
+        &self,
+        tenant: &TenantId,
+        previous: Option<&ModelVersion>,
+        settled: Millis,
+    ) -> Result<Vec<StoredLabel>, ServiceError> {
+        let mut cursor = previous.and_then(|v| v.label_watermark.clone());
+        let batch = self.settings.label_batch.max(1);
+        let mut labels = Vec::new();
+        while labels.len() < batch {
+            let limit = (batch - labels.len()).min(self.settings.page_size.max(1));
+            let page = self
+                .store
+                .labels_since(tenant, cursor.as_ref(), limit)
+                .await?;
+            let fetched = page.len();
+            for label in page {
+                if label.at > settled {
+                    return Ok(labels);
+                }
+                cursor = Some(label.cursor());
+                labels.push(label);
+            }
+            if fetched < limit {
+                break;
+            }
+        }
+        Ok(labels)
     }
 }

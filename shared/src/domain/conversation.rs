@@ -157,6 +157,10 @@ pub struct LabelledDetection {
     pub pattern: String,
     pub correct: bool,
     pub confidence: Option<f64>,
+    /// The prospect's message at that turn, when the store keeps texts: what the tenant's
+    /// detector layer learns from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 /// What the client says when it ends a conversation.
@@ -235,11 +239,13 @@ impl OutcomeRecord {
                     .iter()
                     .find(|d| d.pattern == label.pattern)
                     .map(|d| d.confidence);
+                let stored = &exchange.draft.user_text;
                 Some(LabelledDetection {
                     turn: label.turn,
                     pattern: label.pattern,
                     correct: label.correct,
                     confidence,
+                    text: (!crate::domain::privacy::is_hashed(stored)).then(|| stored.clone()),
                 })
             })
             .collect();

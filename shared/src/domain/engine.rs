@@ -94,11 +94,12 @@ impl Engine {
     ) -> (ExchangeDraft, Decision) {
         let treatment = &assignment.treatment;
         // The message's position: 0 for a conversation's first.
-        let patterns = self.detector.detect(
+        let patterns = self.detector.detect_with(
             message.text,
             state.turns(),
             treatment.threshold,
             &model.calibration,
+            model.detector.as_ref().and_then(|layer| layer.model()),
         );
         let context = self.playbook.context(&patterns, state);
         let turn = (state.turns() + 1).to_string();

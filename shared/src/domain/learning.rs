@@ -34,8 +34,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::conversation::{Cursor, OutcomeRecord};
 use crate::domain::decision::Playbook;
+use crate::domain::detector::LinearModel;
+use crate::domain::detector::layer::{self, LayerExample, LayerSettings};
+use crate::domain::labels::{LabelCursor, StoredLabel};
 use crate::domain::experiments::Experiments;
-use crate::domain::model::Model;
+use crate::domain::model::{DetectorLayer, Model};
 use crate::domain::stats::{
     Correlation, Proportion, chi_square_gof, lift, phi, probability_to_beat, wilson,
 };
@@ -49,6 +52,9 @@ pub struct ModelVersion {
     pub version: u64,
     pub published_at: Millis,
     pub watermark: Option<Cursor>,
+    /// The last label (of `POST /conversations/{id}/labels`) this version has learned from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_watermark: Option<LabelCursor>,
     /// Outcomes learned from, over the whole history.
     pub outcomes_learned: u64,
     pub model: Model,
@@ -67,6 +73,7 @@ impl ModelVersion {
             version: 0,
             published_at: Millis(0),
             watermark: None,
+            label_watermark: None,
             outcomes_learned: 0,
             model: Model::default(),
             state: LearningState::default(),
@@ -77,6 +84,9 @@ impl ModelVersion {
 
 /// Labelled detections a pattern needs before its confidence is recalibrated.
 pub const CALIBRATION_MIN_LABELS: u64 = 30;
+/// The uncalibrated confidence a miss counts with: the default threshold, the least a
+/// detection that stands has.
+const MISS_CONFIDENCE: f64 = crate::domain::patterns::DEFAULT_THRESHOLD;
 /// Bounds of a calibration multiplier.
 pub const CALIBRATION_RANGE: (f64, f64) = (0.5, 1.25);
 /// Sample-ratio-mismatch p-values below this are flagged.
@@ -271,6 +281,12 @@ pub struct Learner<'a> {
     run_labels: u64,
     /// Credited decisions of the batch: (context, strategy, probability, credit, won).
     decisions: Vec<(String, String, f64, f64, bool)>,
+    label_watermark: Option<LabelCursor>,
+    /// The labelled messages of the batch, for the detector layer: text, position (0 for a
+    /// conversation's first message) and the labels of that turn.
+    labelled: Vec<(String, u32, Vec<(String, bool)>)>,
+    /// The shipped detector weights the layer is learned over; none: no layer is learned.
+    base: Option<&'a LinearModel>,
 }
 
 impl<'a> Learner<'a> {
@@ -284,6 +300,42 @@ impl<'a> Learner<'a> {
             run_events: EventTally::default(),
             run_labels: 0,
             decisions: Vec::new(),
+            label_watermark: previous.and_then(|v| v.label_watermark.clone()),
+            labelled: Vec::new(),
+            base: None,
+        }
+    }
+
+    /// Learns the tenant's detector layer over `base` from the batch's labels.
+    pub fn with_detector(mut self, base: &'a LinearModel) -> Learner<'a> {
+        self.base = Some(base);
+        self
+    }
+
+    /// Labels learned so far in this batch (with outcomes and on their own).
+    pub fn labels(&self) -> u64 {
+        self.run_labels
+    }
+
+    /// Learns labels stored after the fact; they must come in cursor order, each once.
+    pub fn learn_labels(&mut self, labels: &[StoredLabel]) {
+        let mut turns: BTreeMap<(String, u32), (Option<String>, Vec<(String, bool)>)> =
+            BTreeMap::new();
+        for label in labels {
+            self.label_watermark = Some(label.cursor());
+            self.count_label(&label.pattern, label.correct, label.confidence);
+            let entry = turns
+                .entry((label.conversation_id.to_string(), label.turn))
+                .or_default();
+            if entry.0.is_none() {
+                entry.0 = label.text.clone();
+            }
+            entry.1.push((label.pattern.clone(), label.correct));
+        }
+        for ((_, turn), (text, labels)) in turns {
+            if let Some(text) = text {
+                self.labelled.push((text, turn.saturating_sub(1), labels));
+            }
         }
     }
 
@@ -405,39 +457,101 @@ impl<'a> Learner<'a> {
     }
 
     fn count_labels(&mut self, outcome: &OutcomeRecord) {
+        let mut turns: BTreeMap<u32, (Option<String>, Vec<(String, bool)>)> = BTreeMap::new();
         for label in &outcome.labels {
-            self.run_labels += 1;
-            let scale = self
-                .model
-                .calibration
-                .get(&label.pattern)
-                .copied()
-                .unwrap_or(1.0);
-            let tally = self.state.labels.entry(label.pattern.clone()).or_default();
-            match (label.confidence, label.correct) {
-                (Some(confidence), correct) => {
-                    if correct {
-                        tally.true_positives += 1;
-                    } else {
-                        tally.false_positives += 1;
-                    }
-                    tally.raw_confidence_sum += confidence / scale;
-                }
-                (None, true) => tally.misses += 1,
-                // Not detected and not there: nothing to count.
-                (None, false) => {}
+            self.count_label(&label.pattern, label.correct, label.confidence);
+            let entry = turns.entry(label.turn).or_default();
+            if entry.0.is_none() {
+                entry.0 = label.text.clone();
+            }
+            entry.1.push((label.pattern.clone(), label.correct));
+        }
+        for (turn, (text, labels)) in turns {
+            if let Some(text) = text {
+                self.labelled.push((text, turn.saturating_sub(1), labels));
             }
         }
     }
 
+    fn count_label(&mut self, pattern: &str, correct: bool, confidence: Option<f64>) {
+        self.run_labels += 1;
+        let scale = self
+            .model
+            .calibration
+            .get(pattern)
+            .copied()
+            .unwrap_or(1.0);
+        let tally = self.state.labels.entry(pattern.to_owned()).or_default();
+        match (confidence, correct) {
+            (Some(confidence), correct) => {
+                if correct {
+                    tally.true_positives += 1;
+                } else {
+                    tally.false_positives += 1;
+                }
+                tally.raw_confidence_sum += confidence / scale;
+            }
+            (None, true) => tally.misses += 1,
+            // Not detected and not there: nothing to count.
+            (None, false) => {}
+        }
+    }
+
+    /// The layer after this batch's labelled messages, over the previous one.
+    fn learn_layer(&mut self) {
+        let Some(base) = self.base else {
+            return;
+        };
+        if self.labelled.is_empty() {
+            return;
+        }
+        let examples: Vec<LayerExample> = self
+            .labelled
+            .drain(..)
+            .map(|(text, turn, labels)| {
+                let named: Vec<(&str, bool)> =
+                    labels.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+                LayerExample {
+                    targets: layer::targets(base, &named),
+                    text,
+                    turn,
+                }
+            })
+            .filter(|e| !e.targets.is_empty())
+            .collect();
+        if examples.is_empty() {
+            return;
+        }
+        let previous = self.model.detector.as_ref();
+        let learned = previous.map_or(0, |d| d.labels_learned);
+        // A layer learned over other weights (or unreadable) is not built on.
+        let start = previous
+            .and_then(DetectorLayer::model)
+            .filter(|l| l.version == layer::layer_version(base) && l.labels == base.labels);
+        let next = layer::learn(base, start, &examples, LayerSettings::default());
+        self.model.detector = Some(DetectorLayer::new(
+            &next,
+            learned + examples.len() as u64,
+        ));
+    }
+
     fn recalibrate(&mut self) {
         for (pattern, tally) in &self.state.labels {
+            // A miss is an instance the pattern's confidence understated: it counts as a right
+            // detection, at the threshold's confidence at least, so a pattern scaled below the
+            // threshold comes back when labels keep saying it was missed.
             let detected = tally.detected();
-            if detected < CALIBRATION_MIN_LABELS || tally.raw_confidence_sum <= 0.0 {
+            let instances = detected + tally.misses;
+            if instances < CALIBRATION_MIN_LABELS {
                 continue;
             }
-            let precision = (tally.true_positives as f64 + 1.0) / (detected as f64 + 2.0);
-            let mean_confidence = tally.raw_confidence_sum / detected as f64;
+            let right = tally.true_positives + tally.misses;
+            let precision = (right as f64 + 1.0) / (instances as f64 + 2.0);
+            let confidence_sum = tally.raw_confidence_sum + MISS_CONFIDENCE * tally.misses as f64;
+            if confidence_sum <= 0.0 {
+                continue;
+            }
+            let mean_confidence = confidence_sum / instances as f64;
             let scale =
                 (precision / mean_confidence).clamp(CALIBRATION_RANGE.0, CALIBRATION_RANGE.1);
             self.model
@@ -454,6 +568,7 @@ impl<'a> Learner<'a> {
         now: Millis,
     ) -> ModelVersion {
         self.recalibrate();
+        self.learn_layer();
         let version = previous.map_or(1, |v| v.version + 1);
         self.state.publishes.push(now);
         if self.state.publishes.len() > PUBLISHES_KEPT {
@@ -479,6 +594,7 @@ impl<'a> Learner<'a> {
             version,
             published_at: now,
             watermark: self.watermark,
+            label_watermark: self.label_watermark,
             outcomes_learned,
             model: self.model,
             state: self.state,

@@ -40,6 +40,16 @@ impl TextStorage {
     }
 }
 
+/// Whether a stored text is the hash form (`sha256:` and 64 lower-case hex digits) rather than
+/// the text itself.
+pub fn is_hashed(stored: &str) -> bool {
+    stored.len() == 71
+        && stored.starts_with("sha256:")
+        && stored[7..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +67,8 @@ mod tests {
         assert_eq!(hashed, TextStorage::Hash.stored(&acme, "too expensive"));
         assert_ne!(hashed, TextStorage::Hash.stored(&globex, "too expensive"));
         assert_eq!(TextStorage::Text.stored(&acme, "hi"), "hi");
+        assert!(is_hashed(&hashed));
+        assert!(!is_hashed("too expensive"));
+        assert!(!is_hashed(&hashed.to_uppercase()));
     }
 }

@@ -24,22 +24,38 @@ const LAST_POSITION: u32 = 8;
 /// A sentence as the model sees it: (bucket, value) pairs, buckets in increasing order, each once.
 pub type Features = Vec<(u32, f32)>;
 
-/// FNV-1a over a tag and a string, reduced to a bucket.
+/// FNV-1a, fed byte by byte.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new(tag: u8) -> Fnv {
+        let mut hash = Fnv(0xcbf2_9ce4_8422_2325);
+        hash.eat(tag);
+        hash
+    }
+
+    #[inline]
+    fn eat(&mut self, b: u8) {
+        self.0 ^= u64::from(b);
+        self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+    }
+
+    /// The bucket of what was eaten so far (the high bits mix better than the low ones).
+    fn bucket(&self) -> u32 {
+        ((self.0 ^ (self.0 >> 32)) % u64::from(BUCKETS)) as u32
+    }
+}
+
+/// FNV-1a over a tag and a string (parts joined by a space), reduced to a bucket.
 fn bucket(tag: u8, parts: &[&str]) -> u32 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |b: u8| {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    };
-    eat(tag);
+    let mut hash = Fnv::new(tag);
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
-            eat(b' ');
+            hash.eat(b' ');
         }
-        part.bytes().for_each(&mut eat);
+        part.bytes().for_each(|b| hash.eat(b));
     }
-    // The high bits mix better than the low ones.
-    ((hash ^ (hash >> 32)) % u64::from(BUCKETS)) as u32
+    hash.bucket()
 }
 
 /// A sentence lower-cased with typographic apostrophes folded, and its words as spans of that
@@ -128,26 +144,43 @@ fn each_feature(sentence: &str, turn: Option<u32>, mut emit: impl FnMut(usize, u
             bucket(b'p', &[POSITIONS[turn.min(LAST_POSITION) as usize]]),
         );
     }
-    let mut buf = String::new();
+    // A word's character 3- and 4-grams, padded with a space each side. The 4-gram starting
+    // at a character extends the 3-gram's hash by one more character, so each is hashed once.
     let mut bounds: Vec<usize> = Vec::new();
     for word in cut.words() {
-        buf.clear();
-        buf.push(' ');
-        buf.push_str(word);
-        buf.push(' ');
         bounds.clear();
-        bounds.extend(buf.char_indices().map(|(i, _)| i));
-        bounds.push(buf.len());
+        bounds.push(0);
+        bounds.extend(word.char_indices().map(|(i, _)| i + 1));
+        bounds.push(word.len() + 1);
+        bounds.push(word.len() + 2);
+        // `bounds[i]` is where character i starts in " word ", and its last entry the end.
         let chars = bounds.len() - 1;
-        for n in 3..=4 {
-            if chars < n {
-                continue;
+        for i in 0..chars.saturating_sub(2) {
+            let mut hash = Fnv::new(b'c');
+            for b in padded_bytes(word, bounds[i], bounds[i + 3]) {
+                hash.eat(b);
             }
-            for i in 0..=chars - n {
-                emit(CHARS, bucket(b'c', &[&buf[bounds[i]..bounds[i + n]]]));
+            emit(CHARS, hash.bucket());
+            if i + 4 <= chars {
+                for b in padded_bytes(word, bounds[i + 3], bounds[i + 4]) {
+                    hash.eat(b);
+                }
+                emit(CHARS, hash.bucket());
             }
         }
     }
+}
+
+/// The bytes `from..to` of the word padded with a space each side, without building it.
+fn padded_bytes(word: &str, from: usize, to: usize) -> impl Iterator<Item = u8> + '_ {
+    let len = word.len();
+    (from..to).map(move |i| {
+        if i == 0 || i == len + 1 {
+            b' '
+        } else {
+            word.as_bytes()[i - 1]
+        }
+    })
 }
 
 /// Sorts by bucket and adds up the values of equal buckets, in place.

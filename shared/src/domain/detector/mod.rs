@@ -10,6 +10,7 @@
 //! calibration scales both alike.
 
 pub mod features;
+pub mod layer;
 pub mod linear;
 pub mod train;
 
@@ -66,21 +67,40 @@ impl Detector {
 
     /// The model's probabilities for each sentence of a message at `turn` (0: the first).
     pub fn score(&self, text: &str, turn: u32) -> Vec<SentenceScores> {
+        self.score_with(text, turn, None)
+    }
+
+    /// [`Detector::score`] with a tenant's layer added to the model (see [`layer`]); a layer
+    /// learned over other weights, or with other labels, is left out.
+    pub fn score_with(
+        &self,
+        text: &str,
+        turn: u32,
+        layer: Option<&LinearModel>,
+    ) -> Vec<SentenceScores> {
+        let layer = layer.filter(|l| self.fits(l));
         sentences(text)
             .into_iter()
             .map(|(start, end)| {
-                let mut logits = self.model.bias.clone();
+                let k = self.model.labels.len();
+                let mut sums = vec![0.0f32; k];
+                let mut extra = vec![0.0f32; if layer.is_some() { k } else { 0 }];
                 features::for_each_scaled_feature(
                     &text[start..end],
                     Some(turn),
                     |bucket, value| {
-                        if let Some(row) = self.model.row(bucket) {
-                            for (logit, weight) in logits.iter_mut().zip(row) {
-                                *logit += value * weight;
-                            }
+                        self.model.accumulate(&mut sums, bucket, value);
+                        if let Some(layer) = layer {
+                            layer.accumulate(&mut extra, bucket, value);
                         }
                     },
                 );
+                let mut logits = self.model.finish(sums);
+                if let Some(layer) = layer {
+                    for (logit, more) in logits.iter_mut().zip(layer.finish(extra)) {
+                        *logit += more;
+                    }
+                }
                 let probabilities = logits.into_iter().map(linear::sigmoid).collect();
                 SentenceScores {
                     start,
@@ -89,6 +109,11 @@ impl Detector {
                 }
             })
             .collect()
+    }
+
+    /// Whether `layer` was learned over this detector's weights.
+    pub fn fits(&self, layer: &LinearModel) -> bool {
+        layer.version == layer::layer_version(&self.model) && layer.labels == self.model.labels
     }
 
     /// Every pattern found in `text`, the message at `turn`, with a confidence at or above
@@ -105,8 +130,20 @@ impl Detector {
         threshold: f64,
         calibration: &BTreeMap<String, f64>,
     ) -> Vec<Detection> {
+        self.detect_with(text, turn, threshold, calibration, None)
+    }
+
+    /// [`Detector::detect`] with a tenant's layer over the model (see [`layer`]).
+    pub fn detect_with(
+        &self,
+        text: &str,
+        turn: u32,
+        threshold: f64,
+        calibration: &BTreeMap<String, f64>,
+        layer: Option<&LinearModel>,
+    ) -> Vec<Detection> {
         let mut detections = self.catalog.detect(text, 0.0, calibration);
-        let scores = self.score(text, turn);
+        let scores = self.score_with(text, turn, layer);
         for family_name in FAMILIES {
             let Some(found) = self.model_detection(text, &scores, family_name, calibration) else {
                 continue;
@@ -180,7 +217,7 @@ mod tests {
         for family_name in FAMILIES {
             assert!(detector.model.label(family_name).is_some(), "{family_name}");
         }
-        assert!(detector.model.rows().count() > 1000);
+        assert!(detector.model.row_count() > 1000);
     }
 
     #[test]
