@@ -3,6 +3,7 @@
 //! state, look for the message id, plan, append), so its cost is process_message's own.
 
 use salesloop::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
+use salesloop::domain::labels::{LabelCursor, StoredLabel};
 use salesloop::domain::model::ServedModel;
 use salesloop::store::{ConversationLog, FailedWrite};
 use salesloop::{
@@ -103,6 +104,32 @@ impl Store for NoStore {
         _: Option<&Cursor>,
         _: usize,
     ) -> Result<Vec<OutcomeRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn labels(
+        &self,
+        _: &TenantId,
+        _: &ConversationId,
+    ) -> Result<Vec<StoredLabel>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn put_labels(
+        &self,
+        _: &TenantId,
+        _: &ConversationId,
+        _: &[StoredLabel],
+    ) -> Result<Write, StoreError> {
+        nothing()
+    }
+
+    async fn labels_since(
+        &self,
+        _: &TenantId,
+        _: Option<&LabelCursor>,
+        _: usize,
+    ) -> Result<Vec<StoredLabel>, StoreError> {
         Ok(Vec::new())
     }
 

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use salesloop::domain::conversation::{DetectionLabel, MAX_TURNS};
+use salesloop::domain::labels::{LabelCursor, MAX_LABELS_PER_REQUEST, StoredLabel};
 use salesloop::store::TIME_INDEX;
 use salesloop::{
     ConversationId, ConversationState, Cursor, Detection, EndRequest, ExchangeDraft, MessageId,
@@ -138,6 +139,12 @@ crate::store_cases! {
         model_versions_publish_by_compare_and_set_and_keep_history,
         racing_publishers_of_one_version_have_one_winner,
         tenants_never_see_each_others_data,
+        labels_read_back_in_turn_and_pattern_order,
+        a_taken_label_loses_the_whole_write,
+        racing_writers_of_one_label_have_one_winner,
+        labels_since_page_in_cursor_order_across_conversations,
+        labels_stay_with_their_tenant,
+        label_items_leave_the_log_reads_alone,
     ],
 }
 
@@ -801,4 +808,276 @@ async fn tenants_never_see_each_others_data<B: Backend>(backend: &B) {
     assert!(!mine.duplicate);
     assert_eq!(mine.exchange.turn, 1);
     assert_eq!(store.tenants().await.unwrap(), vec![a.clone()]);
+}
+
+/// A label as the service would store it.
+pub fn stored_label(conversation_id: &str, turn: u32, pattern: &str, at: u64) -> StoredLabel {
+    StoredLabel {
+        conversation_id: conversation(conversation_id),
+        turn,
+        pattern: pattern.to_owned(),
+        correct: turn % 2 == 1,
+        at: Millis(at),
+        text: Some(format!("text of turn {turn}")),
+        confidence: (pattern == "objection.price").then_some(0.9),
+    }
+}
+
+async fn labels_read_back_in_turn_and_pattern_order<B: Backend>(backend: &B) {
+    let store = &backend.fresh(1).await[0];
+    let (t, c) = (tenant("acme"), conversation("c-1"));
+    assert!(store.labels(&t, &c).await.unwrap().is_empty());
+    let mut written = vec![
+        stored_label("c-1", 12, "question", 5),
+        stored_label("c-1", 2, "objection.price", 5),
+        stored_label("c-1", 2, "buying_signal", 5),
+        stored_label("c-1", 1, "pain_point", 5),
+    ];
+    written[3].text = None;
+    written[3].confidence = None;
+    assert_eq!(store.put_labels(&t, &c, &written).await, Ok(Write::Done));
+    let read = store.labels(&t, &c).await.unwrap();
+    let order: Vec<(u32, &str)> = read.iter().map(|l| (l.turn, l.pattern.as_str())).collect();
+    assert_eq!(
+        order,
+        [
+            (1, "pain_point"),
+            (2, "buying_signal"),
+            (2, "objection.price"),
+            (12, "question")
+        ]
+    );
+    // Every field comes back as written, the absent text and confidence included.
+    for label in &written {
+        assert!(read.contains(label), "{label:?}");
+    }
+    // A write of nothing is no write at all.
+    assert_eq!(store.put_labels(&t, &c, &[]).await, Ok(Write::Done));
+    assert_eq!(store.labels(&t, &c).await.unwrap().len(), 4);
+}
+
+async fn a_taken_label_loses_the_whole_write<B: Backend>(backend: &B) {
+    let store = &backend.fresh(1).await[0];
+    let (t, c) = (tenant("acme"), conversation("c-1"));
+    let first = stored_label("c-1", 1, "objection.price", 10);
+    assert_eq!(
+        store.put_labels(&t, &c, std::slice::from_ref(&first)).await,
+        Ok(Write::Done)
+    );
+    let before = backend.raw_items(store).await;
+    // Two free labels around a taken one (with the other verdict): none of them is written.
+    let mut taken = stored_label("c-1", 1, "objection.price", 20);
+    taken.correct = !first.correct;
+    let batch = [
+        stored_label("c-1", 1, "question", 20),
+        taken,
+        stored_label("c-1", 3, "buying_signal", 20),
+    ];
+    assert_eq!(store.put_labels(&t, &c, &batch).await, Ok(Write::Lost));
+    assert_eq!(store.labels(&t, &c).await.unwrap(), vec![first.clone()]);
+    assert_eq!(backend.raw_items(store).await, before, "nothing written");
+    assert_eq!(
+        store.labels_since(&t, None, 100).await.unwrap(),
+        vec![first]
+    );
+    // Free labels go in, a full request's worth in one write.
+    let full: Vec<StoredLabel> = (1..=MAX_LABELS_PER_REQUEST as u32)
+        .map(|turn| stored_label("c-1", turn, "question", 30))
+        .collect();
+    assert_eq!(store.put_labels(&t, &c, &full).await, Ok(Write::Done));
+    assert_eq!(
+        store.labels(&t, &c).await.unwrap().len(),
+        MAX_LABELS_PER_REQUEST + 1
+    );
+}
+
+async fn racing_writers_of_one_label_have_one_winner<B: Backend>(backend: &B) {
+    let stores = backend.fresh(4).await;
+    let (t, c) = (tenant("acme"), conversation("c-1"));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..12u64 {
+        let store = stores[i as usize % stores.len()].clone();
+        let (t, c) = (t.clone(), c.clone());
+        tasks.spawn(async move {
+            // Each writer has a label of its own and the one they all want.
+            let labels = [
+                stored_label("c-1", 1, "objection.price", 100 + i),
+                stored_label("c-1", 2 + i as u32, "question", 100 + i),
+            ];
+            // DynamoDB may cancel both of two overlapping transactions: a writer that lost
+            // while the label is still free tries again, as the service does.
+            loop {
+                let written = store.put_labels(&t, &c, &labels).await.unwrap();
+                let taken = store
+                    .labels(&t, &c)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.turn == 1);
+                if written == Write::Done || taken {
+                    return (i, written);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(i)).await;
+            }
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        let (i, written) = result.unwrap();
+        if written == Write::Done {
+            winners.push(i);
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let stored = stores[0].labels(&t, &c).await.unwrap();
+    assert_eq!(stored.len(), 2, "the winner's two labels, nobody else's");
+    assert!(stored.iter().all(|l| l.at == Millis(100 + winners[0])));
+}
+
+async fn labels_since_page_in_cursor_order_across_conversations<B: Backend>(backend: &B) {
+    let store = &backend.fresh(1).await[0];
+    let t = tenant("acme");
+    // Three conversations labelled in turns, several labels to a millisecond, written out of
+    // cursor order.
+    let mut written = Vec::new();
+    for round in 0..4u64 {
+        for id in ["c-b", "c-a", "c-c"] {
+            let c = conversation(id);
+            let at = 1_700_000_000_000 + (round % 2) * 10;
+            let labels: Vec<StoredLabel> = (0..5u32)
+                .map(|i| {
+                    let turn = 20 - (round as u32 * 5 + i);
+                    stored_label(
+                        id,
+                        turn,
+                        ["question", "objection.price"][i as usize % 2],
+                        at,
+                    )
+                })
+                .collect();
+            assert_eq!(store.put_labels(&t, &c, &labels).await, Ok(Write::Done));
+            written.extend(labels.iter().map(StoredLabel::cursor));
+        }
+    }
+    written.sort();
+    let mut seen: Vec<LabelCursor> = Vec::new();
+    let mut after: Option<LabelCursor> = None;
+    loop {
+        let page = store.labels_since(&t, after.as_ref(), 7).await.unwrap();
+        assert!(page.len() <= 7);
+        let Some(last) = page.last() else { break };
+        after = Some(last.cursor());
+        seen.extend(page.iter().map(StoredLabel::cursor));
+    }
+    assert_eq!(seen, written, "every label once, in cursor order");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
+    assert!(seen.windows(2).any(|w| w[0].at == w[1].at));
+    // A cursor in the middle yields exactly the later labels; the last one, none.
+    let middle = seen[29].clone();
+    let rest = store.labels_since(&t, Some(&middle), 1_000).await.unwrap();
+    assert_eq!(
+        rest.iter().map(StoredLabel::cursor).collect::<Vec<_>>(),
+        seen[30..]
+    );
+    let last = seen.last().unwrap();
+    assert!(
+        store
+            .labels_since(&t, Some(last), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.labels_since(&t, None, 0).await.unwrap().is_empty());
+}
+
+async fn labels_stay_with_their_tenant<B: Backend>(backend: &B) {
+    let store = &backend.fresh(1).await[0];
+    let (a, b) = (tenant("tenant-a"), tenant("tenant-b"));
+    let c = conversation("shared-name");
+    let label = stored_label("shared-name", 1, "objection.price", 10);
+    assert_eq!(
+        store.put_labels(&a, &c, std::slice::from_ref(&label)).await,
+        Ok(Write::Done)
+    );
+    assert!(store.labels(&b, &c).await.unwrap().is_empty());
+    assert!(store.labels_since(&b, None, 100).await.unwrap().is_empty());
+    // B's conversation of the same name has the same (turn, pattern) free.
+    let mut theirs = label.clone();
+    theirs.correct = !label.correct;
+    assert_eq!(
+        store
+            .put_labels(&b, &c, std::slice::from_ref(&theirs))
+            .await,
+        Ok(Write::Done)
+    );
+    assert_eq!(store.labels(&a, &c).await.unwrap(), vec![label.clone()]);
+    assert_eq!(store.labels(&b, &c).await.unwrap(), vec![theirs.clone()]);
+    assert_eq!(
+        store.labels_since(&a, None, 100).await.unwrap(),
+        vec![label]
+    );
+    assert_eq!(
+        store.labels_since(&b, None, 100).await.unwrap(),
+        vec![theirs]
+    );
+    // Labels alone list no tenant for the feedback loop: only an end does.
+    assert!(store.tenants().await.unwrap().is_empty());
+}
+
+async fn label_items_leave_the_log_reads_alone<B: Backend>(backend: &B) {
+    let store = &backend.fresh(1).await[0];
+    let (t, c) = (tenant("acme"), conversation("c-1"));
+    let first = send(&**store, &t, &c, "m-1", "too expensive")
+        .await
+        .unwrap();
+    send(&**store, &t, &c, "m-2", "tell me more").await.unwrap();
+    let label = |turn, pattern, at| stored_label("c-1", turn, pattern, at);
+    // Labels on every turn, and on turns the log does not have (the store does not check).
+    let labels = [
+        label(1, "objection.price", 1),
+        label(2, "question", 1),
+        label(3, "question", 1),
+        label(MAX_TURNS, "question", 1),
+    ];
+    assert_eq!(store.put_labels(&t, &c, &labels).await, Ok(Write::Done));
+    assert!(matches!(
+        store.conversation(&t, &c).await.unwrap(),
+        ConversationState::Open { turns: 2, .. }
+    ));
+    let log = store.conversation_log(&t, &c).await.unwrap();
+    assert_eq!(log.exchanges.len(), 2);
+    assert_eq!(log.end, None);
+    assert_eq!(
+        store.find_message(&t, &c, &message("m-1")).await.unwrap(),
+        Some(first.exchange)
+    );
+    assert_eq!(
+        store.find_message(&t, &c, &message("m-3")).await.unwrap(),
+        None
+    );
+    // The next message still takes turn 3; the end goes after it.
+    let third = send(&**store, &t, &c, "m-3", "ok").await.unwrap();
+    assert_eq!(third.exchange.turn, 3);
+    let ended = store
+        .end_conversation(&t, &c, end_request(Outcome::Won, 1_700_000_100_000))
+        .await
+        .unwrap();
+    assert_eq!(ended.record.turns, 3);
+    assert_eq!(ended.record.strategies_used.len(), 3);
+    // Labels after the end change nothing in the log either.
+    assert_eq!(
+        store
+            .put_labels(&t, &c, &[label(3, "objection.price", 2)])
+            .await,
+        Ok(Write::Done)
+    );
+    match store.conversation(&t, &c).await.unwrap() {
+        ConversationState::Ended(record) => assert_eq!(record.turns, 3),
+        other => panic!("expected the conversation to be ended, got {other:?}"),
+    }
+    let log = store.conversation_log(&t, &c).await.unwrap();
+    assert_eq!(log.exchanges.len(), 3);
+    assert!(log.end.is_some());
+    assert_eq!(store.labels(&t, &c).await.unwrap().len(), 5);
+    assert_eq!(store.outcomes_since(&t, None, 10).await.unwrap().len(), 1);
 }

@@ -5,6 +5,7 @@ use super::EmbeddedStore;
 use super::{ConversationLog, DynamoStore, FailedWrite, Lease, Store, StoreError, Write};
 use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
 use crate::domain::ids::{ConversationId, MessageId, TenantId};
+use crate::domain::labels::{LabelCursor, StoredLabel};
 use crate::domain::learning::ModelVersion;
 use crate::domain::model::ServedModel;
 use crate::domain::time::Millis;
@@ -125,6 +126,32 @@ impl Store for AnyStore {
         limit: usize,
     ) -> Result<Vec<OutcomeRecord>, StoreError> {
         delegate!(self, store => store.outcomes_since(tenant, after, limit))
+    }
+
+    async fn labels(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+    ) -> Result<Vec<StoredLabel>, StoreError> {
+        delegate!(self, store => store.labels(tenant, conversation))
+    }
+
+    async fn put_labels(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+        labels: &[StoredLabel],
+    ) -> Result<Write, StoreError> {
+        delegate!(self, store => store.put_labels(tenant, conversation, labels))
+    }
+
+    async fn labels_since(
+        &self,
+        tenant: &TenantId,
+        after: Option<&LabelCursor>,
+        limit: usize,
+    ) -> Result<Vec<StoredLabel>, StoreError> {
+        delegate!(self, store => store.labels_since(tenant, after, limit))
     }
 
     async fn current_model(&self, tenant: &TenantId) -> Result<Option<ModelVersion>, StoreError> {

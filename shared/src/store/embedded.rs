@@ -9,9 +9,13 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::{ConversationLog, FailedWrite, Lease, Store, StoreError, Write, from_json, to_json};
+use super::{
+    ConversationLog, FailedWrite, Lease, Store, StoreError, Write, check_label_batch, from_json,
+    to_json,
+};
 use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
 use crate::domain::ids::{ConversationId, MessageId, TenantId};
+use crate::domain::labels::{LabelCursor, StoredLabel};
 use crate::domain::learning::ModelVersion;
 use crate::domain::model::ServedModel;
 use crate::domain::time::Millis;
@@ -36,6 +40,12 @@ CREATE TABLE IF NOT EXISTS leases (
     tenant TEXT NOT NULL, name TEXT NOT NULL, holder TEXT NOT NULL, until INTEGER NOT NULL,
     PRIMARY KEY (tenant, name)
 );
+CREATE TABLE IF NOT EXISTS labels (
+    tenant TEXT NOT NULL, conversation TEXT NOT NULL, turn INTEGER NOT NULL, pattern TEXT NOT NULL,
+    cursor_key TEXT NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (tenant, conversation, turn, pattern)
+);
+CREATE INDEX IF NOT EXISTS labels_by_cursor ON labels (tenant, cursor_key);
 CREATE TABLE IF NOT EXISTS models (
     tenant TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY (tenant, version)
@@ -432,6 +442,108 @@ impl Store for EmbeddedStore {
             let rows = statement
                 .query_map(
                     params![tenant.as_str(), at, conversation, to_i64(limit as u64)],
+                    |row| row.get::<_, String>(0),
+                )
+                .map_err(unavailable)?;
+            rows.map(|body| from_json(&body.map_err(unavailable)?))
+                .collect()
+        })
+    }
+
+    async fn labels(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+    ) -> Result<Vec<StoredLabel>, StoreError> {
+        self.read(|conn| {
+            // SQLite compares text byte by byte, as Rust orders strings.
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT body FROM labels WHERE tenant = ?1 AND conversation = ?2
+                     ORDER BY turn, pattern",
+                )
+                .map_err(unavailable)?;
+            let rows = statement
+                .query_map(params![tenant.as_str(), conversation.as_str()], |row| {
+                    row.get::<_, String>(0)
+                })
+                .map_err(unavailable)?;
+            rows.map(|body| from_json(&body.map_err(unavailable)?))
+                .collect()
+        })
+    }
+
+    async fn put_labels(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+        labels: &[StoredLabel],
+    ) -> Result<Write, StoreError> {
+        check_label_batch(conversation, labels)?;
+        let rows = labels
+            .iter()
+            .map(|label| Ok((label, label.cursor().key(), to_json(label)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.write(|tx| {
+            // The transaction holds the write lock: every key is checked before any is written,
+            // so a taken one leaves nothing behind.
+            for (label, _, _) in &rows {
+                let taken = tx
+                    .query_row(
+                        "SELECT 1 FROM labels
+                         WHERE tenant = ?1 AND conversation = ?2 AND turn = ?3 AND pattern = ?4",
+                        params![
+                            tenant.as_str(),
+                            conversation.as_str(),
+                            label.turn,
+                            label.pattern
+                        ],
+                        |_| Ok(()),
+                    )
+                    .optional()
+                    .map_err(unavailable)?
+                    .is_some();
+                if taken {
+                    return Ok(Write::Lost);
+                }
+            }
+            for (label, cursor_key, body) in &rows {
+                tx.execute(
+                    "INSERT INTO labels (tenant, conversation, turn, pattern, cursor_key, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        tenant.as_str(),
+                        conversation.as_str(),
+                        label.turn,
+                        label.pattern,
+                        cursor_key,
+                        body
+                    ],
+                )
+                .map_err(unavailable)?;
+            }
+            Ok(Write::Done)
+        })
+    }
+
+    async fn labels_since(
+        &self,
+        tenant: &TenantId,
+        after: Option<&LabelCursor>,
+        limit: usize,
+    ) -> Result<Vec<StoredLabel>, StoreError> {
+        // The empty string sorts before every key.
+        let after = after.map(LabelCursor::key).unwrap_or_default();
+        self.read(|conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT body FROM labels WHERE tenant = ?1 AND cursor_key > ?2
+                     ORDER BY cursor_key LIMIT ?3",
+                )
+                .map_err(unavailable)?;
+            let rows = statement
+                .query_map(
+                    params![tenant.as_str(), after, to_i64(limit as u64)],
                     |row| row.get::<_, String>(0),
                 )
                 .map_err(unavailable)?;

@@ -23,6 +23,7 @@ pub use embedded::EmbeddedStore;
 
 use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
 use crate::domain::ids::{ConversationId, MessageId, TenantId};
+use crate::domain::labels::{LabelCursor, StoredLabel};
 use crate::domain::learning::ModelVersion;
 use crate::domain::model::ServedModel;
 use crate::domain::time::Millis;
@@ -181,6 +182,32 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<OutcomeRecord>, StoreError>> + Send;
 
+    /// Every label stored for the conversation, in (turn, pattern) order.
+    fn labels(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+    ) -> impl Future<Output = Result<Vec<StoredLabel>, StoreError>> + Send;
+
+    /// Stores `labels` (of this conversation, at most MAX_LABELS_PER_REQUEST, no (turn, pattern)
+    /// twice) in one atomic write, each conditional on its (turn, pattern) being free:
+    /// `Write::Lost`, and nothing written, when any is taken.
+    fn put_labels(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+        labels: &[StoredLabel],
+    ) -> impl Future<Output = Result<Write, StoreError>> + Send;
+
+    /// Up to `limit` of the tenant's labels strictly after `after` (from the first when None),
+    /// in cursor order (`LabelCursor`'s Ord, which `LabelCursor::key()` strings follow).
+    fn labels_since(
+        &self,
+        tenant: &TenantId,
+        after: Option<&LabelCursor>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StoredLabel>, StoreError>> + Send;
+
     /// The newest published model version, if any, whole.
     fn current_model(
         &self,
@@ -207,6 +234,35 @@ pub trait Store: Send + Sync {
         tenant: &TenantId,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ModelVersion>, StoreError>> + Send;
+}
+
+/// Refuses a `put_labels` call outside its contract (another conversation's label, too many,
+/// a (turn, pattern) twice): a defect of the caller, never worth a retry.
+fn check_label_batch(
+    conversation: &ConversationId,
+    labels: &[StoredLabel],
+) -> Result<(), StoreError> {
+    use crate::domain::labels::MAX_LABELS_PER_REQUEST;
+    if labels.len() > MAX_LABELS_PER_REQUEST {
+        return Err(StoreError::Corrupt(format!(
+            "{} labels in one write; at most {MAX_LABELS_PER_REQUEST}",
+            labels.len()
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for label in labels {
+        if &label.conversation_id != conversation {
+            return Err(StoreError::Corrupt(
+                "a label of another conversation in the write".into(),
+            ));
+        }
+        if !seen.insert((label.turn, label.pattern.as_str())) {
+            return Err(StoreError::Corrupt(
+                "the same (turn, pattern) twice in one write".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Serializes a stored record; a failure is a defect in the record, never worth a retry.

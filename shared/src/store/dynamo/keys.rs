@@ -21,6 +21,10 @@ pub(super) const FAILED_EXCHANGES: &str = "failed_exchanges";
 pub(super) const FAILED_ENDS: &str = "failed_ends";
 pub(super) const KIND_EXCHANGE: &str = "exchange";
 pub(super) const KIND_END: &str = "end";
+pub(super) const KIND_LABEL: &str = "label";
+/// The sort key prefix of label items. Log items start with `L#`, and every log query asks for
+/// that prefix, so no log read can meet a label.
+pub(super) const LABEL_PREFIX: &str = "B#";
 
 /// The attributes every log item has, as stored.
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,6 +62,15 @@ pub(super) fn conversation_pk(tenant: &TenantId, conversation: &ConversationId) 
 
 pub(super) fn log_sk(position: u32) -> String {
     format!("L#{position:05}")
+}
+
+pub(super) fn label_sk(turn: u32, pattern: &str) -> String {
+    format!("{LABEL_PREFIX}{turn:05}#{pattern}")
+}
+
+/// The `by_time` partition of the tenant's labels, sorted by `LabelCursor::key()`.
+pub(super) fn label_index_pk(tenant: &TenantId) -> String {
+    format!("T#{tenant}#LABEL")
 }
 
 pub(super) fn outcome_pk(tenant: &TenantId) -> String {

@@ -4,17 +4,19 @@
 //! |---|---|---|---|
 //! | exchange | `T#{tenant}#C#{conversation}` | `L#{turn:05}` | `mid` = message id (LSI `by_message`) |
 //! | end | same | `L#{turns+1:05}` | `gsi1pk` = `T#{tenant}#OUTCOME`, `gsi1sk` = `{at:013}#{conversation}` |
+//! | label | same | `B#{turn:05}#{pattern}` | `gsi1pk` = `T#{tenant}#LABEL`, `gsi1sk` = `LabelCursor::key()` |
 //! | counters | `T#{tenant}#COUNTER` | `ended_conversations` | `value`, `failed_exchanges`, `failed_ends`; `gsi1pk` = `TENANTS` lists tenants |
 //! | lease | `T#{tenant}#LEASE` | lease name | `holder`, `until` (ms) |
 //! | model | `T#{tenant}#MODEL` | `V#{version:010}` | the whole history is kept |
 //!
 //! One file per concern: `keys` (key and item shapes), `errors` (lost races, unavailability,
 //! the client's retry settings), `table` (creating it), `log` (exchanges and ends),
-//! `counters`, `leases`, `outcomes`, `models`.
+//! `labels`, `counters`, `leases`, `outcomes`, `models`.
 
 mod counters;
 mod errors;
 mod keys;
+mod labels;
 mod leases;
 mod log;
 mod models;
@@ -31,6 +33,7 @@ pub use keys::{MESSAGE_INDEX, TIME_INDEX};
 use super::{ConversationLog, FailedWrite, Lease, Store, StoreError, Write};
 use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
 use crate::domain::ids::{ConversationId, MessageId, TenantId};
+use crate::domain::labels::{LabelCursor, StoredLabel};
 use crate::domain::learning::ModelVersion;
 use crate::domain::model::ServedModel;
 use crate::domain::time::Millis;
@@ -191,6 +194,32 @@ impl Store for DynamoStore {
         limit: usize,
     ) -> Result<Vec<OutcomeRecord>, StoreError> {
         self.query_outcomes(tenant, after, limit).await
+    }
+
+    async fn labels(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+    ) -> Result<Vec<StoredLabel>, StoreError> {
+        self.read_labels(tenant, conversation).await
+    }
+
+    async fn put_labels(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+        labels: &[StoredLabel],
+    ) -> Result<Write, StoreError> {
+        self.write_labels(tenant, conversation, labels).await
+    }
+
+    async fn labels_since(
+        &self,
+        tenant: &TenantId,
+        after: Option<&LabelCursor>,
+        limit: usize,
+    ) -> Result<Vec<StoredLabel>, StoreError> {
+        self.query_labels(tenant, after, limit).await
     }
 
     async fn current_model(&self, tenant: &TenantId) -> Result<Option<ModelVersion>, StoreError> {
