@@ -111,6 +111,7 @@ fn model_version(version: u64) -> ModelVersion {
         version,
         published_at: Millis(1_700_000_000_000 + version),
         watermark: None,
+        label_watermark: None,
         outcomes_learned: version * 10,
         model: Model::default(),
         state: Default::default(),

@@ -85,3 +85,36 @@ fn the_shipped_weights_are_what_the_shipped_data_and_code_train() {
          data and code: run it and commit the result"
     );
 }
+
+/// A tenant in a new domain (CaSiNo negotiations) learns from labelled conversations through
+/// the feedback run's code, and detection on that domain's unseen conversations improves; the
+/// page and plot in docs/ are what the code produces now.
+#[test]
+fn labels_teach_a_tenant_layer_a_new_domain() {
+    use salesloop_tests::learning_curve::{STEPS, current_report, curve};
+    let points = curve(&STEPS);
+    let f1 = |n: usize| {
+        points
+            .iter()
+            .find(|p| p.conversations == n)
+            .map(|p| p.micro().f1())
+            .unwrap()
+    };
+    println!("F1 at 0 {:.3}, 50 {:.3}, 200 {:.3}", f1(0), f1(50), f1(200));
+    assert!(f1(50) >= f1(0) + 0.10, "{:.3} -> {:.3}", f1(0), f1(50));
+    assert!(f1(200) >= f1(0) + 0.20, "{:.3} -> {:.3}", f1(0), f1(200));
+    // The layer stays a small part of one model version item.
+    assert!(points.iter().all(|p| p.layer_bytes < 120_000));
+    let root = salesloop_tests::workspace_root();
+    let (page, plot) = current_report();
+    assert_eq!(
+        std::fs::read_to_string(root.join("docs/learning-curve.md")).unwrap(),
+        page,
+        "docs/learning-curve.md is stale: run `make learning-curve`"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("docs/learning-curve.svg")).unwrap(),
+        plot,
+        "docs/learning-curve.svg is stale: run `make learning-curve`"
+    );
+}

@@ -287,6 +287,7 @@ pub struct Learner<'a> {
     labelled: Vec<(String, u32, Vec<(String, bool)>)>,
     /// The shipped detector weights the layer is learned over; none: no layer is learned.
     base: Option<&'a LinearModel>,
+    layer_settings: LayerSettings,
 }
 
 impl<'a> Learner<'a> {
@@ -303,7 +304,14 @@ impl<'a> Learner<'a> {
             label_watermark: previous.and_then(|v| v.label_watermark.clone()),
             labelled: Vec::new(),
             base: None,
+            layer_settings: LayerSettings::default(),
         }
+    }
+
+    /// How the detector layer learns (the defaults unless told).
+    pub fn with_layer_settings(mut self, settings: LayerSettings) -> Learner<'a> {
+        self.layer_settings = settings;
+        self
     }
 
     /// Learns the tenant's detector layer over `base` from the batch's labels.
@@ -528,7 +536,7 @@ impl<'a> Learner<'a> {
         let start = previous
             .and_then(DetectorLayer::model)
             .filter(|l| l.version == layer::layer_version(base) && l.labels == base.labels);
-        let next = layer::learn(base, start, &examples, LayerSettings::default());
+        let next = layer::learn(base, start, &examples, self.layer_settings);
         self.model.detector = Some(DetectorLayer::new(
             &next,
             learned + examples.len() as u64,
@@ -886,6 +894,7 @@ mod tests {
             pattern: pattern.into(),
             correct,
             confidence,
+            text: None,
         }];
         record
     }
@@ -1041,11 +1050,11 @@ mod tests {
             }
         };
         // objection.price: 30 detections labelled right and 10 wrong, all at confidence 0.8;
-        // 5 labelled present but not detected (misses); 3 not detected and not present
-        // (counted nowhere). tp = 30, fp = 10, 40 >= 30 labelled detections:
-        //   posterior mean precision (30 + 1) / (40 + 2) = 31/42 = 0.738095...
-        //   mean raw confidence 0.8
-        //   multiplier 0.738095 / 0.8 = 0.922619... -> 0.923
+        // 5 labelled present but not detected (misses, each right at confidence 0.7); 3 not
+        // detected and not present (counted nowhere). 45 >= 30 labelled instances, 35 right:
+        //   posterior mean precision (35 + 1) / (45 + 2) = 36/47 = 0.765957...
+        //   mean raw confidence (40 x 0.8 + 5 x 0.7) / 45 = 0.788888...
+        //   multiplier 0.765957 / 0.788888 = 0.970932... -> 0.971
         //   precision 30/40 = 0.75, recall 30/(30 + 5) = 0.857142...
         add("objection.price", 30, true, Some(0.8));
         add("objection.price", 10, false, Some(0.8));
@@ -1057,7 +1066,7 @@ mod tests {
         add("objection.timing", 29, false, Some(0.9));
         let v1 = run(&playbook, None, &batch);
         let calibration = &v1.model.calibration;
-        assert_eq!(calibration.get("objection.price"), Some(&0.923));
+        assert_eq!(calibration.get("objection.price"), Some(&0.971));
         assert_eq!(calibration.get("pain_point"), Some(&1.25));
         assert_eq!(calibration.get("objection.timing"), None);
         let accuracy = &v1.report.as_ref().unwrap().accuracy;
@@ -1070,7 +1079,7 @@ mod tests {
         assert_eq!((price.recall.successes, price.recall.trials), (30, 35));
         close(price.precision.rate, 0.75);
         close(price.recall.rate, 30.0 / 35.0);
-        assert_eq!(price.calibration, 0.923);
+        assert_eq!(price.calibration, 0.971);
         assert_eq!(accuracy.patterns["objection.timing"].calibration, 1.0);
         // All patterns: tp 30 + 30 + 0, detections 40 + 30 + 29, misses 5.
         assert_eq!(
@@ -1082,10 +1091,11 @@ mod tests {
             (60, 65)
         );
 
-        // The next run: detections made under the 0.923 multiplier report 0.8 x 0.923 = 0.7384;
+        // The next run: detections made under the 0.971 multiplier report 0.8 x 0.971 = 0.7768;
         // the learner divides the multiplier out again, so the raw mean stays 0.8.
-        // objection.price gets 4 more wrong labels: tp = 30, fp = 14:
-        //   (30 + 1) / (44 + 2) = 31/46 = 0.673913..., / 0.8 = 0.842391... -> 0.842
+        // objection.price gets 4 more wrong labels: tp = 30, fp = 14, misses 5:
+        //   (35 + 1) / (49 + 2) = 0.705882..., over (44 x 0.8 + 5 x 0.7) / 49 = 0.789795...
+        //   = 0.893765... -> 0.894
         // objection.timing gets its 30th label (wrong, 0.9, no multiplier yet):
         //   (0 + 1) / (30 + 2) = 0.03125, / 0.9 = 0.0347..., bounded to 0.5
         let mut next = Vec::new();
@@ -1094,12 +1104,12 @@ mod tests {
                 1_000 + i,
                 "objection.price",
                 false,
-                Some(0.8 * 0.923),
+                Some(0.8 * 0.971),
             ));
         }
         next.push(labelled(2_000, "objection.timing", false, Some(0.9)));
         let v2 = run(&playbook, Some(&v1), &next);
-        assert_eq!(v2.model.calibration.get("objection.price"), Some(&0.842));
+        assert_eq!(v2.model.calibration.get("objection.price"), Some(&0.894));
         assert_eq!(v2.model.calibration.get("objection.timing"), Some(&0.5));
         assert_eq!(v2.model.calibration.get("pain_point"), Some(&1.25));
         let tally = v2.state.labels["objection.price"];
@@ -1109,6 +1119,34 @@ mod tests {
         );
         close(tally.raw_confidence_sum / 44.0, 0.8);
         assert_eq!(v2.report.as_ref().unwrap().accuracy.labels_in_run, 5);
+    }
+
+    #[test]
+    fn a_pattern_scaled_below_the_threshold_comes_back_when_labels_say_it_was_missed() {
+        let playbook = Playbook::builtin();
+        // 40 detections at 0.8, 35 of them wrong: (5 + 1) / 42 / 0.8 = 0.18, bounded to 0.5.
+        let mut batch = Vec::new();
+        for i in 0..40 {
+            batch.push(labelled(i, "objection.trust", i < 5, Some(0.8)));
+        }
+        let v1 = run(&playbook, None, &batch);
+        assert_eq!(v1.model.calibration.get("objection.trust"), Some(&0.5));
+        // Scaled to 0.5, nothing reaches 0.7: from now on the pattern is only ever missed. The
+        // labels keep saying so, and the multiplier climbs back over 0.7 / 0.8 = 0.875.
+        let mut version = v1;
+        let mut back = None;
+        for run_index in 0..10 {
+            let misses: Vec<OutcomeRecord> = (0..20)
+                .map(|i| labelled(1_000 * (run_index + 1) + i, "objection.trust", true, None))
+                .collect();
+            version = run(&playbook, Some(&version), &misses);
+            let scale = version.model.calibration["objection.trust"];
+            if scale * 0.8 >= 0.7 {
+                back = Some(run_index + 1);
+                break;
+            }
+        }
+        assert!(back.is_some(), "{:?}", version.model.calibration);
     }
 
     #[test]

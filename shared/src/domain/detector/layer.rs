@@ -40,14 +40,20 @@ pub struct LayerSettings {
     pub rate: f32,
     /// The pull of each touched weight toward zero (toward the shipped model), per step.
     pub l2: f32,
+    /// How much more a present target weighs than an absent one. The families are rare (a
+    /// few in a hundred messages), and detection stands at a confidence of 0.7: weighing the
+    /// present ones 8 times puts 0.7 where a plain logistic fit would say about 0.23, the
+    /// region where the shipped model's operating points were chosen.
+    pub present_weight: f32,
 }
 
 impl Default for LayerSettings {
     fn default() -> Self {
         LayerSettings {
             epochs: 4,
-            rate: 0.5,
+            rate: 0.3,
             l2: 0.01,
+            present_weight: 8.0,
         }
     }
 }
@@ -146,7 +152,11 @@ pub fn learn(
                     (0..sentences.len()).collect()
                 };
                 for s in chosen {
-                    let gradient = sigmoid(logits[s][output]) - f32::from(u8::from(present));
+                    let gradient = if present {
+                        (sigmoid(logits[s][output]) - 1.0) * settings.present_weight
+                    } else {
+                        sigmoid(logits[s][output])
+                    };
                     bias[output] -= settings.rate * gradient;
                     for &(bucket, value) in &sentences[s] {
                         let row = rows.entry(bucket).or_insert_with(|| vec![0.0; k]);

@@ -317,12 +317,11 @@ mod tests {
     fn logits_add_the_rows_of_the_features_to_the_bias() {
         let model = small();
         let logits = model.logits(&vec![(7, 0.5), (8, 3.0), (BUCKETS - 1, 2.0)]);
-        // 2.0 and 1.0 are each label's largest weight (127 times its scale); -0.5 and 0.25 are
-        // a quarter of them, which a byte rounds to 32/127.
-        let quarter = 32.0 / 127.0;
+        // 2.0 and 1.0 are each label's largest weight (127 times its scale); 0.25 is an eighth
+        // of 2.0, which a byte rounds to 16/127 of it, and -0.5 half of 1.0, -64/127 of it.
         let want = [
-            -1.0 + 0.5 * 2.0 + 2.0 * 2.0 * quarter,
-            0.5 - 0.5 * 2.0 * quarter + 2.0 * 1.0,
+            -1.0 + 0.5 * 2.0 + 2.0 * 2.0 * 16.0 / 127.0,
+            0.5 + 0.5 * -64.0 / 127.0 + 2.0 * 1.0,
         ];
         for (got, want) in logits.iter().zip(want) {
             assert!((got - want).abs() < 1e-5, "{logits:?} vs {want:?}");

@@ -143,9 +143,14 @@ impl Detector {
         layer: Option<&LinearModel>,
     ) -> Vec<Detection> {
         let mut detections = self.catalog.detect(text, 0.0, calibration);
+        let layer = layer.filter(|l| self.fits(l));
         let scores = self.score_with(text, turn, layer);
+        // A tenant's layer is learned from the same labels as the calibration, and moves the
+        // model's scores itself: the multipliers then scale the cues only.
+        let none = BTreeMap::new();
+        let model_calibration = if layer.is_some() { &none } else { calibration };
         for family_name in FAMILIES {
-            let Some(found) = self.model_detection(text, &scores, family_name, calibration) else {
+            let Some(found) = self.model_detection(text, &scores, family_name, model_calibration) else {
                 continue;
             };
             let strongest_cue = detections
