@@ -127,6 +127,13 @@ pub enum Action {
     Labels,
 }
 
+/// Every route, by the last segment of its path: `POST /conversations/{conversation_id}/{segment}`.
+pub const ROUTES: [(&str, Action); 3] = [
+    ("messages", Action::Message),
+    ("end", Action::End),
+    ("labels", Action::Labels),
+];
+
 /// Finds `/conversations/{id}/messages`, `/conversations/{id}/end` or
 /// `/conversations/{id}/labels` at the end of the path (API Gateway may put a stage in front)
 /// and checks the method.
@@ -136,11 +143,8 @@ pub fn route(request: &Request) -> Result<(ConversationId, Action), ApiError> {
     let [.., "conversations", id, last] = segments.as_slice() else {
         return Err(ApiError::NotFound);
     };
-    let action = match *last {
-        "messages" => Action::Message,
-        "end" => Action::End,
-        "labels" => Action::Labels,
-        _ => return Err(ApiError::NotFound),
+    let Some(&(_, action)) = ROUTES.iter().find(|(segment, _)| segment == last) else {
+        return Err(ApiError::NotFound);
     };
     if request.method() != lambda_http::http::Method::POST {
         return Err(ApiError::MethodNotAllowed);
