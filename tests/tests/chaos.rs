@@ -301,6 +301,7 @@ async fn end_every_conversation<S: Store + 'static>(plan: &Plan, store: S) -> En
         feedback_every: 0,
         trigger: None,
         failed_writes: Default::default(),
+        text_storage: Default::default(),
     });
     let mut ends = Ends::default();
     for round in 0..2 {

@@ -89,6 +89,7 @@ fn apis<S: Store>(
             feedback_every: every,
             trigger,
             failed_writes: Default::default(),
+            text_storage: Default::default(),
         },
     }
 }

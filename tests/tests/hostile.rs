@@ -58,6 +58,7 @@ fn handlers<S: Store>(make: impl Fn() -> S) -> Handlers<S> {
         feedback_every: 1,
         trigger: None,
         failed_writes: Default::default(),
+        text_storage: Default::default(),
     };
     Handlers {
         messages: [message(false), message(true)],

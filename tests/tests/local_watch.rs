@@ -1,5 +1,6 @@
 //! End to end through `cargo lambda watch` (the README's run command): real HTTP requests to the
-//! emulator's router reach process_message, which answers from the embedded store.
+//! emulator's router reach process_message and end_conversation, which answer from the
+//! embedded store.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -141,13 +142,24 @@ fn the_local_run_command_answers_real_http_requests() {
     // The embedded store file the functions wrote is where the run command said.
     assert!(data.path().join("salesloop.sqlite3").exists());
 
-    // Ending a conversation goes to end_conversation (built on its first request), and the
-    // second end reaches feedback_loop through the emulator's invoke API.
+    // Labels go to end_conversation (built on its first request).
+    let labelled = post(
+        watch.port,
+        "/conversations/c1/labels",
+        r#"[{"turn":1,"pattern":"objection.price","correct":true}]"#,
+        Duration::from_secs(600),
+    )
+    .expect("labels answer");
+    assert_eq!(labelled.0, 200, "{}", labelled.1);
+    assert_eq!(labelled.1["stored"], 1);
+
+    // Ending a conversation goes to end_conversation too, and the second end reaches
+    // feedback_loop through the emulator's invoke API.
     let ended = post(
         watch.port,
         "/conversations/c1/end",
         r#"{"outcome":"won"}"#,
-        Duration::from_secs(600),
+        Duration::from_secs(60),
     )
     .expect("end answer");
     assert_eq!(ended.0, 200, "{}", ended.1);

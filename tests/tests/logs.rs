@@ -63,6 +63,7 @@ fn json_logs_name_the_request_tenant_and_conversation_and_never_the_text() {
         feedback_every: 100,
         trigger: None,
         failed_writes: Default::default(),
+        text_storage: Default::default(),
     };
     let secret = "our CFO Jane Doe says it is too expensive";
     let runtime = tokio::runtime::Builder::new_current_thread()

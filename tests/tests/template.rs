@@ -1,11 +1,13 @@
 //! The infrastructure template's security rules, asserted on the template itself so that a later
 //! edit cannot loosen them silently: least privilege per function (no wildcard action or
 //! resource, only the DynamoDB actions each function's code calls, on the table and the index it
-//! reads), end_conversation may invoke only feedback_loop, and the table is the one the code
-//! expects, with recovery, encryption and deletion protection on.
+//! reads), end_conversation may invoke only feedback_loop, the API routes are the code's (in
+//! the template and in `make run`'s router alike), and the table is the one the code expects,
+//! with recovery, encryption and deletion protection on.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use salesloop::edge::http::{Action, ROUTES};
 use salesloop::store::{MESSAGE_INDEX, TIME_INDEX};
 use salesloop_tests::workspace_root;
 use serde_yaml::Value;
@@ -280,7 +282,8 @@ fn functions_run_on_arm64_al2023_at_128_mb_with_tracing_and_json_logs() {
             "TENANT_CLAIM",
             "SALESLOOP_RETENTION_DAYS",
             "FEEDBACK_EVERY",
-            "FEEDBACK_FUNCTION"
+            "FEEDBACK_FUNCTION",
+            "SALESLOOP_MESSAGE_TEXT"
         ])
     );
     assert_eq!(
@@ -296,29 +299,73 @@ fn functions_run_on_arm64_al2023_at_128_mb_with_tracing_and_json_logs() {
             .is_some()
             || !api["AccessLogSettings"]["DestinationArn"].is_null()
     );
-    for (function, path) in [
-        (
-            "ProcessMessageFunction",
-            "/conversations/{conversation_id}/messages",
-        ),
-        (
-            "EndConversationFunction",
-            "/conversations/{conversation_id}/end",
-        ),
-    ] {
+    for (function, paths) in routes_by_function() {
         let events = resource(&template, function)["Properties"]["Events"]
             .as_mapping()
             .unwrap();
-        assert_eq!(events.len(), 1);
-        let event = events.values().next().unwrap();
-        assert_eq!(event["Type"].as_str(), Some("HttpApi"));
-        assert_eq!(event["Properties"]["Path"].as_str(), Some(path));
-        assert_eq!(event["Properties"]["Method"].as_str(), Some("POST"));
-        assert!(
-            event["Properties"].get("Auth").is_none(),
-            "{function}: no route opts out of the authorizer"
+        let mut routed = BTreeSet::new();
+        for event in events.values() {
+            assert_eq!(event["Type"].as_str(), Some("HttpApi"), "{function}");
+            assert_eq!(event["Properties"]["Method"].as_str(), Some("POST"));
+            assert!(
+                event["Properties"].get("Auth").is_none(),
+                "{function}: no route opts out of the authorizer"
+            );
+            routed.insert(text(&event["Properties"]["Path"]));
+        }
+        assert_eq!(
+            routed, paths,
+            "{function}: the template's routes differ from the code's"
         );
     }
+}
+
+/// The function each of the code's routes belongs to (`salesloop::edge::http::ROUTES`): a new
+/// action does not compile here until it has a function.
+fn function_of(action: Action) -> (&'static str, &'static str) {
+    match action {
+        Action::Message => ("ProcessMessageFunction", "process_message"),
+        Action::End | Action::Labels => ("EndConversationFunction", "end_conversation"),
+    }
+}
+
+/// Every API function's routes, as the code answers them.
+fn routes_by_function() -> BTreeMap<&'static str, BTreeSet<String>> {
+    let mut routes: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for (segment, action) in ROUTES {
+        routes
+            .entry(function_of(action).0)
+            .or_default()
+            .insert(format!("/conversations/{{conversation_id}}/{segment}"));
+    }
+    routes
+}
+
+#[test]
+fn make_run_routes_every_route_of_the_code_to_its_function() {
+    // `cargo lambda watch` routes as `[workspace.metadata.lambda.watch.router]` says.
+    let manifest = std::fs::read_to_string(workspace_root().join("Cargo.toml")).unwrap();
+    let router: BTreeSet<&str> = manifest
+        .lines()
+        .skip_while(|line| line.trim() != "[workspace.metadata.lambda.watch.router]")
+        .skip(1)
+        .take_while(|line| !line.trim_start().starts_with('['))
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    let expected: BTreeSet<String> = ROUTES
+        .into_iter()
+        .map(|(segment, action)| {
+            format!(
+                r#""/conversations/{{conversation_id}}/{segment}" = [{{ method = "POST", function = "{}" }}]"#,
+                function_of(action).1
+            )
+        })
+        .collect();
+    assert_eq!(
+        router,
+        expected.iter().map(String::as_str).collect::<BTreeSet<_>>()
+    );
 }
 
 #[test]

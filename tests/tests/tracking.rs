@@ -74,6 +74,7 @@ fn api(store: &DynamoStore) -> Api {
             feedback_every: 0,
             trigger: None,
             failed_writes: Default::default(),
+            text_storage: Default::default(),
         },
     }
 }

@@ -1,11 +1,14 @@
 //! `POST /conversations/{conversation_id}/end`: parse, end the conversation once with its
 //! outcome and A/B events in one write, answer, and on every `FEEDBACK_EVERY`-th ended
-//! conversation of the tenant ask for a feedback run.
+//! conversation of the tenant ask for a feedback run. The function's other route,
+//! `POST /conversations/{conversation_id}/labels`, is in `labels.rs`.
 
 use std::collections::BTreeSet;
 
 use lambda_http::{Body, Request, Response};
-use salesloop::domain::conversation::{DetectionLabel, MAX_TURNS, OutcomeError};
+use salesloop::domain::conversation::{DetectionLabel, OutcomeError};
+use salesloop::domain::labels::{LabelRequest, MAX_LABELS_PER_REQUEST, check_labels};
+use salesloop::domain::privacy::TextStorage;
 use salesloop::edge::error::ApiError;
 use salesloop::edge::http::{
     Action, TenantSource, has_control_characters, is_blank, json_body, json_response, request_span,
@@ -24,7 +27,7 @@ use crate::trigger::Trigger;
 /// The longest `reason`, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
 /// The most labels one end may carry.
-pub const MAX_LABELS: usize = 100;
+pub const MAX_LABELS: usize = MAX_LABELS_PER_REQUEST;
 /// The largest deal value accepted.
 pub const MAX_VALUE: f64 = 1e12;
 
@@ -40,6 +43,8 @@ pub struct App<S> {
     pub trigger: Option<Trigger>,
     /// Writes that failed, until they are counted in the store.
     pub failed_writes: FailedWrites,
+    /// Whether message texts are kept (a label then carries its turn's text) or only hashes.
+    pub text_storage: TextStorage,
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,15 +56,7 @@ struct EndBody {
     #[serde(default)]
     reason: Option<String>,
     #[serde(default)]
-    labels: Vec<LabelBody>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LabelBody {
-    turn: u32,
-    pattern: String,
-    correct: bool,
+    labels: Vec<LabelRequest>,
 }
 
 pub async fn handle<S: Store>(app: &App<S>, request: Request) -> Response<Body> {
@@ -117,35 +114,17 @@ fn parse_body(patterns: &BTreeSet<String>, body: EndBody) -> Result<EndRequest, 
             "reason may not hold control characters other than tab and line breaks".into(),
         ));
     }
-    if body.labels.len() > MAX_LABELS {
-        return Err(ApiError::InvalidLabels(format!(
-            "at most {MAX_LABELS} labels"
-        )));
-    }
-    let mut seen = BTreeSet::new();
-    let mut labels = Vec::with_capacity(body.labels.len());
-    for (i, label) in body.labels.into_iter().enumerate() {
-        if label.turn == 0 || label.turn > MAX_TURNS {
-            return Err(ApiError::InvalidLabels(format!(
-                "labels[{i}].turn must be from 1 to {MAX_TURNS}"
-            )));
-        }
-        if !patterns.contains(&label.pattern) {
-            return Err(ApiError::InvalidLabels(format!(
-                "labels[{i}].pattern is not a known pattern"
-            )));
-        }
-        if !seen.insert((label.turn, label.pattern.clone())) {
-            return Err(ApiError::InvalidLabels(format!(
-                "labels[{i}] repeats a turn and pattern"
-            )));
-        }
-        labels.push(DetectionLabel {
+    let in_catalog = |name: &str| patterns.contains(name);
+    check_labels(&body.labels, &in_catalog).map_err(|e| ApiError::InvalidLabels(e.to_string()))?;
+    let labels = body
+        .labels
+        .into_iter()
+        .map(|label| DetectionLabel {
             turn: label.turn,
             pattern: label.pattern,
             correct: label.correct,
-        });
-    }
+        })
+        .collect();
     Ok(EndRequest {
         outcome,
         value: body.value,
@@ -157,6 +136,9 @@ fn parse_body(patterns: &BTreeSet<String>, body: EndBody) -> Result<EndRequest, 
 }
 
 async fn respond<S: Store>(app: &App<S>, request: Request) -> Result<Response<Body>, ApiError> {
+    if route(&request)?.1 == Action::Labels {
+        return crate::labels::respond(app, request).await;
+    }
     let (tenant, conversation, end) = parse_request(&request, &app.tenants, &app.patterns)?;
     let span = request_span(&request, &tenant, &conversation);
     record_end(app, tenant, conversation, end)

@@ -44,6 +44,7 @@ async fn main() -> Result<(), Error> {
         feedback_every: settings.feedback_every,
         trigger,
         failed_writes: FailedWrites::default(),
+        text_storage: settings.text_storage,
     };
     let app = &app;
     run(service_fn(move |request: Request| async move {

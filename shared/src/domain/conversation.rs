@@ -8,6 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::{ConversationId, MessageId};
+use crate::domain::labels::label_confidence;
 use crate::domain::time::Millis;
 
 /// The longest conversation we keep; the outcome item lists every turn, and DynamoDB items stop
@@ -149,8 +150,9 @@ pub struct StrategyUse {
 }
 
 /// A client's label checked against what was detected at that turn: with the detection's
-/// confidence when the pattern was detected, `None` when it was not (a `correct` label on an
-/// undetected pattern is a miss, which is what recall counts).
+/// confidence when the pattern was detected (for a family name, its family's strongest; see
+/// [`label_confidence`]), `None` when it was not (a `correct` label on an undetected pattern is
+/// a miss, which is what recall counts).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabelledDetection {
     pub turn: u32,
@@ -233,12 +235,7 @@ impl OutcomeRecord {
             .into_iter()
             .filter_map(|label| {
                 let exchange = exchanges.iter().find(|e| e.turn == label.turn)?;
-                let confidence = exchange
-                    .draft
-                    .patterns
-                    .iter()
-                    .find(|d| d.pattern == label.pattern)
-                    .map(|d| d.confidence);
+                let confidence = label_confidence(&exchange.draft.patterns, &label.pattern);
                 let stored = &exchange.draft.user_text;
                 Some(LabelledDetection {
                     turn: label.turn,

@@ -9,13 +9,76 @@
 //! the feedback loop in the order they were stored ([`LabelCursor`]): it counts them in the
 //! pattern accuracy metric and calibration, and learns the tenant's detector layer from them.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
+use crate::domain::conversation::{Detection, MAX_TURNS};
+use crate::domain::detector::{FAMILIES, family};
 use crate::domain::ids::ConversationId;
 use crate::domain::time::Millis;
 
 /// Labels one request may carry.
 pub const MAX_LABELS_PER_REQUEST: usize = 100;
+
+/// Why a list of labels is refused as a whole, before anything is read or written. The same
+/// rules hold for the labels of an end and for `POST /conversations/{id}/labels`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    #[error("at least one label")]
+    Empty,
+    #[error("at most {MAX_LABELS_PER_REQUEST} labels")]
+    TooMany,
+    #[error("labels[{0}].turn must be from 1 to {MAX_TURNS}")]
+    TurnOutOfRange(usize),
+    #[error("labels[{0}].pattern is neither a pattern of the catalog nor a family")]
+    UnknownPattern(usize),
+    #[error("labels[{0}] repeats a turn and pattern")]
+    Repeated(usize),
+}
+
+/// Whether a label may name `pattern`: a pattern of the catalog (`in_catalog`), or a family
+/// (`objection`, `buying_signal`, `question`), which says whether any pattern of it was there.
+pub fn is_label_pattern(pattern: &str, in_catalog: &dyn Fn(&str) -> bool) -> bool {
+    in_catalog(pattern) || FAMILIES.contains(&pattern)
+}
+
+/// Checks a list of labels on its own: at most [`MAX_LABELS_PER_REQUEST`], each turn from 1
+/// to [`MAX_TURNS`], each pattern one a label may name, no (turn, pattern) twice. The first
+/// label that breaks a rule is named. An empty list passes (an end need carry no labels).
+pub fn check_labels(
+    labels: &[LabelRequest],
+    in_catalog: &dyn Fn(&str) -> bool,
+) -> Result<(), LabelError> {
+    if labels.len() > MAX_LABELS_PER_REQUEST {
+        return Err(LabelError::TooMany);
+    }
+    let mut seen = BTreeSet::new();
+    for (i, label) in labels.iter().enumerate() {
+        if label.turn == 0 || label.turn > MAX_TURNS {
+            return Err(LabelError::TurnOutOfRange(i));
+        }
+        if !is_label_pattern(&label.pattern, in_catalog) {
+            return Err(LabelError::UnknownPattern(i));
+        }
+        if !seen.insert((label.turn, label.pattern.as_str())) {
+            return Err(LabelError::Repeated(i));
+        }
+    }
+    Ok(())
+}
+
+/// What the detector said about `pattern` in a turn with these detections: the confidence of
+/// the detection of that exact name, or for a family name the highest confidence among the
+/// family's detections; `None` when it was not detected (a `correct` label is then a miss).
+pub fn label_confidence(detections: &[Detection], pattern: &str) -> Option<f64> {
+    let family_label = FAMILIES.contains(&pattern);
+    detections
+        .iter()
+        .filter(|d| d.pattern == pattern || (family_label && family(&d.pattern) == pattern))
+        .map(|d| d.confidence)
+        .reduce(f64::max)
+}
 
 /// One label as the client sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +143,89 @@ impl LabelCursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn in_catalog(name: &str) -> bool {
+        matches!(name, "objection.price" | "question.product" | "pain_point")
+    }
+
+    fn label(turn: u32, pattern: &str) -> LabelRequest {
+        LabelRequest {
+            turn,
+            pattern: pattern.into(),
+            correct: true,
+        }
+    }
+
+    #[test]
+    fn labels_may_name_catalog_patterns_and_families_only() {
+        let ok = [
+            label(1, "objection.price"),
+            label(1, "objection"),
+            label(1, "buying_signal"),
+            label(MAX_TURNS, "question"),
+            label(2, "objection.price"),
+        ];
+        assert_eq!(check_labels(&ok, &in_catalog), Ok(()));
+        assert_eq!(check_labels(&[], &in_catalog), Ok(()));
+        let refused = [
+            (vec![label(0, "objection")], LabelError::TurnOutOfRange(0)),
+            (
+                vec![label(1, "pain_point"), label(MAX_TURNS + 1, "pain_point")],
+                LabelError::TurnOutOfRange(1),
+            ),
+            (
+                vec![label(1, "objection.vibes")],
+                LabelError::UnknownPattern(0),
+            ),
+            (vec![label(1, "Objection")], LabelError::UnknownPattern(0)),
+            (vec![label(1, "")], LabelError::UnknownPattern(0)),
+            (
+                vec![
+                    label(1, "question"),
+                    label(2, "question"),
+                    label(1, "question"),
+                ],
+                LabelError::Repeated(2),
+            ),
+            (
+                (1..=MAX_LABELS_PER_REQUEST as u32 + 1)
+                    .map(|turn| label(turn, "question"))
+                    .collect(),
+                LabelError::TooMany,
+            ),
+        ];
+        for (labels, error) in refused {
+            assert_eq!(check_labels(&labels, &in_catalog), Err(error));
+        }
+    }
+
+    #[test]
+    fn a_family_label_takes_the_strongest_detection_of_its_family() {
+        let detection = |pattern: &str, confidence| Detection {
+            pattern: pattern.into(),
+            confidence,
+            evidence: String::new(),
+            start: 0,
+            end: 0,
+        };
+        let found = [
+            detection("objection.price", 0.8),
+            detection("objection.timing", 0.9),
+            detection("question.product", 0.75),
+        ];
+        assert_eq!(label_confidence(&found, "objection.price"), Some(0.8));
+        assert_eq!(label_confidence(&found, "objection"), Some(0.9));
+        assert_eq!(label_confidence(&found, "question"), Some(0.75));
+        assert_eq!(label_confidence(&found, "buying_signal"), None);
+        assert_eq!(label_confidence(&found, "objection.trust"), None);
+        // The learned detector may report a family by its own name.
+        let by_model = [
+            detection("objection", 0.7),
+            detection("objection.price", 0.6),
+        ];
+        assert_eq!(label_confidence(&by_model, "objection"), Some(0.7));
+        assert_eq!(label_confidence(&by_model, "objection.price"), Some(0.6));
+    }
 
     #[test]
     fn cursor_keys_sort_as_cursors_do() {

@@ -39,6 +39,8 @@ pub enum ApiError {
     NotFound,
     #[error("no conversation with this id")]
     ConversationNotFound,
+    #[error("the conversation has no turn {0}")]
+    TurnNotFound(u32),
     #[error("use POST")]
     MethodNotAllowed,
     #[error("the conversation has ended")]
@@ -49,6 +51,8 @@ pub enum ApiError {
     MessageIdReused,
     #[error("the conversation already ended with outcome {0}")]
     OutcomeConflict(Outcome),
+    #[error("turn {turn} already has a label for {pattern} with the other verdict")]
+    LabelConflict { turn: u32, pattern: String },
     #[error("the body may hold at most {0} bytes")]
     BodyTooLarge(usize),
     #[error("the store is unavailable; retry with the same request")]
@@ -72,9 +76,13 @@ impl ApiError {
             | InvalidLabels(_) => 400,
             Unauthenticated => 401,
             InvalidTenant(_) => 403,
-            NotFound | ConversationNotFound => 404,
+            NotFound | ConversationNotFound | TurnNotFound(_) => 404,
             MethodNotAllowed => 405,
-            ConversationEnded | ConversationTooLong | MessageIdReused | OutcomeConflict(_) => 409,
+            ConversationEnded
+            | ConversationTooLong
+            | MessageIdReused
+            | OutcomeConflict(_)
+            | LabelConflict { .. } => 409,
             BodyTooLarge(_) => 413,
             Internal => 500,
             StoreUnavailable => 503,
@@ -98,11 +106,13 @@ impl ApiError {
             InvalidTenant(_) => "invalid_tenant",
             NotFound => "not_found",
             ConversationNotFound => "conversation_not_found",
+            TurnNotFound(_) => "turn_not_found",
             MethodNotAllowed => "method_not_allowed",
             ConversationEnded => "conversation_ended",
             ConversationTooLong => "conversation_too_long",
             MessageIdReused => "message_id_reused",
             OutcomeConflict(_) => "outcome_conflict",
+            LabelConflict { .. } => "label_conflict",
             BodyTooLarge(_) => "body_too_large",
             StoreUnavailable => "store_unavailable",
             Internal => "internal",
@@ -145,6 +155,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::TooLong => ApiError::ConversationTooLong,
             ServiceError::MessageIdReused => ApiError::MessageIdReused,
             ServiceError::OutcomeConflict(first) => ApiError::OutcomeConflict(first.outcome),
+            ServiceError::InvalidLabels(e) => ApiError::InvalidLabels(e.to_string()),
+            ServiceError::TurnNotFound(turn) => ApiError::TurnNotFound(turn),
+            ServiceError::LabelConflict { turn, pattern } => {
+                ApiError::LabelConflict { turn, pattern }
+            }
             // Writers kept winning the race: the same request may succeed in a moment.
             ServiceError::Contention(_) => ApiError::StoreUnavailable,
             ServiceError::Store(e) => e.into(),

@@ -124,20 +124,27 @@ pub fn request_span(
 pub enum Action {
     Message,
     End,
+    Labels,
 }
 
-/// Finds `/conversations/{id}/messages` or `/conversations/{id}/end` at the end of the path
-/// (API Gateway may put a stage in front) and checks the method.
+/// Every route, by the last segment of its path: `POST /conversations/{conversation_id}/{segment}`.
+pub const ROUTES: [(&str, Action); 3] = [
+    ("messages", Action::Message),
+    ("end", Action::End),
+    ("labels", Action::Labels),
+];
+
+/// Finds `/conversations/{id}/messages`, `/conversations/{id}/end` or
+/// `/conversations/{id}/labels` at the end of the path (API Gateway may put a stage in front)
+/// and checks the method.
 pub fn route(request: &Request) -> Result<(ConversationId, Action), ApiError> {
     let path = request.raw_http_path();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let [.., "conversations", id, last] = segments.as_slice() else {
         return Err(ApiError::NotFound);
     };
-    let action = match *last {
-        "messages" => Action::Message,
-        "end" => Action::End,
-        _ => return Err(ApiError::NotFound),
+    let Some(&(_, action)) = ROUTES.iter().find(|(segment, _)| segment == last) else {
+        return Err(ApiError::NotFound);
     };
     if request.method() != lambda_http::http::Method::POST {
         return Err(ApiError::MethodNotAllowed);
@@ -147,8 +154,8 @@ pub fn route(request: &Request) -> Result<(ConversationId, Action), ApiError> {
     Ok((conversation, action))
 }
 
-/// The body as JSON of type `T`, at most [`MAX_BODY_BYTES`].
-pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
+/// The body's bytes, at most [`MAX_BODY_BYTES`] and not empty.
+fn body_bytes(request: &Request) -> Result<&[u8], ApiError> {
     let bytes: &[u8] = match request.body() {
         Body::Empty => &[],
         Body::Text(text) => text.as_bytes(),
@@ -161,13 +168,25 @@ pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> 
     if bytes.is_empty() {
         return Err(ApiError::InvalidJson("the body is empty".into()));
     }
-    let value = serde_json::from_slice(bytes).map_err(|e| {
+    Ok(bytes)
+}
+
+/// `bytes` as JSON of type `T`: a syntax error is `invalid_json`, JSON of the wrong shape
+/// `invalid_field`.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
         if e.is_data() {
             ApiError::InvalidField(e.to_string())
         } else {
             ApiError::InvalidJson(e.to_string())
         }
-    })?;
+    })
+}
+
+/// The body as JSON of type `T`, at most [`MAX_BODY_BYTES`].
+pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
+    let bytes = body_bytes(request)?;
+    let value = parse_json(bytes)?;
     // serde also fills a struct from a JSON array of its fields in order (`["won"]`); the API
     // takes objects only.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -176,6 +195,20 @@ pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> 
         ));
     }
     Ok(value)
+}
+
+/// The body as a JSON array of objects, each a `T`, at most [`MAX_BODY_BYTES`].
+pub fn json_array_body<T: DeserializeOwned>(request: &Request) -> Result<Vec<T>, ApiError> {
+    let bytes = body_bytes(request)?;
+    let items: Vec<T> = parse_json(bytes)?;
+    // As in `json_body`, serde would fill each `T` from an array of its fields too: the items
+    // must be objects. (A map accepts objects only.)
+    if serde_json::from_slice::<Vec<serde_json::Map<String, serde_json::Value>>>(bytes).is_err() {
+        return Err(ApiError::InvalidField(
+            "the body must be a JSON array of objects".into(),
+        ));
+    }
+    Ok(items)
 }
 
 /// Whether `text` holds a control character other than tab, line feed and carriage return.

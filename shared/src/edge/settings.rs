@@ -231,16 +231,6 @@ impl MessageSettings {
                     ConfigError::new("PATTERN_THRESHOLD", "must be a number from 0 to 1")
                 })?,
         };
-        let text_storage = match get(env, "SALESLOOP_MESSAGE_TEXT").as_deref() {
-            None | Some("text") => TextStorage::Text,
-            Some("hash") => TextStorage::Hash,
-            Some(_) => {
-                return Err(ConfigError::new(
-                    "SALESLOOP_MESSAGE_TEXT",
-                    "must be text or hash",
-                ));
-            }
-        };
         Ok(MessageSettings {
             api: ApiSettings::from_env(env)?,
             threshold,
@@ -253,7 +243,7 @@ impl MessageSettings {
                 })
                 .transpose()?,
             llm: llm(env)?,
-            text_storage,
+            text_storage: text_storage(env)?,
         })
     }
 }
@@ -271,6 +261,8 @@ pub struct EndSettings {
     pub lambda_endpoint: Option<String>,
     /// `PATTERN_CATALOG`, as for process_message: the pattern names a label may use.
     pub catalog: Option<String>,
+    /// `SALESLOOP_MESSAGE_TEXT`, as for process_message: whether a label keeps its turn's text.
+    pub text_storage: TextStorage,
 }
 
 impl EndSettings {
@@ -282,7 +274,20 @@ impl EndSettings {
                 .unwrap_or_else(|| "feedback_loop".to_owned()),
             lambda_endpoint: get(env, "AWS_ENDPOINT_URL_LAMBDA"),
             catalog: catalog(env)?,
+            text_storage: text_storage(env)?,
         })
+    }
+}
+
+/// `SALESLOOP_MESSAGE_TEXT`: `text` (the default) or `hash`.
+fn text_storage(env: &impl Env) -> Result<TextStorage, ConfigError> {
+    match get(env, "SALESLOOP_MESSAGE_TEXT").as_deref() {
+        None | Some("text") => Ok(TextStorage::Text),
+        Some("hash") => Ok(TextStorage::Hash),
+        Some(_) => Err(ConfigError::new(
+            "SALESLOOP_MESSAGE_TEXT",
+            "must be text or hash",
+        )),
     }
 }
 

@@ -4,6 +4,7 @@
 //! adapter. Idempotency and every conflict are decided here too, as values of [`ServiceError`].
 
 pub mod end;
+pub mod labels;
 pub mod message;
 pub mod models;
 pub mod tracking;
@@ -12,10 +13,12 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 pub use end::{Ended, end_conversation};
+pub use labels::{LabelsRecorded, record_labels};
 pub use message::{Plan, PlanFn, Recorded, record_exchange, record_message};
 pub use models::{ModelCache, Published, publish_model};
 
 use crate::domain::conversation::OutcomeRecord;
+use crate::domain::labels::LabelError;
 use crate::store::StoreError;
 
 /// Attempts before a writer that keeps losing races reports contention.
@@ -37,6 +40,13 @@ pub enum ServiceError {
     MessageIdReused,
     #[error("conversation has already ended with outcome {}", .0.outcome)]
     OutcomeConflict(Box<OutcomeRecord>),
+    #[error(transparent)]
+    InvalidLabels(LabelError),
+    #[error("the conversation has no turn {0}")]
+    TurnNotFound(u32),
+    /// A label with the other verdict is stored for this (turn, pattern).
+    #[error("turn {turn} already has a label for {pattern} with the other verdict")]
+    LabelConflict { turn: u32, pattern: String },
     /// Too many writers raced for the same item for too long; the caller may retry.
     #[error("gave up after {0} attempts lost to concurrent writers")]
     Contention(u32),
