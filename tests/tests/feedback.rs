@@ -109,6 +109,17 @@ impl<S: Store> Api<S> {
         answer
     }
 
+    async fn label(&self, tenant: &str, conversation: &str, body: &str) -> (u16, Value) {
+        let path = format!("/conversations/{conversation}/labels");
+        parts(
+            end_handle(
+                &self.ends,
+                request(Flavor::HttpApi, "POST", &path, body, Some(tenant), &[]),
+            )
+            .await,
+        )
+    }
+
     async fn end(&self, tenant: Option<&str>, conversation: &str, body: &str) -> (u16, Value) {
         let path = format!("/conversations/{conversation}/end");
         parts(
@@ -599,6 +610,77 @@ async fn the_engine_learns_which_strategy_wins_after_a_price_objection<B: Backen
             "{expected} missing from:\n{rendered}"
         );
     }
+}
+
+/// Labels sent after the fact (`POST /conversations/{id}/labels`) teach the tenant's detector:
+/// the next feedback run publishes a layer learned from them, process_message detects with it
+/// from then on, and another tenant's detection is untouched.
+async fn labels_teach_the_tenant_detector_and_process_message_uses_it<B: Backend>(backend: &B) {
+    let make = backend.opener().await;
+    let api = apis(&make, Engine::builtin(), 0, None);
+    let feedback_app = FeedbackApp::new(make(), settled());
+    let feedback = feedback_app.feedback();
+    let t = tenant("campers");
+    let families = |answer: &Value| -> Vec<String> {
+        answer["patterns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().split('.').next().unwrap().to_owned())
+            .collect()
+    };
+    // In this tenant's trade, "tell me which ... you need most" asks for the prospect's
+    // preference: a question, though it has no question mark.
+    let asks = [
+        "tell me which item you need most",
+        "let me know which supplies matter most to you",
+        "tell me what you need the most for the trip",
+        "let me know which one is most important to you",
+        "tell me which of the packages you need most",
+    ];
+    let says = [
+        "we have plenty of water already",
+        "the firewood is enough for us",
+        "that sounds fine to me",
+    ];
+    let probe = "tell me which package you need most";
+    let before = api.say("campers", "probe-0", "m-1", probe).await;
+    assert!(!families(&before).contains(&"question".to_owned()), "{before}");
+    for round in 0..6 {
+        for (i, text) in asks.iter().chain(&says).enumerate() {
+            let c = format!("c{round}-{i}");
+            api.say("campers", &c, "m-1", text).await;
+            let asked = i < asks.len();
+            let body = json!([{"turn": 1, "pattern": "question", "correct": asked}]).to_string();
+            let (status, answer) = api.label("campers", &c, &body).await;
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(answer["stored"], 1, "{answer}");
+        }
+    }
+    let run = feedback
+        .run_tenant(&t, "test", &Millis::now, &mut continue_all)
+        .await
+        .unwrap();
+    let published = run.published();
+    assert_eq!(published.len(), 1, "{}", run.label());
+    let version = &published[0];
+    assert_eq!(version.outcomes_learned, 0);
+    assert_eq!(version.report.as_ref().unwrap().accuracy.labels_in_run, 48);
+    let layer = version.model.detector.as_ref().expect("a detector layer");
+    assert_eq!(layer.labels_learned, 48);
+    assert!(layer.model().is_some());
+    // process_message reads the new version and detects with the layer.
+    let after = api.say("campers", "probe-1", "m-1", probe).await;
+    assert!(families(&after).contains(&"question".to_owned()), "{after}");
+    // Another tenant still has the shipped detector alone.
+    let other = api.say("others", "probe-1", "m-1", probe).await;
+    assert!(!families(&other).contains(&"question".to_owned()), "{other}");
+    // Nothing new: the next run publishes nothing.
+    let again = feedback
+        .run_tenant(&t, "test", &Millis::now, &mut continue_all)
+        .await
+        .unwrap();
+    assert_eq!(again.label(), "nothing_new");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1174,6 +1256,7 @@ salesloop_tests::store_cases! {
         batches_publish_one_version_each_and_a_rerun_finds_nothing,
         the_schedule_runs_every_tenant_and_keeps_their_learning_apart,
         the_engine_learns_which_strategy_wins_after_a_price_objection,
+        labels_teach_the_tenant_detector_and_process_message_uses_it,
     ],
     plain: [the_feedback_function_accepts_the_schedule_and_the_trigger_only],
 }
