@@ -94,14 +94,22 @@ impl Engine {
     ) -> (ExchangeDraft, Decision) {
         let treatment = &assignment.treatment;
         // The message's position: 0 for a conversation's first.
+        // Detections count at the configured threshold in every arm: the answer, the events and
+        // the metrics keep one meaning of "detected". An experiment's threshold decides which of
+        // them steer the decision (it can raise that bar, not lower it below what counts).
         let patterns = self.detector.detect_with(
             message.text,
             state.turns(),
-            treatment.threshold,
+            self.threshold,
             &model.calibration,
             model.detector.as_ref().and_then(|layer| layer.model()),
         );
-        let context = self.playbook.context(&patterns, state);
+        let steering: Vec<_> = patterns
+            .iter()
+            .filter(|d| d.confidence >= treatment.threshold)
+            .cloned()
+            .collect();
+        let context = self.playbook.context(&steering, state);
         let turn = (state.turns() + 1).to_string();
         let seed = stable_hash(&[
             message.tenant.as_str(),
@@ -185,5 +193,43 @@ mod tests {
             &assignment,
         );
         assert_eq!(again, draft);
+    }
+
+    #[test]
+    fn an_experiment_threshold_steers_the_decision_but_every_detection_is_reported() {
+        let engine = Engine::builtin();
+        let tenant = TenantId::parse("acme").unwrap();
+        let conversation = ConversationId::parse("c-43").unwrap();
+        let message_id = MessageId::parse("m-1").unwrap();
+        let message = UserMessage {
+            tenant: &tenant,
+            conversation: &conversation,
+            message_id: &message_id,
+            text: "Honestly this looks too expensive for us.",
+            at: Millis(1),
+        };
+        let mut assignment = engine.assign(&tenant, &conversation);
+        let plan = |assignment: &Assignment| {
+            engine.plan(
+                &message,
+                &ConversationState::Open {
+                    turns: 2,
+                    summary: Default::default(),
+                },
+                0,
+                &Model::default(),
+                assignment,
+            )
+        };
+        assignment.treatment.threshold = 0.7;
+        let (lenient, decided) = plan(&assignment);
+        assert_eq!(decided.context, "objection.price");
+        // A bar above every detection's confidence: the same detections are reported, none
+        // steers.
+        assignment.treatment.threshold = 0.999;
+        let (strict, decided) = plan(&assignment);
+        assert_eq!(strict.patterns, lenient.patterns);
+        assert!(lenient.patterns.iter().all(|d| d.confidence < 0.999));
+        assert_eq!(decided.context, "none");
     }
 }
