@@ -10,7 +10,7 @@ use salesloop::{Event, ModelVersion, TenantId};
 use serde_json::{Value, json};
 
 /// The EMF documents of a published version: the run's scalar metrics, then one document per
-/// pattern and per strategy for the outcome correlation.
+/// pattern, per pattern family and per strategy for the outcome correlation.
 pub fn emf_documents(tenant: &TenantId, version: &ModelVersion) -> Vec<Value> {
     let Some(report) = &version.report else {
         return Vec::new();
@@ -44,6 +44,7 @@ pub fn emf_documents(tenant: &TenantId, version: &ModelVersion) -> Vec<Value> {
     documents.push(run.to_json());
     for (kind, table) in [
         ("Pattern", &report.correlation.patterns),
+        ("Family", &report.correlation.families),
         ("Strategy", &report.correlation.strategies),
     ] {
         for (name, correlation) in table {
@@ -208,6 +209,7 @@ fn render_report(out: &mut String, report: &RunReport) {
     }
     let _ = writeln!(out, "\ncorrelation with winning (all time)");
     correlation_rows(out, "pattern", &report.correlation.patterns);
+    correlation_rows(out, "family", &report.correlation.families);
     correlation_rows(out, "strategy", &report.correlation.strategies);
     for experiment in &report.experiments {
         let srm = experiment.srm.map_or_else(

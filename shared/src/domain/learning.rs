@@ -145,6 +145,9 @@ pub struct LearningState {
     pub overall: Tally,
     /// Conversations in which the pattern was detected.
     pub by_pattern: BTreeMap<String, Tally>,
+    /// Conversations in which a pattern of the family (the name before the dot) was detected.
+    #[serde(default)]
+    pub by_family: BTreeMap<String, Tally>,
     /// Conversations in which the strategy was used.
     pub by_strategy: BTreeMap<String, Tally>,
     /// Experiment to variant to its conversations.
@@ -213,6 +216,9 @@ pub struct UpdateFrequency {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Correlations {
     pub patterns: BTreeMap<String, OutcomeCorrelation>,
+    /// Per family (`objection`, `buying_signal`, `question`, ...): a pattern of it seen or not.
+    #[serde(default)]
+    pub families: BTreeMap<String, OutcomeCorrelation>,
     pub strategies: BTreeMap<String, OutcomeCorrelation>,
 }
 
@@ -363,6 +369,18 @@ impl<'a> Learner<'a> {
             self.state
                 .by_pattern
                 .entry(pattern.clone())
+                .or_default()
+                .add(won);
+        }
+        let families: std::collections::BTreeSet<&str> = outcome
+            .patterns_seen
+            .keys()
+            .map(|p| crate::domain::detector::family(p))
+            .collect();
+        for name in families {
+            self.state
+                .by_family
+                .entry(name.to_owned())
                 .or_default()
                 .add(won);
         }
@@ -682,6 +700,7 @@ fn correlations(state: &LearningState) -> Correlations {
     };
     Correlations {
         patterns: table(&state.by_pattern),
+        families: table(&state.by_family),
         strategies: table(&state.by_strategy),
     }
 }
@@ -1119,6 +1138,33 @@ mod tests {
         );
         close(tally.raw_confidence_sum / 44.0, 0.8);
         assert_eq!(v2.report.as_ref().unwrap().accuracy.labels_in_run, 5);
+    }
+
+    #[test]
+    fn a_family_counts_once_per_conversation_whichever_of_its_patterns_was_seen() {
+        let playbook = Playbook::builtin();
+        let seen = |n: u64, won: bool, patterns: &[&str]| {
+            let mut record = outcome(n, if won { Outcome::Won } else { Outcome::Lost }, vec![]);
+            record.patterns_seen = patterns.iter().map(|p| (p.to_string(), 1)).collect();
+            record
+        };
+        let batch = [
+            seen(1, false, &["objection.price", "objection.need"]),
+            seen(2, false, &["objection.trust"]),
+            seen(3, true, &["buying_signal.commitment"]),
+            seen(4, true, &[]),
+        ];
+        let v1 = run(&playbook, None, &batch);
+        let objection = v1.state.by_family["objection"];
+        assert_eq!((objection.conversations, objection.wins), (2, 0));
+        let report = v1.report.unwrap();
+        let row = report.correlation.families["objection"];
+        assert_eq!(
+            (row.win_rate_with.trials, row.win_rate_without.successes),
+            (2, 2)
+        );
+        assert!(row.phi.unwrap().phi < 0.0);
+        assert_eq!(report.correlation.families["buying_signal"].win_rate_with.successes, 1);
     }
 
     #[test]
