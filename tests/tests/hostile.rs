@@ -160,7 +160,7 @@ fn judge(response: &Response<Body>, expected: &Expected) -> Option<String> {
     None
 }
 
-/// A message and an end from tenant `acme`, so that refusals have something to protect.
+/// Messages, an end and a label from tenant `acme`, so that refusals have something to protect.
 async fn seed<S: Store + 'static>(handlers: &Arc<Handlers<S>>) {
     let say = |conversation: &str, id: &str, text: &str| {
         let body = json!({"message_id": id, "text": text}).to_string();
@@ -180,6 +180,17 @@ async fn seed<S: Store + 'static>(handlers: &Arc<Handlers<S>>) {
                 "POST",
                 "/conversations/c-ended/end",
                 r#"{"outcome": "won", "value": 10.0}"#,
+                Some("acme"),
+                &[],
+            ),
+        ),
+        (
+            "end_conversation",
+            request(
+                Flavor::HttpApi,
+                "POST",
+                "/conversations/c-1/labels",
+                r#"[{"turn": 1, "pattern": "objection.price", "correct": true}]"#,
                 Some("acme"),
                 &[],
             ),

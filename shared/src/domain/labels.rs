@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn cursor_keys_sort_as_cursors_do() {
         let conversation = |id: &str| ConversationId::parse(id).unwrap();
-        let mut cursors = vec![
+        let mut cursors = [
             LabelCursor {
                 at: Millis(20),
                 conversation_id: conversation("a"),

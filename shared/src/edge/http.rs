@@ -200,6 +200,10 @@ pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> 
 /// The body as a JSON array of objects, each a `T`, at most [`MAX_BODY_BYTES`].
 pub fn json_array_body<T: DeserializeOwned>(request: &Request) -> Result<Vec<T>, ApiError> {
     let bytes = body_bytes(request)?;
+    // Syntax first: serde stops at the first item of the wrong shape, before it would see
+    // that the text goes on to break off or turn into something that is not JSON.
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     let items: Vec<T> = parse_json(bytes)?;
     // As in `json_body`, serde would fill each `T` from an array of its fields too: the items
     // must be objects. (A map accepts objects only.)
