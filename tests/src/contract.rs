@@ -73,6 +73,7 @@ pub fn draft(message_id: &MessageId, text: &str, state: &ConversationState) -> E
                 evidence: "expensive".into(),
                 start: 0,
                 end: 9,
+                calibrated: true,
             }]
         } else {
             Vec::new()
@@ -821,6 +822,8 @@ pub fn stored_label(conversation_id: &str, turn: u32, pattern: &str, at: u64) ->
         at: Millis(at),
         text: Some(format!("text of turn {turn}")),
         confidence: (pattern == "objection.price").then_some(0.9),
+        // One label in three of a detection the calibration did not scale.
+        calibrated: !turn.is_multiple_of(3),
     }
 }
 

@@ -13,11 +13,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use salesloop::domain::ids::ConversationId;
 use salesloop::domain::decision::Playbook;
 use salesloop::domain::detector::layer::LayerSettings;
 use salesloop::domain::detector::{Detector, FAMILIES, family};
 use salesloop::domain::experiments::Experiments;
+use salesloop::domain::ids::ConversationId;
 use salesloop::domain::labels::StoredLabel;
 use salesloop::domain::learning::{Learner, ModelVersion};
 use salesloop::domain::patterns::DEFAULT_THRESHOLD;
@@ -150,17 +150,19 @@ pub fn review(
         );
         let mut named = BTreeMap::new();
         for d in &found {
-            named
-                .entry(d.pattern.clone())
-                .or_insert((gold.contains(family(&d.pattern)), Some(d.confidence)));
+            named.entry(d.pattern.clone()).or_insert((
+                gold.contains(family(&d.pattern)),
+                Some(d.confidence),
+                d.calibrated,
+            ));
         }
         let detected = said(&found);
         for f in FAMILIES {
             if !detected.contains(f) {
-                named.insert(f.to_owned(), (gold.contains(f), None));
+                named.insert(f.to_owned(), (gold.contains(f), None, true));
             }
         }
-        for (pattern, (correct, confidence)) in named {
+        for (pattern, (correct, confidence, calibrated)) in named {
             labels.push(StoredLabel {
                 conversation_id: id.clone(),
                 turn: index as u32 + 1,
@@ -169,6 +171,7 @@ pub fn review(
                 at,
                 text: Some(text.clone()),
                 confidence,
+                calibrated,
             });
         }
     }
@@ -233,7 +236,11 @@ pub fn curve_on(
             labels.sort_by_key(StoredLabel::cursor);
             labels_sent += labels.len() as u64;
             learner.learn_labels(&labels);
-            version = learner.finish(&experiments, Some(&version), Millis(1_000 * (run as u64 + 1)));
+            version = learner.finish(
+                &experiments,
+                Some(&version),
+                Millis(1_000 * (run as u64 + 1)),
+            );
             done = step;
         }
         points.push(Point {
@@ -316,7 +323,12 @@ pub fn report(points: &[Point], arriving: usize, unseen: usize) -> (String, Stri
             },
         );
     }
-    let at = |n: usize| points.iter().find(|p| p.conversations == n).map(|p| p.micro().f1());
+    let at = |n: usize| {
+        points
+            .iter()
+            .find(|p| p.conversations == n)
+            .map(|p| p.micro().f1())
+    };
     if let (Some(start), Some(fifty)) = (at(0), at(50)) {
         let _ = writeln!(
             md,
@@ -332,7 +344,12 @@ pub fn report(points: &[Point], arriving: usize, unseen: usize) -> (String, Stri
 fn svg(points: &[Point]) -> String {
     use std::fmt::Write as _;
     let (w, h, left, bottom, top, right) = (640.0, 360.0, 56.0, 40.0, 24.0, 150.0);
-    let max_x = points.iter().map(|p| p.conversations).max().unwrap_or(1).max(1) as f64;
+    let max_x = points
+        .iter()
+        .map(|p| p.conversations)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
     let x = |n: usize| left + (w - left - right) * n as f64 / max_x;
     let y = |v: f64| top + (h - top - bottom) * (1.0 - v.clamp(0.0, 1.0) / 0.8);
     let mut out = String::new();
@@ -372,16 +389,23 @@ fn svg(points: &[Point]) -> String {
         top + (h - top - bottom) / 2.0,
         top + (h - top - bottom) / 2.0
     );
-    let series: [(&str, &str, Box<dyn Fn(&Point) -> f64>); 4] = [
-        ("micro", "#1f4e9c", Box::new(|p: &Point| p.micro().f1())),
-        ("question", "#2a9d8f", Box::new(|p: &Point| p.scores.per_family.get("question").map_or(0.0, Tally::f1))),
-        ("buying_signal", "#e9a23b", Box::new(|p: &Point| p.scores.per_family.get("buying_signal").map_or(0.0, Tally::f1))),
-        ("objection", "#c8553d", Box::new(|p: &Point| p.scores.per_family.get("objection").map_or(0.0, Tally::f1))),
+    let series = [
+        ("micro", "#1f4e9c"),
+        ("question", "#2a9d8f"),
+        ("buying_signal", "#e9a23b"),
+        ("objection", "#c8553d"),
     ];
-    for (i, (name, colour, value)) in series.iter().enumerate() {
+    let value = |p: &Point, name: &str| {
+        if name == "micro" {
+            p.micro().f1()
+        } else {
+            p.scores.per_family.get(name).map_or(0.0, Tally::f1)
+        }
+    };
+    for (i, (name, colour)) in series.iter().enumerate() {
         let path: Vec<String> = points
             .iter()
-            .map(|p| format!("{:.1},{:.1}", x(p.conversations), y(value(p))))
+            .map(|p| format!("{:.1},{:.1}", x(p.conversations), y(value(p, name))))
             .collect();
         let width = if i == 0 { 3 } else { 1 };
         let _ = writeln!(

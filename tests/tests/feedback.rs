@@ -626,7 +626,15 @@ async fn labels_teach_the_tenant_detector_and_process_message_uses_it<B: Backend
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| p["name"].as_str().unwrap().split('.').next().unwrap().to_owned())
+            .map(|p| {
+                p["name"]
+                    .as_str()
+                    .unwrap()
+                    .split('.')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect()
     };
     // In this tenant's trade, "tell me which ... you need most" asks for the prospect's
@@ -645,7 +653,10 @@ async fn labels_teach_the_tenant_detector_and_process_message_uses_it<B: Backend
     ];
     let probe = "tell me which package you need most";
     let before = api.say("campers", "probe-0", "m-1", probe).await;
-    assert!(!families(&before).contains(&"question".to_owned()), "{before}");
+    assert!(
+        !families(&before).contains(&"question".to_owned()),
+        "{before}"
+    );
     for round in 0..6 {
         for (i, text) in asks.iter().chain(&says).enumerate() {
             let c = format!("c{round}-{i}");
@@ -674,7 +685,10 @@ async fn labels_teach_the_tenant_detector_and_process_message_uses_it<B: Backend
     assert!(families(&after).contains(&"question".to_owned()), "{after}");
     // Another tenant still has the shipped detector alone.
     let other = api.say("others", "probe-1", "m-1", probe).await;
-    assert!(!families(&other).contains(&"question".to_owned()), "{other}");
+    assert!(
+        !families(&other).contains(&"question".to_owned()),
+        "{other}"
+    );
     // Nothing new: the next run publishes nothing.
     let again = feedback
         .run_tenant(&t, "test", &Millis::now, &mut continue_all)

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::{ConversationId, MessageId};
-use crate::domain::labels::label_confidence;
+use crate::domain::labels::label_detection;
 use crate::domain::time::Millis;
 
 /// The longest conversation we keep; the outcome item lists every turn, and DynamoDB items stop
@@ -70,6 +70,21 @@ pub struct Detection {
     /// Byte offsets of the evidence in the user's text.
     pub start: usize,
     pub end: usize,
+    /// Whether the tenant's calibration multiplier scaled this confidence: every cue detection
+    /// and model detection, except the model's once the tenant has a detector layer (which
+    /// moves the model's scores itself). The feedback loop fits the multipliers on the
+    /// detections they scaled only.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub calibrated: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_yes(value: &bool) -> bool {
+    *value
 }
 
 /// The strategy the decision engine chose and the probability with which it chose it, kept so
@@ -159,6 +174,10 @@ pub struct LabelledDetection {
     pub pattern: String,
     pub correct: bool,
     pub confidence: Option<f64>,
+    /// Whether that detection's confidence was scaled by the calibration (see
+    /// [`Detection::calibrated`]).
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub calibrated: bool,
     /// The prospect's message at that turn, when the store keeps texts: what the tenant's
     /// detector layer learns from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,13 +254,14 @@ impl OutcomeRecord {
             .into_iter()
             .filter_map(|label| {
                 let exchange = exchanges.iter().find(|e| e.turn == label.turn)?;
-                let confidence = label_confidence(&exchange.draft.patterns, &label.pattern);
+                let found = label_detection(&exchange.draft.patterns, &label.pattern);
                 let stored = &exchange.draft.user_text;
                 Some(LabelledDetection {
                     turn: label.turn,
                     pattern: label.pattern,
                     correct: label.correct,
-                    confidence,
+                    confidence: found.map(|d| d.confidence),
+                    calibrated: found.is_none_or(|d| d.calibrated),
                     text: (!crate::domain::privacy::is_hashed(stored)).then(|| stored.clone()),
                 })
             })

@@ -359,6 +359,7 @@ mod tests {
             evidence: "too expensive".into(),
             start: 0,
             end: 13,
+            calibrated: true,
         };
         assert_eq!(
             playbook.context(std::slice::from_ref(&detection), &ConversationState::New),

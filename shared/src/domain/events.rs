@@ -232,6 +232,7 @@ mod tests {
                     evidence: "too expensive".into(),
                     start: 0,
                     end: 13,
+                    calibrated: true,
                 })
                 .collect(),
             experiments: BTreeMap::from([("reply_tone".into(), "warm".into())]),

@@ -72,12 +72,17 @@ pub fn check_labels(
 /// the detection of that exact name, or for a family name the highest confidence among the
 /// family's detections; `None` when it was not detected (a `correct` label is then a miss).
 pub fn label_confidence(detections: &[Detection], pattern: &str) -> Option<f64> {
+    label_detection(detections, pattern).map(|d| d.confidence)
+}
+
+/// The detection [`label_confidence`] reads: of that exact name, or for a family name the
+/// family's most confident one.
+pub fn label_detection<'d>(detections: &'d [Detection], pattern: &str) -> Option<&'d Detection> {
     let family_label = FAMILIES.contains(&pattern);
     detections
         .iter()
         .filter(|d| d.pattern == pattern || (family_label && family(&d.pattern) == pattern))
-        .map(|d| d.confidence)
-        .reduce(f64::max)
+        .reduce(|a, b| if b.confidence > a.confidence { b } else { a })
 }
 
 /// One label as the client sends it.
@@ -106,6 +111,19 @@ pub struct StoredLabel {
     /// pattern of the family) was detected; `None` when it was not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
+    /// Whether that detection's confidence was scaled by the calibration
+    /// ([`Detection::calibrated`]); true when nothing was detected.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub calibrated: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_yes(value: &bool) -> bool {
+    *value
 }
 
 impl StoredLabel {
@@ -207,6 +225,7 @@ mod tests {
             evidence: String::new(),
             start: 0,
             end: 0,
+            calibrated: true,
         };
         let found = [
             detection("objection.price", 0.8),

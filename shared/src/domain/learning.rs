@@ -36,8 +36,8 @@ use crate::domain::conversation::{Cursor, OutcomeRecord};
 use crate::domain::decision::Playbook;
 use crate::domain::detector::LinearModel;
 use crate::domain::detector::layer::{self, LayerExample, LayerSettings};
-use crate::domain::labels::{LabelCursor, StoredLabel};
 use crate::domain::experiments::Experiments;
+use crate::domain::labels::{LabelCursor, StoredLabel};
 use crate::domain::model::{DetectorLayer, Model};
 use crate::domain::stats::{
     Correlation, Proportion, chi_square_gof, lift, phi, probability_to_beat, wilson,
@@ -118,8 +118,14 @@ pub struct LabelTally {
     pub false_positives: u64,
     /// Not detected, labelled as present.
     pub misses: u64,
-    /// Sum of the uncalibrated confidences of the labelled detections.
+    /// Sum of the uncalibrated confidences of the labelled detections the calibration scaled.
     pub raw_confidence_sum: f64,
+    /// Labelled detections the calibration did not scale (the model's, over a tenant's detector
+    /// layer), right and wrong: counted in precision, left out of the calibration's fit.
+    #[serde(default)]
+    pub unscaled_true_positives: u64,
+    #[serde(default)]
+    pub unscaled_false_positives: u64,
 }
 
 impl LabelTally {
@@ -275,6 +281,27 @@ pub struct VariantResult {
     pub probability_to_beat_control: Option<f64>,
 }
 
+/// The labels of one turn and the message they are about: what the detector layer learns.
+#[derive(Debug, Clone, Default)]
+struct TurnLabels {
+    /// The message; `None` when the store keeps only hashes.
+    text: Option<String>,
+    /// The message's position: 0 for a conversation's first.
+    position: u32,
+    /// (pattern or family, correct).
+    labels: Vec<(String, bool)>,
+}
+
+impl TurnLabels {
+    fn add(&mut self, turn: u32, text: Option<&String>, pattern: &str, correct: bool) {
+        self.position = turn.saturating_sub(1);
+        if self.text.is_none() {
+            self.text = text.cloned();
+        }
+        self.labels.push((pattern.to_owned(), correct));
+    }
+}
+
 /// Learns from a batch of outcomes on top of the previous model version.
 #[derive(Debug, Clone)]
 pub struct Learner<'a> {
@@ -288,9 +315,8 @@ pub struct Learner<'a> {
     /// Credited decisions of the batch: (context, strategy, probability, credit, won).
     decisions: Vec<(String, String, f64, f64, bool)>,
     label_watermark: Option<LabelCursor>,
-    /// The labelled messages of the batch, for the detector layer: text, position (0 for a
-    /// conversation's first message) and the labels of that turn.
-    labelled: Vec<(String, u32, Vec<(String, bool)>)>,
+    /// The labelled messages of the batch, for the detector layer.
+    labelled: Vec<TurnLabels>,
     /// The shipped detector weights the layer is learned over; none: no layer is learned.
     base: Option<&'a LinearModel>,
     layer_settings: LayerSettings,
@@ -333,24 +359,27 @@ impl<'a> Learner<'a> {
 
     /// Learns labels stored after the fact; they must come in cursor order, each once.
     pub fn learn_labels(&mut self, labels: &[StoredLabel]) {
-        let mut turns: BTreeMap<(String, u32), (Option<String>, Vec<(String, bool)>)> =
-            BTreeMap::new();
+        let mut turns: BTreeMap<(String, u32), TurnLabels> = BTreeMap::new();
         for label in labels {
             self.label_watermark = Some(label.cursor());
-            self.count_label(&label.pattern, label.correct, label.confidence);
-            let entry = turns
+            self.count_label(
+                &label.pattern,
+                label.correct,
+                label.confidence,
+                label.calibrated,
+            );
+            turns
                 .entry((label.conversation_id.to_string(), label.turn))
-                .or_default();
-            if entry.0.is_none() {
-                entry.0 = label.text.clone();
-            }
-            entry.1.push((label.pattern.clone(), label.correct));
+                .or_default()
+                .add(
+                    label.turn,
+                    label.text.as_ref(),
+                    &label.pattern,
+                    label.correct,
+                );
         }
-        for ((_, turn), (text, labels)) in turns {
-            if let Some(text) = text {
-                self.labelled.push((text, turn.saturating_sub(1), labels));
-            }
-        }
+        self.labelled
+            .extend(turns.into_values().filter(|t| t.text.is_some()));
     }
 
     /// Outcomes learned so far in this batch.
@@ -483,30 +512,34 @@ impl<'a> Learner<'a> {
     }
 
     fn count_labels(&mut self, outcome: &OutcomeRecord) {
-        let mut turns: BTreeMap<u32, (Option<String>, Vec<(String, bool)>)> = BTreeMap::new();
+        let mut turns: BTreeMap<u32, TurnLabels> = BTreeMap::new();
         for label in &outcome.labels {
-            self.count_label(&label.pattern, label.correct, label.confidence);
-            let entry = turns.entry(label.turn).or_default();
-            if entry.0.is_none() {
-                entry.0 = label.text.clone();
-            }
-            entry.1.push((label.pattern.clone(), label.correct));
+            self.count_label(
+                &label.pattern,
+                label.correct,
+                label.confidence,
+                label.calibrated,
+            );
+            turns.entry(label.turn).or_default().add(
+                label.turn,
+                label.text.as_ref(),
+                &label.pattern,
+                label.correct,
+            );
         }
-        for (turn, (text, labels)) in turns {
-            if let Some(text) = text {
-                self.labelled.push((text, turn.saturating_sub(1), labels));
-            }
-        }
+        self.labelled
+            .extend(turns.into_values().filter(|t| t.text.is_some()));
     }
 
-    fn count_label(&mut self, pattern: &str, correct: bool, confidence: Option<f64>) {
+    fn count_label(
+        &mut self,
+        pattern: &str,
+        correct: bool,
+        confidence: Option<f64>,
+        calibrated: bool,
+    ) {
         self.run_labels += 1;
-        let scale = self
-            .model
-            .calibration
-            .get(pattern)
-            .copied()
-            .unwrap_or(1.0);
+        let scale = self.model.calibration.get(pattern).copied().unwrap_or(1.0);
         let tally = self.state.labels.entry(pattern.to_owned()).or_default();
         match (confidence, correct) {
             (Some(confidence), correct) => {
@@ -515,7 +548,13 @@ impl<'a> Learner<'a> {
                 } else {
                     tally.false_positives += 1;
                 }
-                tally.raw_confidence_sum += confidence / scale;
+                if calibrated {
+                    tally.raw_confidence_sum += confidence / scale;
+                } else if correct {
+                    tally.unscaled_true_positives += 1;
+                } else {
+                    tally.unscaled_false_positives += 1;
+                }
             }
             (None, true) => tally.misses += 1,
             // Not detected and not there: nothing to count.
@@ -534,14 +573,14 @@ impl<'a> Learner<'a> {
         let examples: Vec<LayerExample> = self
             .labelled
             .drain(..)
-            .map(|(text, turn, labels)| {
+            .filter_map(|turn| {
                 let named: Vec<(&str, bool)> =
-                    labels.iter().map(|(p, c)| (p.as_str(), *c)).collect();
-                LayerExample {
+                    turn.labels.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+                Some(LayerExample {
                     targets: layer::targets(base, &named),
-                    text,
-                    turn,
-                }
+                    text: turn.text?,
+                    turn: turn.position,
+                })
             })
             .filter(|e| !e.targets.is_empty())
             .collect();
@@ -555,10 +594,7 @@ impl<'a> Learner<'a> {
             .and_then(DetectorLayer::model)
             .filter(|l| l.version == layer::layer_version(base) && l.labels == base.labels);
         let next = layer::learn(base, start, &examples, self.layer_settings);
-        self.model.detector = Some(DetectorLayer::new(
-            &next,
-            learned + examples.len() as u64,
-        ));
+        self.model.detector = Some(DetectorLayer::new(&next, learned + examples.len() as u64));
     }
 
     fn recalibrate(&mut self) {
@@ -566,12 +602,17 @@ impl<'a> Learner<'a> {
             // A miss is an instance the pattern's confidence understated: it counts as a right
             // detection, at the threshold's confidence at least, so a pattern scaled below the
             // threshold comes back when labels keep saying it was missed.
-            let detected = tally.detected();
+            let scaled_right = tally
+                .true_positives
+                .saturating_sub(tally.unscaled_true_positives);
+            let detected = tally
+                .detected()
+                .saturating_sub(tally.unscaled_true_positives + tally.unscaled_false_positives);
             let instances = detected + tally.misses;
             if instances < CALIBRATION_MIN_LABELS {
                 continue;
             }
-            let right = tally.true_positives + tally.misses;
+            let right = scaled_right + tally.misses;
             let precision = (right as f64 + 1.0) / (instances as f64 + 2.0);
             let confidence_sum = tally.raw_confidence_sum + MISS_CONFIDENCE * tally.misses as f64;
             if confidence_sum <= 0.0 {
@@ -913,6 +954,7 @@ mod tests {
             pattern: pattern.into(),
             correct,
             confidence,
+            calibrated: true,
             text: None,
         }];
         record
@@ -1141,6 +1183,29 @@ mod tests {
     }
 
     #[test]
+    fn detections_the_calibration_did_not_scale_count_in_precision_but_not_in_its_fit() {
+        let playbook = Playbook::builtin();
+        // 30 cue detections at 0.9, 27 right: (27 + 1) / 32 / 0.9 = 0.972.
+        let mut batch: Vec<OutcomeRecord> = (0..30)
+            .map(|i| labelled(i, "objection.price", i >= 3, Some(0.9)))
+            .collect();
+        // 40 of the model's over a detector layer, at 0.99 and all wrong: unscaled, so they
+        // would drag the multiplier down for the cues if they were fitted.
+        for i in 0..40 {
+            let mut record = labelled(100 + i, "objection.price", false, Some(0.99));
+            record.labels[0].calibrated = false;
+            batch.push(record);
+        }
+        let v1 = run(&playbook, None, &batch);
+        assert_eq!(v1.model.calibration.get("objection.price"), Some(&0.972));
+        let price = v1.report.unwrap().accuracy.patterns["objection.price"];
+        assert_eq!(
+            (price.precision.successes, price.precision.trials),
+            (27, 70)
+        );
+    }
+
+    #[test]
     fn a_family_counts_once_per_conversation_whichever_of_its_patterns_was_seen() {
         let playbook = Playbook::builtin();
         let seen = |n: u64, won: bool, patterns: &[&str]| {
@@ -1164,7 +1229,12 @@ mod tests {
             (2, 2)
         );
         assert!(row.phi.unwrap().phi < 0.0);
-        assert_eq!(report.correlation.families["buying_signal"].win_rate_with.successes, 1);
+        assert_eq!(
+            report.correlation.families["buying_signal"]
+                .win_rate_with
+                .successes,
+            1
+        );
     }
 
     #[test]

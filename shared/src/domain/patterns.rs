@@ -345,6 +345,7 @@ impl Catalog {
                     evidence: text[from..to].to_owned(),
                     start: from,
                     end: to,
+                    calibrated: true,
                 })
             })
             .collect();

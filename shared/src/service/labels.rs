@@ -9,9 +9,7 @@ use std::collections::BTreeMap;
 use super::{MAX_ATTEMPTS, ServiceError, back_off};
 use crate::domain::conversation::Exchange;
 use crate::domain::ids::{ConversationId, TenantId};
-use crate::domain::labels::{
-    LabelError, LabelRequest, StoredLabel, check_labels, label_confidence,
-};
+use crate::domain::labels::{LabelError, LabelRequest, StoredLabel, check_labels, label_detection};
 use crate::domain::privacy::TextStorage;
 use crate::domain::time::Millis;
 use crate::store::{Store, Write};
@@ -74,6 +72,7 @@ fn decide(
                 let Some(exchange) = exchange_at(request.turn) else {
                     return Err(ServiceError::TurnNotFound(request.turn));
                 };
+                let found = label_detection(&exchange.draft.patterns, &request.pattern);
                 plan.new.push(StoredLabel {
                     conversation_id: conversation.clone(),
                     turn: request.turn,
@@ -83,7 +82,8 @@ fn decide(
                     // With hashes kept, the stored `user_text` is the hash: no text to learn from.
                     text: (text_storage == TextStorage::Text)
                         .then(|| exchange.draft.user_text.clone()),
-                    confidence: label_confidence(&exchange.draft.patterns, &request.pattern),
+                    confidence: found.map(|d| d.confidence),
+                    calibrated: found.is_none_or(|d| d.calibrated),
                 });
             }
         }
@@ -178,6 +178,7 @@ mod tests {
                         evidence: String::new(),
                         start: 0,
                         end: 0,
+                        calibrated: true,
                     })
                     .collect(),
                 experiments: BTreeMap::new(),
@@ -215,6 +216,7 @@ mod tests {
             at: Millis(1),
             text: None,
             confidence: None,
+            calibrated: true,
         }
     }
 

@@ -107,9 +107,7 @@ pub fn learn(
 ) -> LinearModel {
     let k = base.labels.len();
     let mut bias = previous.map_or_else(|| vec![0.0; k], |p| p.bias.clone());
-    let mut rows: HashMap<u32, Vec<f32>> = previous
-        .map(|p| p.rows().collect())
-        .unwrap_or_default();
+    let mut rows: HashMap<u32, Vec<f32>> = previous.map(|p| p.rows().collect()).unwrap_or_default();
     // Each example's sentences and their features, computed once.
     let prepared: Vec<Vec<Vec<(u32, f32)>>> = examples
         .iter()
@@ -219,7 +217,7 @@ pub fn base64_encode(bytes: &[u8]) -> String {
 /// The bytes of [`base64_encode`]'s output; `None` for anything else.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let text = text.as_bytes();
-    if text.len() % 4 != 0 {
+    if !text.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(text.len() / 4 * 3);
@@ -276,14 +274,11 @@ mod tests {
         let m = model();
         let at = |name: &str| m.label(name).unwrap();
         // A confirmed pattern: itself and its family.
-        assert_eq!(
-            targets(&m, &[("objection.price", true)]),
-            {
-                let mut v = vec![(at("objection"), true), (at("objection.price"), true)];
-                v.sort();
-                v
-            }
-        );
+        assert_eq!(targets(&m, &[("objection.price", true)]), {
+            let mut v = vec![(at("objection"), true), (at("objection.price"), true)];
+            v.sort();
+            v
+        });
         // A wrong pattern: itself and its family absent...
         let mut v = vec![(at("objection"), false), (at("objection.price"), false)];
         v.sort();
@@ -296,11 +291,17 @@ mod tests {
         ];
         v.sort();
         assert_eq!(
-            targets(&m, &[("objection.price", false), ("objection.timing", true)]),
+            targets(
+                &m,
+                &[("objection.price", false), ("objection.timing", true)]
+            ),
             v
         );
         // A family name teaches the family alone; an unknown name nothing.
-        assert_eq!(targets(&m, &[("question", true)]), vec![(at("question"), true)]);
+        assert_eq!(
+            targets(&m, &[("question", true)]),
+            vec![(at("question"), true)]
+        );
         assert_eq!(targets(&m, &[("nothing.here", true)]), vec![]);
     }
 

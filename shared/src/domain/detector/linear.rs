@@ -361,9 +361,7 @@ mod tests {
         );
         assert_eq!(model.row_count(), buckets.len());
         for b in 0..BUCKETS {
-            let want = buckets
-                .contains(&b)
-                .then(|| (b % 250) as f32 - 125.0);
+            let want = buckets.contains(&b).then_some((b % 250) as f32 - 125.0);
             let got = model.row(b).map(|r| r[0]);
             match (want, got) {
                 (None, None) => {}

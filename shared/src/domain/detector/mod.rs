@@ -146,13 +146,17 @@ impl Detector {
         let layer = layer.filter(|l| self.fits(l));
         let scores = self.score_with(text, turn, layer);
         // A tenant's layer is learned from the same labels as the calibration, and moves the
-        // model's scores itself: the multipliers then scale the cues only.
+        // model's scores itself: the multipliers then scale the cues only, and the model's
+        // detections say they were not scaled.
         let none = BTreeMap::new();
         let model_calibration = if layer.is_some() { &none } else { calibration };
         for family_name in FAMILIES {
-            let Some(found) = self.model_detection(text, &scores, family_name, model_calibration) else {
+            let Some(mut found) =
+                self.model_detection(text, &scores, family_name, model_calibration)
+            else {
                 continue;
             };
+            found.calibrated = layer.is_none();
             let strongest_cue = detections
                 .iter()
                 .filter(|d| family(&d.pattern) == family_name)
@@ -207,6 +211,7 @@ impl Detector {
             evidence: text[best.start..best.end].to_owned(),
             start: best.start,
             end: best.end,
+            calibrated: true,
         })
     }
 }
