@@ -247,15 +247,22 @@ fn squared_counts(buckets: &[u32]) -> f32 {
 /// value)` for every occurrence, each block scaled as `sentence_features` scales it, so the
 /// sum over a model's rows is the same dot product.
 pub fn for_each_scaled_feature(sentence: &str, turn: Option<u32>, mut add: impl FnMut(u32, f32)) {
+    for_each_block(sentence, turn, |scale, block| {
+        for &bucket in block {
+            add(bucket, scale);
+        }
+    });
+}
+
+/// [`for_each_scaled_feature`] a block at a time: `each(value, buckets)` for the word block and
+/// the character block, every occurrence of the block having that value.
+pub fn for_each_block(sentence: &str, turn: Option<u32>, mut each: impl FnMut(f32, &[u32])) {
     let mut blocks: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
     each_feature(sentence, turn, |block, bucket| blocks[block].push(bucket));
     for (block, weight) in blocks.iter().zip([1.0, CHAR_WEIGHT]) {
         let norm = squared_counts(block).sqrt();
         if norm > 0.0 {
-            let scale = weight / norm;
-            for &bucket in block {
-                add(bucket, scale);
-            }
+            each(weight / norm, block);
         }
     }
 }

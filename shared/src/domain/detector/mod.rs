@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::domain::conversation::Detection;
 use crate::domain::patterns::Catalog;
 pub use features::{sentence_features, sentences};
-pub use linear::{LinearModel, ModelFileError};
+pub use linear::{LinearModel, MAX_LABELS, ModelFileError, Sums};
 
 /// The families the model scores; a pattern belongs to the family its name starts with.
 pub const FAMILIES: [&str; 3] = ["objection", "buying_signal", "question"];
@@ -82,19 +82,14 @@ impl Detector {
         sentences(text)
             .into_iter()
             .map(|(start, end)| {
-                let k = self.model.labels.len();
-                let mut sums = vec![0.0f32; k];
-                let mut extra = vec![0.0f32; if layer.is_some() { k } else { 0 }];
-                features::for_each_scaled_feature(
-                    &text[start..end],
-                    Some(turn),
-                    |bucket, value| {
-                        self.model.accumulate(&mut sums, bucket, value);
-                        if let Some(layer) = layer {
-                            layer.accumulate(&mut extra, bucket, value);
-                        }
-                    },
-                );
+                let mut sums: Sums = [0.0; MAX_LABELS];
+                let mut extra: Sums = [0.0; MAX_LABELS];
+                features::for_each_block(&text[start..end], Some(turn), |value, block| {
+                    self.model.accumulate_block(&mut sums, value, block);
+                    if let Some(layer) = layer {
+                        layer.accumulate_block(&mut extra, value, block);
+                    }
+                });
                 let mut logits = self.model.finish(sums);
                 if let Some(layer) = layer {
                     for (logit, more) in logits.iter_mut().zip(layer.finish(extra)) {
