@@ -187,6 +187,8 @@ pub struct Point {
     pub scores: Scores,
     /// Size of the published layer's weights in the model version (base64), bytes.
     pub layer_bytes: usize,
+    /// Size of the whole model version as stored (its JSON), bytes.
+    pub version_bytes: usize,
 }
 
 impl Point {
@@ -253,6 +255,7 @@ pub fn curve_on(
                 .detector
                 .as_ref()
                 .map_or(0, |l| l.weights.len()),
+            version_bytes: serde_json::to_string(&version).map_or(0, |json| json.len()),
         });
     }
     points

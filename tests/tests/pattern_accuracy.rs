@@ -103,8 +103,13 @@ fn labels_teach_a_tenant_layer_a_new_domain() {
     println!("F1 at 0 {:.3}, 50 {:.3}, 200 {:.3}", f1(0), f1(50), f1(200));
     assert!(f1(50) >= f1(0) + 0.10, "{:.3} -> {:.3}", f1(0), f1(50));
     assert!(f1(200) >= f1(0) + 0.20, "{:.3} -> {:.3}", f1(0), f1(200));
-    // The layer stays a small part of one model version item.
+    // The layer stays a small part of one model version item (DynamoDB's limit: 400 KB).
     assert!(points.iter().all(|p| p.layer_bytes < 120_000));
+    assert!(
+        points.iter().all(|p| p.version_bytes < 300_000),
+        "{:?}",
+        points.iter().map(|p| p.version_bytes).collect::<Vec<_>>()
+    );
     let root = salesloop_tests::workspace_root();
     let (page, plot) = current_report();
     assert_eq!(

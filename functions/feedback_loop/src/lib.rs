@@ -9,7 +9,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use salesloop::domain::decision::Playbook;
-use salesloop::domain::detector::{Detector, LinearModel};
+use salesloop::domain::detector::{Detector, LinearModel, ModelFileError};
 use salesloop::domain::experiments::Experiments;
 use salesloop::edge::settings::FeedbackSettings;
 use salesloop::service::ServiceError;
@@ -38,6 +38,13 @@ impl<S: Store> App<S> {
             detector: Detector::builtin().model,
             settings,
         }
+    }
+
+    /// The app with tenants' detector layers learned over `weights` (a detector file, as
+    /// `PATTERN_DETECTOR` names) instead of the built-in weights.
+    pub fn with_detector(mut self, weights: &[u8]) -> Result<App<S>, ModelFileError> {
+        self.detector = Arc::new(LinearModel::from_bytes(weights)?);
+        Ok(self)
     }
 
     pub fn feedback(&self) -> Feedback<'_, S> {

@@ -24,7 +24,7 @@ async fn main() -> Result<(), Error> {
     }
     lambda_runtime::tracing::init_default_subscriber();
     let store = settings.store.open().await?;
-    let app = App::new(store, run_settings(&settings));
+    let app = with_detector(App::new(store, run_settings(&settings)), &settings)?;
     let app = &app;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
         let trigger = parse_trigger(&event.payload)?;
@@ -35,6 +35,17 @@ async fn main() -> Result<(), Error> {
         .map_err(Error::from)
     }))
     .await
+}
+
+/// The app over the weights `PATTERN_DETECTOR` names, if it names any; unreadable weights stop
+/// the start-up, as they stop process_message's.
+fn with_detector<S: Store>(app: App<S>, settings: &FeedbackSettings) -> Result<App<S>, Error> {
+    match &settings.detector {
+        None => Ok(app),
+        Some(bytes) => app
+            .with_detector(bytes)
+            .map_err(|e| Error::from(format!("PATTERN_DETECTOR: {e}"))),
+    }
 }
 
 async fn cli(args: &[String], settings: &FeedbackSettings) -> Result<(), Error> {
@@ -82,7 +93,7 @@ async fn cli(args: &[String], settings: &FeedbackSettings) -> Result<(), Error> 
             }
         }
         "run" => {
-            let app = App::new(store, run_settings(settings));
+            let app = with_detector(App::new(store, run_settings(settings)), settings)?;
             let holder = format!("cli-{}", std::process::id());
             for tenant in tenants {
                 let summary = handle(&app, Trigger::Tenant(tenant), &holder, &|_| {}).await?;

@@ -235,13 +235,7 @@ impl MessageSettings {
             api: ApiSettings::from_env(env)?,
             threshold,
             catalog: catalog(env)?,
-            detector: get(env, "PATTERN_DETECTOR")
-                .map(|path| {
-                    std::fs::read(&path).map_err(|e| {
-                        ConfigError::new("PATTERN_DETECTOR", format!("cannot read {path}: {e}"))
-                    })
-                })
-                .transpose()?,
+            detector: detector_file(env)?,
             llm: llm(env)?,
             text_storage: text_storage(env)?,
         })
@@ -299,6 +293,9 @@ pub struct FeedbackSettings {
     pub settle_seconds: u64,
     /// `FEEDBACK_BATCH_SIZE` (default 10,000): outcomes learned into one model version.
     pub batch_size: u64,
+    /// `PATTERN_DETECTOR`: the detector weights process_message runs, when not the built-in
+    /// ones: tenants' detector layers are learned over them.
+    pub detector: Option<Vec<u8>>,
 }
 
 impl FeedbackSettings {
@@ -307,8 +304,20 @@ impl FeedbackSettings {
             store: StoreSettings::from_env(env)?,
             settle_seconds: number(env, "FEEDBACK_SETTLE_SECONDS", 30, 0, 3_600)?,
             batch_size: number(env, "FEEDBACK_BATCH_SIZE", 10_000, 1, 1_000_000)?,
+            detector: detector_file(env)?,
         })
     }
+}
+
+/// `PATTERN_DETECTOR`: the detector weights file's bytes, read at start-up.
+fn detector_file(env: &impl Env) -> Result<Option<Vec<u8>>, ConfigError> {
+    get(env, "PATTERN_DETECTOR")
+        .map(|path| {
+            std::fs::read(&path).map_err(|e| {
+                ConfigError::new("PATTERN_DETECTOR", format!("cannot read {path}: {e}"))
+            })
+        })
+        .transpose()
 }
 
 /// `PATTERN_CATALOG`: the catalog file's text, read at start-up.
@@ -430,6 +439,25 @@ mod tests {
     }
 
     #[test]
+    fn feedback_reads_the_detector_weights_process_message_runs() {
+        let dir = std::env::temp_dir().join(format!("salesloop-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("detector.bin");
+        std::fs::write(&path, b"weights").unwrap();
+        let pairs = [("PATTERN_DETECTOR", path.to_str().unwrap())];
+        let vars = env(&pairs);
+        let feedback = FeedbackSettings::from_env(&vars).unwrap();
+        let message = MessageSettings::from_env(&vars).unwrap();
+        assert_eq!(feedback.detector.as_deref(), Some(&b"weights"[..]));
+        assert_eq!(feedback.detector, message.detector);
+        assert_eq!(
+            FeedbackSettings::from_env(&env(&[])).unwrap().detector,
+            None
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn an_empty_tenant_claim_means_the_default_claim_for_both_api_functions() {
         let vars = env(&[("TENANT_CLAIM", "")]);
         let message = MessageSettings::from_env(&vars).unwrap();
@@ -460,6 +488,7 @@ mod tests {
         for (variable, value) in [
             ("FEEDBACK_SETTLE_SECONDS", "x"),
             ("FEEDBACK_BATCH_SIZE", "0"),
+            ("PATTERN_DETECTOR", "/no/such/file"),
         ] {
             let err = FeedbackSettings::from_env(&env(&[(variable, value)])).unwrap_err();
             assert_eq!(err.variable, variable, "{variable}={value}");
