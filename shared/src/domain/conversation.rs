@@ -78,12 +78,14 @@ pub struct Detection {
     pub calibrated: bool,
 }
 
-fn yes() -> bool {
+/// serde's default for a flag that is true unless stored otherwise.
+pub(crate) fn yes() -> bool {
     true
 }
 
+/// serde's test for leaving such a flag out when it is true.
 #[allow(clippy::trivially_copy_pass_by_ref)]
-fn is_yes(value: &bool) -> bool {
+pub(crate) fn is_yes(value: &bool) -> bool {
     *value
 }
 

@@ -113,17 +113,11 @@ pub struct StoredLabel {
     pub confidence: Option<f64>,
     /// Whether that detection's confidence was scaled by the calibration
     /// ([`Detection::calibrated`]); true when nothing was detected.
-    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    #[serde(
+        default = "crate::domain::conversation::yes",
+        skip_serializing_if = "crate::domain::conversation::is_yes"
+    )]
     pub calibrated: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[allow(clippy::trivially_copy_pass_by_ref)]
-fn is_yes(value: &bool) -> bool {
-    *value
 }
 
 impl StoredLabel {

@@ -302,6 +302,17 @@ impl TurnLabels {
     }
 }
 
+/// A label as the learner reads it, from an outcome or from the labels route.
+struct LabelView<'l> {
+    conversation: &'l str,
+    turn: u32,
+    pattern: &'l str,
+    correct: bool,
+    confidence: Option<f64>,
+    calibrated: bool,
+    text: Option<&'l String>,
+}
+
 /// Learns from a batch of outcomes on top of the previous model version.
 #[derive(Debug, Clone)]
 pub struct Learner<'a> {
@@ -359,24 +370,35 @@ impl<'a> Learner<'a> {
 
     /// Learns labels stored after the fact; they must come in cursor order, each once.
     pub fn learn_labels(&mut self, labels: &[StoredLabel]) {
-        let mut turns: BTreeMap<(String, u32), TurnLabels> = BTreeMap::new();
         for label in labels {
             self.label_watermark = Some(label.cursor());
+        }
+        self.take_labels(labels.iter().map(|l| LabelView {
+            conversation: l.conversation_id.as_str(),
+            turn: l.turn,
+            pattern: &l.pattern,
+            correct: l.correct,
+            confidence: l.confidence,
+            calibrated: l.calibrated,
+            text: l.text.as_ref(),
+        }));
+    }
+
+    /// Counts labels in the tallies, and keeps each labelled message, with its labels, for the
+    /// detector layer.
+    fn take_labels<'l>(&mut self, labels: impl Iterator<Item = LabelView<'l>>) {
+        let mut turns: BTreeMap<(&str, u32), TurnLabels> = BTreeMap::new();
+        for label in labels {
             self.count_label(
-                &label.pattern,
+                label.pattern,
                 label.correct,
                 label.confidence,
                 label.calibrated,
             );
             turns
-                .entry((label.conversation_id.to_string(), label.turn))
+                .entry((label.conversation, label.turn))
                 .or_default()
-                .add(
-                    label.turn,
-                    label.text.as_ref(),
-                    &label.pattern,
-                    label.correct,
-                );
+                .add(label.turn, label.text, label.pattern, label.correct);
         }
         self.labelled
             .extend(turns.into_values().filter(|t| t.text.is_some()));
@@ -512,23 +534,16 @@ impl<'a> Learner<'a> {
     }
 
     fn count_labels(&mut self, outcome: &OutcomeRecord) {
-        let mut turns: BTreeMap<u32, TurnLabels> = BTreeMap::new();
-        for label in &outcome.labels {
-            self.count_label(
-                &label.pattern,
-                label.correct,
-                label.confidence,
-                label.calibrated,
-            );
-            turns.entry(label.turn).or_default().add(
-                label.turn,
-                label.text.as_ref(),
-                &label.pattern,
-                label.correct,
-            );
-        }
-        self.labelled
-            .extend(turns.into_values().filter(|t| t.text.is_some()));
+        let conversation = outcome.conversation_id.as_str();
+        self.take_labels(outcome.labels.iter().map(|l| LabelView {
+            conversation,
+            turn: l.turn,
+            pattern: &l.pattern,
+            correct: l.correct,
+            confidence: l.confidence,
+            calibrated: l.calibrated,
+            text: l.text.as_ref(),
+        }));
     }
 
     fn count_label(

@@ -12,8 +12,8 @@ use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 use super::DynamoStore;
 use super::errors::{lost_race, malformed, unavailable};
 use super::keys::{
-    BodyItem, Item, KIND_LABEL, LABEL_PREFIX, LogItem, TIME_INDEX, conversation_pk, from_item,
-    label_index_pk, label_sk, s, to_item,
+    BodyItem, Item, KIND_LABEL, LABEL_PREFIX, LogItem, conversation_pk, from_item, label_index_pk,
+    label_sk, s, to_item,
 };
 use crate::domain::ids::{ConversationId, TenantId};
 use crate::domain::labels::{LabelCursor, StoredLabel};
@@ -102,32 +102,7 @@ impl DynamoStore {
         let after = after
             .map(LabelCursor::key)
             .unwrap_or_else(|| "0".to_owned());
-        let mut labels = Vec::with_capacity(limit.min(1_000));
-        let mut start: Option<Item> = None;
-        // A page of the index may hold fewer than `limit` items (1 MB cap): keep reading.
-        while labels.len() < limit {
-            let want = i32::try_from(limit - labels.len()).unwrap_or(i32::MAX);
-            let output = self
-                .client
-                .query()
-                .table_name(&self.config.table)
-                .index_name(TIME_INDEX)
-                .key_condition_expression("gsi1pk = :pk AND gsi1sk > :after")
-                .expression_attribute_values(":pk", s(label_index_pk(tenant)))
-                .expression_attribute_values(":after", s(after.as_str()))
-                .limit(want)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for item in output.items() {
-                labels.push(from_json(&from_item::<BodyItem>(item.clone())?.body)?);
-            }
-            match output.last_evaluated_key() {
-                Some(next) => start = Some(next.clone()),
-                None => break,
-            }
-        }
-        Ok(labels)
+        self.query_time_index(label_index_pk(tenant), after, limit)
+            .await
     }
 }
