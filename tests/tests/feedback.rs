@@ -604,6 +604,9 @@ async fn the_engine_learns_which_strategy_wins_after_a_price_objection<B: Backen
         "A/B reply_tone (control neutral",
         "A/B strategy_policy (control thompson",
         "social_proof",
+        // The labels taught the tenant's detector layer, and the family table is there.
+        "this tenant's layer, learned from 1000 labelled messages",
+        "  family ",
     ] {
         assert!(
             rendered.contains(expected),
@@ -680,6 +683,11 @@ async fn labels_teach_the_tenant_detector_and_process_message_uses_it<B: Backend
     let layer = version.model.detector.as_ref().expect("a detector layer");
     assert_eq!(layer.labels_learned, 48);
     assert!(layer.model().is_some());
+    let rendered = feedback_loop::report::render(&t, Some(version));
+    assert!(
+        rendered.contains("this tenant's layer, learned from 48 labelled messages"),
+        "{rendered}"
+    );
     // process_message reads the new version and detects with the layer.
     let after = api.say("campers", "probe-1", "m-1", probe).await;
     assert!(families(&after).contains(&"question".to_owned()), "{after}");

@@ -146,6 +146,24 @@ pub fn render(tenant: &TenantId, version: Option<&ModelVersion>) -> String {
         version.published_at.to_rfc3339(),
         version.outcomes_learned
     );
+    match &version.model.detector {
+        None => {
+            let _ = writeln!(out, "detector: the shipped weights (no labels learned yet)");
+        }
+        Some(layer) => {
+            let rows = layer
+                .model()
+                .map_or_else(|| "unreadable".to_owned(), |m| m.row_count().to_string());
+            let _ = writeln!(
+                out,
+                "detector: the shipped weights and this tenant's layer, learned from {} labelled \
+                 messages ({} rows, {:.1} KB)",
+                layer.labels_learned,
+                rows,
+                layer.weights.len() as f64 / 1000.0
+            );
+        }
+    }
     let Some(report) = &version.report else {
         return out;
     };
