@@ -150,20 +150,40 @@ impl Engine {
 mod tests {
     use super::*;
 
+    /// A tenant, conversation and message id, for messages that borrow them.
+    struct Ids {
+        tenant: TenantId,
+        conversation: ConversationId,
+        message_id: MessageId,
+    }
+
+    impl Ids {
+        fn new(conversation: &str) -> Ids {
+            Ids {
+                tenant: TenantId::parse("acme").unwrap(),
+                conversation: ConversationId::parse(conversation).unwrap(),
+                message_id: MessageId::parse("m-1").unwrap(),
+            }
+        }
+
+        fn price_objection(&self) -> UserMessage<'_> {
+            UserMessage {
+                tenant: &self.tenant,
+                conversation: &self.conversation,
+                message_id: &self.message_id,
+                text: "Honestly this looks too expensive for us.",
+                at: Millis(1),
+            }
+        }
+    }
+
     #[test]
     fn a_price_objection_gets_a_strategy_from_its_context_and_a_reply() {
         let engine = Engine::builtin();
-        let tenant = TenantId::parse("acme").unwrap();
-        let conversation = ConversationId::parse("c-42").unwrap();
-        let message_id = MessageId::parse("m-1").unwrap();
-        let message = UserMessage {
-            tenant: &tenant,
-            conversation: &conversation,
-            message_id: &message_id,
-            text: "Honestly this looks too expensive for us.",
-            at: Millis(1),
-        };
-        let assignment = engine.assign(&tenant, &conversation);
+        let ids = Ids::new("c-42");
+        let message = ids.price_objection();
+        let (tenant, conversation) = (&ids.tenant, &ids.conversation);
+        let assignment = engine.assign(tenant, conversation);
         let (draft, decision) = engine.plan(
             &message,
             &ConversationState::New,
@@ -198,17 +218,10 @@ mod tests {
     #[test]
     fn an_experiment_threshold_steers_the_decision_but_every_detection_is_reported() {
         let engine = Engine::builtin();
-        let tenant = TenantId::parse("acme").unwrap();
-        let conversation = ConversationId::parse("c-43").unwrap();
-        let message_id = MessageId::parse("m-1").unwrap();
-        let message = UserMessage {
-            tenant: &tenant,
-            conversation: &conversation,
-            message_id: &message_id,
-            text: "Honestly this looks too expensive for us.",
-            at: Millis(1),
-        };
-        let mut assignment = engine.assign(&tenant, &conversation);
+        let ids = Ids::new("c-43");
+        let message = ids.price_objection();
+        let (tenant, conversation) = (&ids.tenant, &ids.conversation);
+        let mut assignment = engine.assign(tenant, conversation);
         let plan = |assignment: &Assignment| {
             engine.plan(
                 &message,

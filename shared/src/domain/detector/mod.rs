@@ -78,7 +78,16 @@ impl Detector {
         turn: u32,
         layer: Option<&LinearModel>,
     ) -> Vec<SentenceScores> {
-        let layer = layer.filter(|l| self.fits(l));
+        self.score_fitted(text, turn, layer.filter(|l| self.fits(l)))
+    }
+
+    /// [`Detector::score_with`] with a layer already known to fit (or none).
+    fn score_fitted(
+        &self,
+        text: &str,
+        turn: u32,
+        layer: Option<&LinearModel>,
+    ) -> Vec<SentenceScores> {
         sentences(text)
             .into_iter()
             .map(|(start, end)| {
@@ -139,7 +148,7 @@ impl Detector {
     ) -> Vec<Detection> {
         let mut detections = self.catalog.detect(text, 0.0, calibration);
         let layer = layer.filter(|l| self.fits(l));
-        let scores = self.score_with(text, turn, layer);
+        let scores = self.score_fitted(text, turn, layer);
         // A tenant's layer is learned from the same labels as the calibration, and moves the
         // model's scores itself: the multipliers then scale the cues only, and the model's
         // detections say they were not scaled.
