@@ -223,7 +223,7 @@ pub fn curve_on(
         let step = step.min(arriving.len());
         if step > done {
             let mut learner = Learner::new(&playbook, Some(&version))
-                .with_detector(&detector.model)
+                .with_detector(&*detector.model)
                 .with_layer_settings(settings);
             let mut labels = Vec::new();
             for (i, conversation) in arriving[done..step].iter().enumerate() {

@@ -9,7 +9,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use salesloop::domain::decision::Playbook;
-use salesloop::domain::detector::{Detector, LinearModel, ModelFileError};
+use salesloop::domain::detector::{LinearModel, ModelFileError, Weights};
 use salesloop::domain::experiments::Experiments;
 use salesloop::edge::settings::FeedbackSettings;
 use salesloop::service::ServiceError;
@@ -24,8 +24,9 @@ pub struct App<S> {
     pub store: S,
     pub playbook: Playbook,
     pub experiments: Experiments,
-    /// The detector weights tenants' layers are learned over: the shipped ones.
-    pub detector: Arc<LinearModel>,
+    /// The detector weights tenants' layers are learned over, when `PATTERN_DETECTOR` names
+    /// them; none: the shipped ones, parsed only when a run first has labels to learn.
+    pub detector: Option<Arc<LinearModel>>,
     pub settings: Settings,
 }
 
@@ -35,7 +36,7 @@ impl<S: Store> App<S> {
             store,
             playbook: Playbook::builtin(),
             experiments: Experiments::builtin(),
-            detector: Detector::builtin().model,
+            detector: None,
             settings,
         }
     }
@@ -43,7 +44,7 @@ impl<S: Store> App<S> {
     /// The app with tenants' detector layers learned over `weights` (a detector file, as
     /// `PATTERN_DETECTOR` names) instead of the built-in weights.
     pub fn with_detector(mut self, weights: &[u8]) -> Result<App<S>, ModelFileError> {
-        self.detector = Arc::new(LinearModel::from_bytes(weights)?);
+        self.detector = Some(Arc::new(LinearModel::from_bytes(weights)?));
         Ok(self)
     }
 
@@ -52,7 +53,10 @@ impl<S: Store> App<S> {
             store: &self.store,
             playbook: &self.playbook,
             experiments: &self.experiments,
-            detector: Some(&self.detector),
+            detector: Some(match &self.detector {
+                Some(model) => Weights::Given(model),
+                None => Weights::Shipped,
+            }),
             settings: self.settings.clone(),
         }
     }

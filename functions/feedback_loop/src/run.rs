@@ -10,7 +10,7 @@
 use std::ops::ControlFlow;
 
 use salesloop::domain::decision::Playbook;
-use salesloop::domain::detector::LinearModel;
+use salesloop::domain::detector::Weights;
 use salesloop::domain::experiments::Experiments;
 use salesloop::domain::labels::StoredLabel;
 use salesloop::domain::learning::Learner;
@@ -111,7 +111,7 @@ pub struct Feedback<'a, S> {
     pub experiments: &'a Experiments,
     /// The shipped detector weights a tenant's detector layer is learned over; none: labels
     /// count in the metrics and calibration only.
-    pub detector: Option<&'a LinearModel>,
+    pub detector: Option<Weights<'a>>,
     pub settings: Settings,
 }
 

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::conversation::{Cursor, OutcomeRecord};
 use crate::domain::decision::Playbook;
-use crate::domain::detector::LinearModel;
+use crate::domain::detector::Weights;
 use crate::domain::detector::layer::{self, LayerExample, LayerSettings};
 use crate::domain::experiments::Experiments;
 use crate::domain::labels::{LabelCursor, StoredLabel};
@@ -329,7 +329,7 @@ pub struct Learner<'a> {
     /// The labelled messages of the batch, for the detector layer.
     labelled: Vec<TurnLabels>,
     /// The shipped detector weights the layer is learned over; none: no layer is learned.
-    base: Option<&'a LinearModel>,
+    base: Option<Weights<'a>>,
     layer_settings: LayerSettings,
 }
 
@@ -358,8 +358,8 @@ impl<'a> Learner<'a> {
     }
 
     /// Learns the tenant's detector layer over `base` from the batch's labels.
-    pub fn with_detector(mut self, base: &'a LinearModel) -> Learner<'a> {
-        self.base = Some(base);
+    pub fn with_detector(mut self, base: impl Into<Weights<'a>>) -> Learner<'a> {
+        self.base = Some(base.into());
         self
     }
 
@@ -585,6 +585,7 @@ impl<'a> Learner<'a> {
         if self.labelled.is_empty() {
             return;
         }
+        let base = base.get();
         let examples: Vec<LayerExample> = self
             .labelled
             .drain(..)

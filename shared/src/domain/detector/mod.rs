@@ -33,6 +33,41 @@ pub fn family(pattern: &str) -> &str {
     pattern.split('.').next().unwrap_or(pattern)
 }
 
+/// The shipped weights, parsed on first use and kept for the process.
+pub fn shipped_model() -> &'static Arc<LinearModel> {
+    static MODEL: std::sync::OnceLock<Arc<LinearModel>> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| {
+        // The shipped file is checked by a unit test; failing here is a build defect.
+        Arc::new(
+            LinearModel::from_bytes(DEFAULT_MODEL)
+                .unwrap_or_else(|e| panic!("built-in detector: {e}")),
+        )
+    })
+}
+
+/// Detector weights that a caller may never need: the shipped ones are parsed only when first
+/// asked for, so a process that never learns a layer never pays for them.
+#[derive(Debug, Clone, Copy)]
+pub enum Weights<'a> {
+    Shipped,
+    Given(&'a LinearModel),
+}
+
+impl<'a> Weights<'a> {
+    pub fn get(self) -> &'a LinearModel {
+        match self {
+            Weights::Shipped => shipped_model(),
+            Weights::Given(model) => model,
+        }
+    }
+}
+
+impl<'a> From<&'a LinearModel> for Weights<'a> {
+    fn from(model: &'a LinearModel) -> Weights<'a> {
+        Weights::Given(model)
+    }
+}
+
 /// One sentence's scores: its span in the message and the model's probability per label.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SentenceScores {
@@ -51,17 +86,9 @@ pub struct Detector {
 impl Detector {
     /// The built-in catalog and weights, loaded once per process.
     pub fn builtin() -> Detector {
-        static MODEL: std::sync::OnceLock<Arc<LinearModel>> = std::sync::OnceLock::new();
-        let model = MODEL.get_or_init(|| {
-            // The shipped file is checked by a unit test; failing here is a build defect.
-            Arc::new(
-                LinearModel::from_bytes(DEFAULT_MODEL)
-                    .unwrap_or_else(|e| panic!("built-in detector: {e}")),
-            )
-        });
         Detector {
             catalog: Catalog::builtin(),
-            model: model.clone(),
+            model: shipped_model().clone(),
         }
     }
 
