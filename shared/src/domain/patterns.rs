@@ -124,8 +124,11 @@ struct Compiled {
     names: Vec<String>,
     cues: Vec<Cue>,
     words: WordMap<Word>,
-    /// For each word, the cues whose first matched word it can be.
+    /// For each word, the cues that can match that word alone and whose first word it can be.
     starts: Vec<Vec<usize>>,
+    /// For each pair of words (`pair_key`), the cues of two or more words that can start with
+    /// that pair: a common first word ("i", "we") leads only to the cues its next word fits.
+    pairs: HashMap<u64, Vec<usize>, BuildHasherDefault<Fnv>>,
     negators: Vec<String>,
     negation_window: usize,
 }
@@ -238,13 +241,25 @@ impl Catalog {
             names.push(pattern.name);
         }
         let mut starts = vec![Vec::new(); words.len()];
+        let mut pairs: HashMap<u64, Vec<usize>, BuildHasherDefault<Fnv>> = HashMap::default();
+        let mut found = Vec::new();
         for (index, cue) in cues.iter().enumerate() {
-            let mut firsts = Vec::new();
-            first_words(&cue.slots, &mut firsts);
-            firsts.sort_unstable();
-            firsts.dedup();
-            for word in firsts {
-                starts[word as usize].push(index);
+            found.clear();
+            openings(&cue.slots, &mut [0; 2], 0, &mut found);
+            found.sort_unstable();
+            found.dedup();
+            if found.iter().any(|&(_, second)| second.is_none()) {
+                // A cue that may be one word is tried at each of its first words.
+                let mut firsts: Vec<Word> = found.iter().map(|&(first, _)| first).collect();
+                firsts.dedup();
+                for word in firsts {
+                    starts[word as usize].push(index);
+                }
+            } else {
+                for &(first, second) in &found {
+                    let second = second.expect("two words");
+                    pairs.entry(pair_key(first, second)).or_default().push(index);
+                }
             }
         }
         let negators = file
@@ -258,6 +273,7 @@ impl Catalog {
                 cues,
                 words,
                 starts,
+                pairs,
                 negators,
                 negation_window: file.negation_window,
             }),
@@ -302,7 +318,14 @@ impl Catalog {
             let Some(word) = word else { continue };
             // Whether a negator stands before this word: asked at most once per word.
             let mut negated = None;
-            for &index in &inner.starts[word as usize] {
+            let longer = tokens
+                .get(first + 1)
+                .and_then(|t| t.2)
+                .and_then(|next| inner.pairs.get(&pair_key(word, next)));
+            let candidates = inner.starts[word as usize]
+                .iter()
+                .chain(longer.into_iter().flatten());
+            for &index in candidates {
                 let cue = &inner.cues[index];
                 ends.clear();
                 match_slots(&cue.slots, &tokens, first, &mut ends);
@@ -425,14 +448,36 @@ fn wordy(c: char) -> bool {
     c.is_alphanumeric() || matches!(c, '\'' | '\u{2018}' | '\u{2019}' | '\u{02bc}' | '`')
 }
 
-/// The words a cue can start with: those of its first slot, and of later ones while the
-/// slots before them may match nothing.
-fn first_words(slots: &[Vec<Vec<Word>>], out: &mut Vec<Word>) {
-    for slot in slots {
-        out.extend(slot.iter().filter_map(|alt| alt.first().copied()));
-        if !slot.iter().any(Vec::is_empty) {
-            break;
+/// The key of a pair of words in `Compiled::pairs`.
+fn pair_key(first: Word, second: Word) -> u64 {
+    (u64::from(first) << 32) | u64::from(second)
+}
+
+/// How the cue's phrases can open: each phrase's first word and its second, none when the
+/// phrase is one word. `have` holds the first `len` words taken so far.
+fn openings(
+    slots: &[Vec<Vec<Word>>],
+    have: &mut [Word; 2],
+    len: usize,
+    out: &mut Vec<(Word, Option<Word>)>,
+) {
+    if len == 2 {
+        out.push((have[0], Some(have[1])));
+        return;
+    }
+    let Some((slot, rest)) = slots.split_first() else {
+        if len == 1 {
+            out.push((have[0], None));
         }
+        return;
+    };
+    for alternative in slot {
+        let mut taken = len;
+        for &word in alternative.iter().take(2 - len) {
+            have[taken] = word;
+            taken += 1;
+        }
+        openings(rest, have, taken, out);
     }
 }
 
