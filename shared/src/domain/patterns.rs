@@ -574,6 +574,11 @@ fn normalise(text: &str) -> Normalised {
                 out.push(' ', i, end);
                 last_space = true;
             }
+            c if c.is_ascii_alphanumeric() => {
+                out.text.push(c.to_ascii_lowercase());
+                out.origin.push((i, end));
+                last_space = false;
+            }
             c if c.is_alphanumeric() => {
                 for lower in c.to_lowercase() {
                     out.push(lower, i, end);

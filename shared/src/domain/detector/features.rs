@@ -70,7 +70,7 @@ impl Cut {
         let mut text = String::with_capacity(sentence.len());
         let mut spans = Vec::with_capacity(sentence.len() / 4 + 1);
         let mut start = None;
-        for c in sentence.chars().flat_map(char::to_lowercase) {
+        let mut take = |c: char| {
             let c = match c {
                 '\u{2018}' | '\u{2019}' | '\u{02bc}' | '`' => '\'',
                 c => c,
@@ -78,7 +78,7 @@ impl Cut {
             if c.is_alphanumeric() || c == '\'' {
                 start.get_or_insert(text.len());
                 text.push(c);
-                continue;
+                return;
             }
             if let Some(from) = start.take() {
                 spans.push((from, text.len()));
@@ -87,6 +87,13 @@ impl Cut {
                 let from = text.len();
                 text.push(c);
                 spans.push((from, text.len()));
+            }
+        };
+        for c in sentence.chars() {
+            if c.is_ascii() {
+                take(c.to_ascii_lowercase());
+            } else {
+                c.to_lowercase().for_each(&mut take);
             }
         }
         if let Some(from) = start {
@@ -147,7 +154,12 @@ fn each_feature(sentence: &str, turn: Option<u32>, mut emit: impl FnMut(usize, u
     // A word's character 3- and 4-grams, padded with a space each side. The 4-gram starting
     // at a character extends the 3-gram's hash by one more character, so each is hashed once.
     let mut bounds: Vec<usize> = Vec::new();
+    let mut padded_word: Vec<u8> = Vec::new();
     for word in cut.words() {
+        padded_word.clear();
+        padded_word.push(b' ');
+        padded_word.extend_from_slice(word.as_bytes());
+        padded_word.push(b' ');
         bounds.clear();
         bounds.push(0);
         bounds.extend(word.char_indices().map(|(i, _)| i + 1));
@@ -157,30 +169,18 @@ fn each_feature(sentence: &str, turn: Option<u32>, mut emit: impl FnMut(usize, u
         let chars = bounds.len() - 1;
         for i in 0..chars.saturating_sub(2) {
             let mut hash = Fnv::new(b'c');
-            for b in padded_bytes(word, bounds[i], bounds[i + 3]) {
+            for &b in &padded_word[bounds[i]..bounds[i + 3]] {
                 hash.eat(b);
             }
             emit(CHARS, hash.bucket());
             if i + 4 <= chars {
-                for b in padded_bytes(word, bounds[i + 3], bounds[i + 4]) {
+                for &b in &padded_word[bounds[i + 3]..bounds[i + 4]] {
                     hash.eat(b);
                 }
                 emit(CHARS, hash.bucket());
             }
         }
     }
-}
-
-/// The bytes `from..to` of the word padded with a space each side, without building it.
-fn padded_bytes(word: &str, from: usize, to: usize) -> impl Iterator<Item = u8> + '_ {
-    let len = word.len();
-    (from..to).map(move |i| {
-        if i == 0 || i == len + 1 {
-            b' '
-        } else {
-            word.as_bytes()[i - 1]
-        }
-    })
 }
 
 /// Sorts by bucket and adds up the values of equal buckets, in place.
