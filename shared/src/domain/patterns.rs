@@ -308,9 +308,12 @@ impl Catalog {
         let inner = &*self.inner;
         let norm = normalise(text);
         // The words of the text, with their spans in the normalised text and their catalog number.
-        let tokens: Vec<(usize, usize, Option<Word>)> = tokens(&norm.text)
-            .map(|(start, word)| (start, start + word.len(), inner.words.get(word).copied()))
-            .collect();
+        let mut tokens: Vec<(usize, usize, Option<Word>)> =
+            Vec::with_capacity(norm.text.len() / 4 + 1);
+        tokens.extend(
+            tokens_of(&norm.text)
+                .map(|(start, word)| (start, start + word.len(), inner.words.get(word).copied())),
+        );
         // Per pattern: the product of (1 - weight) over its cues, and its strongest cue's span.
         let mut found: BTreeMap<usize, (f64, f64, usize, usize)> = BTreeMap::new();
         let mut ends = Vec::new();
@@ -515,7 +518,7 @@ fn match_slots(
 }
 
 /// The words of a normalised text with their byte offsets.
-fn tokens(text: &str) -> impl Iterator<Item = (usize, &str)> {
+fn tokens_of(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.split(' ')
         .scan(0usize, |offset, word| {
             let start = *offset;

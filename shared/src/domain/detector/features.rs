@@ -60,6 +60,7 @@ fn bucket(tag: u8, parts: &[&str]) -> u32 {
 
 /// A sentence lower-cased with typographic apostrophes folded, and its words as spans of that
 /// text: runs of letters, digits and apostrophes, and the marks `?`, `!` and `$` on their own.
+#[derive(Default)]
 struct Cut {
     text: String,
     spans: Vec<(usize, usize)>,
@@ -67,8 +68,16 @@ struct Cut {
 
 impl Cut {
     fn new(sentence: &str) -> Cut {
-        let mut text = String::with_capacity(sentence.len());
-        let mut spans = Vec::with_capacity(sentence.len() / 4 + 1);
+        let mut cut = Cut::default();
+        cut.fill(sentence);
+        cut
+    }
+
+    /// Cuts `sentence` into this one's buffers, replacing what they held.
+    fn fill(&mut self, sentence: &str) {
+        let Cut { text, spans } = self;
+        text.clear();
+        spans.clear();
         let mut start = None;
         let mut take = |c: char| {
             let c = match c {
@@ -99,7 +108,6 @@ impl Cut {
         if let Some(from) = start {
             spans.push((from, text.len()));
         }
-        Cut { text, spans }
     }
 
     fn words(&self) -> impl Iterator<Item = &str> + '_ {
@@ -122,22 +130,43 @@ const POSITIONS: [&str; LAST_POSITION as usize + 1] = ["0", "1", "2", "3", "4", 
 
 /// Calls `emit(block, bucket)` once for every feature occurrence of a sentence (a bucket may
 /// come more than once: its value is then its count, before the block is scaled).
-fn each_feature(sentence: &str, turn: Option<u32>, mut emit: impl FnMut(usize, u32)) {
-    let cut = Cut::new(sentence);
-    let mut padded: Vec<&str> = Vec::with_capacity(cut.spans.len() + 2);
-    padded.push("<s>");
-    padded.extend(cut.words());
-    padded.push("</s>");
+fn each_feature(
+    sentence: &str,
+    turn: Option<u32>,
+    scratch: &mut Scratch,
+    mut emit: impl FnMut(usize, u32),
+) {
+    let Scratch {
+        cut,
+        bounds,
+        padded_word,
+        ..
+    } = scratch;
+    cut.fill(sentence);
+    let cut = &*cut;
+    // The words with the sentence's start and end marked.
+    let count = cut.spans.len() + 2;
+    let padded = |i: usize| -> &str {
+        if i == 0 {
+            "<s>"
+        } else if i == count - 1 {
+            "</s>"
+        } else {
+            let (a, b) = cut.spans[i - 1];
+            &cut.text[a..b]
+        }
+    };
     let mut negated = 0;
-    for (i, word) in padded.iter().enumerate() {
+    for i in 0..count {
+        let word = padded(i);
         emit(WORDS, bucket(b'w', &[word]));
-        if let Some(next) = padded.get(i + 1) {
-            emit(WORDS, bucket(b'b', &[word, next]));
+        if i + 1 < count {
+            emit(WORDS, bucket(b'b', &[word, padded(i + 1)]));
         }
         if word.bytes().all(|b| b.is_ascii_digit()) {
             emit(WORDS, bucket(b'w', &["<num>"]));
         }
-        if NEGATORS.contains(word) {
+        if NEGATORS.contains(&word) {
             emit(WORDS, bucket(b'w', &["<neg>"]));
             negated = NEGATION_SCOPE;
         } else if negated > 0 {
@@ -153,8 +182,6 @@ fn each_feature(sentence: &str, turn: Option<u32>, mut emit: impl FnMut(usize, u
     }
     // A word's character 3- and 4-grams, padded with a space each side. The 4-gram starting
     // at a character extends the 3-gram's hash by one more character, so each is hashed once.
-    let mut bounds: Vec<usize> = Vec::new();
-    let mut padded_word: Vec<u8> = Vec::new();
     for word in cut.words() {
         padded_word.clear();
         padded_word.push(b' ');
@@ -202,7 +229,7 @@ fn merge(block: &mut Vec<(u32, f32)>) {
 /// then the two added up, one entry a bucket, in bucket order. Training reads these.
 pub fn sentence_features(sentence: &str, turn: Option<u32>) -> Features {
     let mut blocks: [Vec<(u32, f32)>; 2] = [Vec::new(), Vec::new()];
-    each_feature(sentence, turn, |block, bucket| {
+    each_feature(sentence, turn, &mut Scratch::default(), |block, bucket| {
         blocks[block].push((bucket, 1.0))
     });
     let [mut words, mut chars] = blocks;
@@ -222,9 +249,10 @@ pub fn sentence_features(sentence: &str, turn: Option<u32>) -> Features {
 
 /// The sum of the squared counts of a list of buckets, without sorting it: an open-addressing
 /// count table twice its length.
-fn squared_counts(buckets: &[u32]) -> f32 {
+fn squared_counts(buckets: &[u32], table: &mut Vec<(u32, u32)>) -> f32 {
     let size = (buckets.len() * 2).next_power_of_two().max(8);
-    let mut table: Vec<(u32, u32)> = vec![(u32::MAX, 0); size];
+    table.clear();
+    table.resize(size, (u32::MAX, 0));
     let mut sum: u64 = 0;
     for &bucket in buckets {
         let mut at = bucket as usize & (size - 1);
@@ -257,14 +285,48 @@ pub fn for_each_scaled_feature(sentence: &str, turn: Option<u32>, mut add: impl 
 /// [`for_each_scaled_feature`] a block at a time: `each(value, buckets)` for the word block and
 /// the character block, every occurrence of the block having that value.
 pub fn for_each_block(sentence: &str, turn: Option<u32>, mut each: impl FnMut(f32, &[u32])) {
-    let mut blocks: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
-    each_feature(sentence, turn, |block, bucket| blocks[block].push(bucket));
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => blocks_in(sentence, turn, &mut scratch, &mut each),
+        // Called again from inside `each`: fresh buffers for the inner call.
+        Err(_) => blocks_in(sentence, turn, &mut Scratch::default(), &mut each),
+    })
+}
+
+fn blocks_in(
+    sentence: &str,
+    turn: Option<u32>,
+    scratch: &mut Scratch,
+    each: &mut impl FnMut(f32, &[u32]),
+) {
+    let mut blocks = std::mem::take(&mut scratch.blocks);
+    for block in &mut blocks {
+        block.clear();
+    }
+    each_feature(sentence, turn, scratch, |block, bucket| {
+        blocks[block].push(bucket)
+    });
     for (block, weight) in blocks.iter().zip([1.0, CHAR_WEIGHT]) {
-        let norm = squared_counts(block).sqrt();
+        let norm = squared_counts(block, &mut scratch.table).sqrt();
         if norm > 0.0 {
             each(weight / norm, block);
         }
     }
+    scratch.blocks = blocks;
+}
+
+/// The buffers a sentence's features are built in, kept from one sentence to the next so
+/// that detection does not allocate for each.
+#[derive(Default)]
+struct Scratch {
+    cut: Cut,
+    bounds: Vec<usize>,
+    padded_word: Vec<u8>,
+    blocks: [Vec<u32>; 2],
+    table: Vec<(u32, u32)>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
 /// The sentences of a message as byte spans, trimmed: cut after `.`, `!` or `?` (runs of them)
@@ -371,10 +433,11 @@ mod tests {
 
     #[test]
     fn squared_counts_count_repeats() {
-        assert_eq!(squared_counts(&[]), 0.0);
-        assert_eq!(squared_counts(&[7, 7, 7, 1, 9, 9]), 9.0 + 1.0 + 4.0);
+        let table = &mut Vec::new();
+        assert_eq!(squared_counts(&[], table), 0.0);
+        assert_eq!(squared_counts(&[7, 7, 7, 1, 9, 9], table), 9.0 + 1.0 + 4.0);
         // Buckets that collide in the table are still told apart.
-        assert_eq!(squared_counts(&[0, 8, 16, 0]), 4.0 + 1.0 + 1.0);
+        assert_eq!(squared_counts(&[0, 8, 16, 0], table), 4.0 + 1.0 + 1.0);
     }
 
     #[test]
