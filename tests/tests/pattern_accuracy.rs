@@ -38,7 +38,9 @@ fn cross_validated_detection_on_real_prospects_meets_the_bar() {
     // Far above the cues alone, and above the three-regex rule overall.
     assert!(micro.f1() > cv.cues.micro.f1() + 0.4);
     assert!(micro.f1() > cv.regexes.micro.f1() + 0.05);
-    for family in ["buying_signal", "question"] {
+    // Every family above the rule, objections included (111 annotated turns, many of them
+    // polite refusals or doubts without a cue word: the hardest family).
+    for family in ["buying_signal", "question", "objection"] {
         let ours = cv.detector.per_family[family].f1();
         let rule = cv.regexes.per_family[family].f1();
         assert!(
@@ -46,10 +48,7 @@ fn cross_validated_detection_on_real_prospects_meets_the_bar() {
             "{family}: F1 {ours:.3} against the rule's {rule:.3}"
         );
     }
-    // Objections are the hardest family (111 annotated turns, many of them polite refusals
-    // without a cue word): today F1 0.387 against the rule's 0.401.
     let objection = cv.detector.per_family["objection"];
-    assert!(objection.f1() >= 0.33, "objection F1 {:.3}", objection.f1());
     assert!(objection.precision() >= 0.40, "objection {objection:?}");
 }
 

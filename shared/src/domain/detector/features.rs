@@ -6,11 +6,33 @@
 /// How many hash buckets the features fall into.
 pub const BUCKETS: u32 = 1 << 18;
 
-/// Words that put the next few words under negation.
-const NEGATORS: &[&str] = &[
-    "not", "no", "never", "isn't", "isnt", "aren't", "wasn't", "don't", "dont", "doesn't",
-    "didn't", "won't", "wont", "wouldn't", "can't", "cant", "cannot", "nothing", "none",
-];
+/// The group of a word of hedging or declining, or of doubt or complaint, in general English:
+/// each such word also counts as its group's one feature, so that a word the training data
+/// has seen rarely still weighs what its group weighs.
+fn lexicon(word: &str) -> Option<&'static str> {
+    Some(match word {
+        "sorry" | "unfortunately" | "however" | "although" | "though" | "maybe" | "perhaps"
+        | "rather" | "prefer" | "later" | "already" | "instead" | "unsure" | "hesitant"
+        | "reluctant" | "afraid" | "busy" | "nah" | "nope" | "pass" | "decline" | "another" => {
+            "<hedge>"
+        }
+        "skeptical" | "sceptical" | "doubt" | "doubts" | "doubtful" | "suspicious" | "scam"
+        | "scams" | "fake" | "fraud" | "waste" | "corrupt" | "overhead" | "worried" | "worry"
+        | "concern" | "concerned" | "concerns" | "bad" | "terrible" | "awful" | "expensive"
+        | "afford" | "broke" | "wary" | "trust" | "legit" | "guarantee" => "<doubt>",
+        _ => return None,
+    })
+}
+
+/// Whether a word puts the next few words under negation.
+fn is_negator(word: &str) -> bool {
+    matches!(
+        word,
+        "not" | "no" | "never" | "isn't" | "isnt" | "aren't" | "wasn't" | "don't" | "dont"
+            | "doesn't" | "didn't" | "won't" | "wont" | "wouldn't" | "can't" | "cant"
+            | "cannot" | "nothing" | "none"
+    )
+}
 
 /// How many words after a negator are marked as negated.
 const NEGATION_SCOPE: usize = 4;
@@ -166,7 +188,10 @@ fn each_feature(
         if word.bytes().all(|b| b.is_ascii_digit()) {
             emit(WORDS, bucket(b'w', &["<num>"]));
         }
-        if NEGATORS.contains(&word) {
+        if let Some(group) = lexicon(word) {
+            emit(WORDS, bucket(b'w', &[group]));
+        }
+        if is_negator(word) {
             emit(WORDS, bucket(b'w', &["<neg>"]));
             negated = NEGATION_SCOPE;
         } else if negated > 0 {
@@ -401,6 +426,19 @@ mod tests {
             .collect();
         assert!(only_negated.contains(&bucket(b'n', &["donate"])));
         assert!(!plain.iter().any(|p| p.0 == bucket(b'n', &["donate"])));
+    }
+
+    #[test]
+    fn a_word_of_a_lexicon_also_counts_as_its_group() {
+        let has = |sentence: &str, group: &str| {
+            sentence_features(sentence, None)
+                .iter()
+                .any(|f| f.0 == bucket(b'w', &[group]))
+        };
+        assert!(has("I am skeptical of charities", "<doubt>"));
+        assert!(has("Maybe another time", "<hedge>"));
+        assert!(!has("I am skeptical of charities", "<hedge>"));
+        assert!(!has("How does the donation work?", "<doubt>"));
     }
 
     #[test]
