@@ -3,7 +3,8 @@
 //! resource, only the DynamoDB actions each function's code calls, on the table and the index it
 //! reads), end_conversation may invoke only feedback_loop, the API routes are the code's (in
 //! the template and in `make run`'s router alike), and the table is the one the code expects,
-//! with recovery, encryption and deletion protection on.
+//! with recovery, encryption and deletion protection on; server errors and slow replies raise
+//! alarms, and the dashboard draws metrics the code prints.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -444,4 +445,129 @@ fn the_table_is_the_one_the_code_expects_and_is_protected() {
         3
     );
     assert!(alarms.contains(&"AWS/SQS:ApproximateNumberOfMessagesVisible".to_owned()));
+}
+
+/// The source files that print salesloop's EMF metrics: a metric the template watches must be
+/// one of theirs.
+fn emitted_metric(name: &str) -> bool {
+    ["shared/src/edge/emf.rs", "functions/feedback_loop/src/report.rs"]
+        .iter()
+        .map(|file| std::fs::read_to_string(workspace_root().join(file)).unwrap())
+        .any(|source| source.contains(&format!("\"{name}\"")))
+}
+
+#[test]
+fn prospects_getting_server_errors_or_slow_replies_raise_an_alarm() {
+    let template = template();
+    // (namespace, metric, dimension value) of every alarm, with its statistic.
+    let alarms: Vec<(String, String, String, String)> = resources(&template)
+        .values()
+        .filter(|r| r["Type"].as_str() == Some("AWS::CloudWatch::Alarm"))
+        .map(|r| {
+            let p = &r["Properties"];
+            assert_eq!(text(&p["AlarmActions"]), "!Ref AlarmTopic", "{p:?}");
+            (
+                text(&p["Namespace"]),
+                text(&p["MetricName"]),
+                text(&p["Dimensions"][0]["Value"]),
+                text(
+                    p.get("ExtendedStatistic")
+                        .or(p.get("Statistic"))
+                        .expect("a statistic"),
+                ),
+            )
+        })
+        .collect();
+    let has = |namespace: &str, metric: &str, dimension: &str, statistic: &str| {
+        alarms.contains(&(
+            namespace.to_owned(),
+            metric.to_owned(),
+            dimension.to_owned(),
+            statistic.to_owned(),
+        ))
+    };
+    // A handler that answers 503 returns normally: Lambda's Errors cannot see it; these can.
+    assert!(has("salesloop", "ServerErrors", "process_message", "Sum"));
+    assert!(has("salesloop", "ServerErrors", "end_conversation", "Sum"));
+    assert!(has("AWS/ApiGateway", "5xx", "!Ref Api", "Sum"));
+    assert!(has("salesloop", "Latency", "process_message", "p99"));
+    let latency = resource(&template, "ProcessMessageLatencyP99");
+    assert_eq!(
+        text(&latency["Properties"]["Threshold"]),
+        "!Ref LatencyP99AlarmMs"
+    );
+    assert_eq!(
+        text(&template["Parameters"]["LatencyP99AlarmMs"]["Default"]),
+        "1000"
+    );
+    for (namespace, metric, ..) in &alarms {
+        if namespace == "salesloop" {
+            assert!(emitted_metric(metric), "{metric} is printed by no code");
+        }
+    }
+}
+
+#[test]
+fn the_dashboard_draws_latency_errors_tracking_and_learning_from_metrics_the_code_prints() {
+    let template = template();
+    let dashboard = resource(&template, "OperationsDashboard");
+    assert_eq!(
+        dashboard["Type"].as_str(),
+        Some("AWS::CloudWatch::Dashboard")
+    );
+    let Value::Tagged(sub) = &dashboard["Properties"]["DashboardBody"] else {
+        panic!("the body is a !Sub");
+    };
+    let body = sub.value[0].as_str().expect("the body's text");
+    // With every ${...} replaced by a number, the body is the dashboard's JSON.
+    let mut plain = String::new();
+    let mut rest = body;
+    while let Some(at) = rest.find("${") {
+        plain.push_str(&rest[..at]);
+        plain.push('1');
+        rest = &rest[at + rest[at..].find('}').expect("a closing brace") + 1..];
+    }
+    plain.push_str(rest);
+    let json: serde_json::Value = serde_json::from_str(&plain).expect("the body is JSON");
+    let titles: Vec<&str> = json["widgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["properties"]["title"].as_str())
+        .collect();
+    for wanted in [
+        "Latency",
+        "Server errors",
+        "tracking rate",
+        "precision and recall",
+        "Model versions",
+        "Outcome correlation",
+        "Alarms",
+    ] {
+        assert!(
+            titles.iter().any(|t| t.contains(wanted)),
+            "{wanted} in {titles:?}"
+        );
+    }
+    for metric in [
+        "Latency",
+        "ServerErrors",
+        "ClientErrors",
+        "EventTrackingRate",
+        "PatternPrecision",
+        "PatternRecall",
+        "ModelUpdates",
+        "OutcomesLearned",
+        "OutcomeCorrelation",
+    ] {
+        assert!(body.contains(metric), "{metric} on the dashboard");
+        assert!(emitted_metric(metric), "{metric} is printed by no code");
+    }
+    // Every alarm of the template is on it.
+    for (name, r) in resources(&template) {
+        if r["Type"].as_str() == Some("AWS::CloudWatch::Alarm") {
+            let name = name.as_str().unwrap();
+            assert!(body.contains(&format!("${{{name}.Arn}}")), "{name}");
+        }
+    }
 }
