@@ -450,10 +450,13 @@ fn the_table_is_the_one_the_code_expects_and_is_protected() {
 /// The source files that print salesloop's EMF metrics: a metric the template watches must be
 /// one of theirs.
 fn emitted_metric(name: &str) -> bool {
-    ["shared/src/edge/emf.rs", "functions/feedback_loop/src/report.rs"]
-        .iter()
-        .map(|file| std::fs::read_to_string(workspace_root().join(file)).unwrap())
-        .any(|source| source.contains(&format!("\"{name}\"")))
+    [
+        "shared/src/edge/emf.rs",
+        "functions/feedback_loop/src/report.rs",
+    ]
+    .iter()
+    .map(|file| std::fs::read_to_string(workspace_root().join(file)).unwrap())
+    .any(|source| source.contains(&format!("\"{name}\"")))
 }
 
 #[test]

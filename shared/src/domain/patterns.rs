@@ -258,7 +258,10 @@ impl Catalog {
             } else {
                 for &(first, second) in &found {
                     let second = second.expect("two words");
-                    pairs.entry(pair_key(first, second)).or_default().push(index);
+                    pairs
+                        .entry(pair_key(first, second))
+                        .or_default()
+                        .push(index);
                 }
             }
         }
