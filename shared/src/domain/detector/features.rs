@@ -28,9 +28,25 @@ fn lexicon(word: &str) -> Option<&'static str> {
 fn is_negator(word: &str) -> bool {
     matches!(
         word,
-        "not" | "no" | "never" | "isn't" | "isnt" | "aren't" | "wasn't" | "don't" | "dont"
-            | "doesn't" | "didn't" | "won't" | "wont" | "wouldn't" | "can't" | "cant"
-            | "cannot" | "nothing" | "none"
+        "not"
+            | "no"
+            | "never"
+            | "isn't"
+            | "isnt"
+            | "aren't"
+            | "wasn't"
+            | "don't"
+            | "dont"
+            | "doesn't"
+            | "didn't"
+            | "won't"
+            | "wont"
+            | "wouldn't"
+            | "can't"
+            | "cant"
+            | "cannot"
+            | "nothing"
+            | "none"
     )
 }
 
