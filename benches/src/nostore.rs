@@ -5,7 +5,7 @@
 use salesloop::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
 use salesloop::domain::labels::{LabelCursor, StoredLabel};
 use salesloop::domain::model::ServedModel;
-use salesloop::store::{ConversationLog, FailedWrite};
+use salesloop::store::{ConversationEntry, ConversationLog, FailedWrite};
 use salesloop::{
     ConversationId, Lease, MessageId, Millis, ModelVersion, Store, StoreError, TenantId, Write,
 };
@@ -145,7 +145,30 @@ impl Store for NoStore {
         nothing()
     }
 
-    async fn model_history(&self, _: &TenantId, _: usize) -> Result<Vec<ModelVersion>, StoreError> {
+    async fn model_history(
+        &self,
+        _: &TenantId,
+        _: Option<u64>,
+        _: usize,
+    ) -> Result<Vec<ModelVersion>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn model_version(
+        &self,
+        _: &TenantId,
+        _: u64,
+    ) -> Result<Option<ModelVersion>, StoreError> {
+        Ok(None)
+    }
+
+    async fn conversations(
+        &self,
+        _: &TenantId,
+        _: Millis,
+        _: Option<&Cursor>,
+        _: usize,
+    ) -> Result<Vec<ConversationEntry>, StoreError> {
         Ok(Vec::new())
     }
 }

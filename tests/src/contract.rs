@@ -718,7 +718,7 @@ async fn model_versions_publish_by_compare_and_set_and_keep_history<B: Backend>(
     });
     assert_eq!(store.publish_model(&t, &second).await, Ok(Write::Done));
     assert_eq!(store.current_model(&t).await.unwrap(), Some(second.clone()));
-    let history = store.model_history(&t, 10).await.unwrap();
+    let history = store.model_history(&t, None, 10).await.unwrap();
     let versions: Vec<u64> = history.iter().map(|m| m.version).collect();
     assert_eq!(versions, [2, 1]);
 }

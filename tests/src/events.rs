@@ -41,22 +41,73 @@ fn fixture(name: &str) -> Value {
         .clone()
 }
 
-/// A request of `flavor` for `method path` with `body`, carrying `tenant` as the authorizer's
-/// `tenant_id` claim when given, and extra headers.
+/// The query string of `target` (`/path?a=1&b=2`) as each front door delivers it: the raw
+/// text, one value a name (API Gateway HTTP API and function URLs join repeats with commas;
+/// the REST API keeps the last), and every value a name (REST API only).
+fn query_fields(query: &str) -> (Value, Value) {
+    let mut joined = serde_json::Map::new();
+    let mut all = serde_json::Map::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (name, value) = (decode(name), decode(value));
+        let entry = joined.entry(name.clone()).or_insert_with(|| json!(""));
+        *entry = match entry.as_str() {
+            Some("") if all.get(&name).is_none() => json!(value),
+            Some(previous) => json!(format!("{previous},{value}")),
+            None => json!(value),
+        };
+        all.entry(name)
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+            .map(|values| values.push(json!(value)));
+    }
+    (Value::Object(joined), Value::Object(all))
+}
+
+/// Percent-decoding of a query string part (`+` is a space).
+fn decode(text: &str) -> String {
+    let hex = |b: u8| char::from(b).to_digit(16).map(|d| d as u8);
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i..i + 3) {
+            Some([b'%', high, low]) => hex(*high).zip(hex(*low)).map(|(h, l)| h * 16 + l),
+            _ => None,
+        };
+        match (escaped, bytes[i]) {
+            (Some(byte), _) => {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, other) => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A request of `flavor` for `method target` (a path, with a query string after `?` if any)
+/// with `body`, carrying `tenant` as the authorizer's `tenant_id` claim when given, and extra
+/// headers.
 pub fn request(
     flavor: Flavor,
     method: &str,
-    path: &str,
+    target: &str,
     body: &str,
     tenant: Option<&str>,
     headers: &[(&str, &str)],
 ) -> Request {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (joined, all) = query_fields(query);
     let mut event = match flavor {
         Flavor::HttpApi => {
             let mut e = fixture("example-apigw-v2-request-jwt-authorizer.json");
             e["rawPath"] = json!(path);
-            e["rawQueryString"] = json!("");
-            e["queryStringParameters"] = json!({});
+            e["rawQueryString"] = json!(query);
+            e["queryStringParameters"] = joined.clone();
             e["requestContext"]["http"]["path"] = json!(path);
             e["requestContext"]["http"]["method"] = json!(method);
             e["requestContext"]["authorizer"]["jwt"]["claims"] = match tenant {
@@ -70,8 +121,26 @@ pub fn request(
             e["path"] = json!(path);
             e["resource"] = json!("/conversations/{conversation_id}/{action}");
             e["httpMethod"] = json!(method);
-            e["queryStringParameters"] = Value::Null;
-            e["multiValueQueryStringParameters"] = Value::Null;
+            let last = all
+                .as_object()
+                .map(|all| {
+                    all.iter()
+                        .map(|(name, values)| {
+                            (
+                                name.clone(),
+                                values[values.as_array().map_or(0, |v| v.len() - 1)].clone(),
+                            )
+                        })
+                        .collect::<serde_json::Map<_, _>>()
+                })
+                .unwrap_or_default();
+            let none = last.is_empty();
+            e["queryStringParameters"] = if none {
+                Value::Null
+            } else {
+                Value::Object(last)
+            };
+            e["multiValueQueryStringParameters"] = if none { Value::Null } else { all.clone() };
             e["requestContext"]["path"] = json!(path);
             e["requestContext"]["httpMethod"] = json!(method);
             e["requestContext"]["authorizer"] = match tenant {
@@ -83,8 +152,8 @@ pub fn request(
         Flavor::FunctionUrl => {
             let mut e = fixture("lambda_function_url_request.json");
             e["rawPath"] = json!(path);
-            e["rawQueryString"] = json!("");
-            e["queryStringParameters"] = json!({});
+            e["rawQueryString"] = json!(query);
+            e["queryStringParameters"] = joined.clone();
             e["requestContext"]["http"]["path"] = json!(path);
             e["requestContext"]["http"]["method"] = json!(method);
             e

@@ -574,7 +574,10 @@ fn feedback_runs_failing_on_injected_faults(server: &DynamoLocal, runtime: &Runt
         let injected = proxy.injected();
         let verification = DynamoLocal::verification_store(&server.endpoint(), direct.table());
         let current = verification.current_model(&tenant).await.unwrap().unwrap();
-        let history = verification.model_history(&tenant, 1_000).await.unwrap();
+        let history = verification
+            .model_history(&tenant, None, 1_000)
+            .await
+            .unwrap();
         println!(
             "\nchaos feedback: runs failing on injected faults, finished by the next\n  \
              {total} outcomes; {runs} runs: {failed} failed on a store error, {busy} found the \

@@ -764,7 +764,7 @@ fn continue_all(_: Step) -> ControlFlow<()> {
 }
 
 async fn history<S: Store>(store: &S, tenant: &TenantId) -> Vec<ModelVersion> {
-    let mut versions = store.model_history(tenant, 100).await.unwrap();
+    let mut versions = store.model_history(tenant, None, 100).await.unwrap();
     versions.reverse();
     versions
 }

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use salesloop::edge::http::{Action, ROUTES};
+use salesloop::edge::http::{Action, READ_ROUTES, ROUTES};
 use salesloop::store::{MESSAGE_INDEX, TIME_INDEX};
 use salesloop_tests::workspace_root;
 use serde_yaml::Value;
@@ -94,7 +94,7 @@ fn no_statement_anywhere_grants_a_wildcard_action_or_resource() {
             "{name:?}: only X-Ray's write-only policy may be attached"
         );
     }
-    assert_eq!(roles, 3, "one role per function");
+    assert_eq!(roles, 4, "one role per function");
     // No function lets SAM generate a role (which would attach broader managed policies).
     for (name, resource) in resources(&template) {
         if resource["Type"].as_str() == Some("AWS::Serverless::Function") {
@@ -161,6 +161,17 @@ fn each_function_may_do_exactly_what_its_code_does() {
                     ),
                     (&["sqs:SendMessage"], &["!GetAtt FeedbackFailures.Arn"]),
                 ]),
+            ),
+        ),
+        (
+            // Reads never write: GetItem and Query only.
+            "ReadApiFunction",
+            (
+                "read_api",
+                grants(&[(
+                    &["dynamodb:Query", "dynamodb:GetItem"],
+                    &[table.as_str(), index(TIME_INDEX).as_str()],
+                )]),
             ),
         ),
     ]);
@@ -233,6 +244,7 @@ fn functions_run_on_arm64_al2023_at_128_mb_with_tracing_and_json_logs() {
         "ProcessMessageFunction",
         "EndConversationFunction",
         "FeedbackLoopFunction",
+        "ReadApiFunction",
     ] {
         let properties = &resource(&template, function)["Properties"];
         assert!(
@@ -291,7 +303,9 @@ fn functions_run_on_arm64_al2023_at_128_mb_with_tracing_and_json_logs() {
         env("FeedbackLoopFunction"),
         set(&["TABLE_NAME", "FEEDBACK_SETTLE_SECONDS"])
     );
-    // Every API route requires the JWT authorizer.
+    assert_eq!(env("ReadApiFunction"), set(&["TABLE_NAME", "TENANT_CLAIM"]));
+    // Every API route requires the JWT authorizer, except the dashboard page (which holds no
+    // data: the page sends the user's token with each read).
     let api = &resource(&template, "Api")["Properties"];
     assert_eq!(api["Auth"]["DefaultAuthorizer"].as_str(), Some("Jwt"));
     assert!(
@@ -307,12 +321,18 @@ fn functions_run_on_arm64_al2023_at_128_mb_with_tracing_and_json_logs() {
         let mut routed = BTreeSet::new();
         for event in events.values() {
             assert_eq!(event["Type"].as_str(), Some("HttpApi"), "{function}");
-            assert_eq!(event["Properties"]["Method"].as_str(), Some("POST"));
-            assert!(
-                event["Properties"].get("Auth").is_none(),
-                "{function}: no route opts out of the authorizer"
-            );
-            routed.insert(text(&event["Properties"]["Path"]));
+            let method = event["Properties"]["Method"].as_str().unwrap();
+            let path = text(&event["Properties"]["Path"]);
+            let auth = &event["Properties"]["Auth"];
+            if path == "/dashboard" {
+                assert_eq!(auth["Authorizer"].as_str(), Some("NONE"));
+            } else {
+                assert!(
+                    auth.is_null(),
+                    "{function} {path}: opts out of the authorizer"
+                );
+            }
+            routed.insert(format!("{method} {path}"));
         }
         assert_eq!(
             routed, paths,
@@ -330,14 +350,21 @@ fn function_of(action: Action) -> (&'static str, &'static str) {
     }
 }
 
-/// Every API function's routes, as the code answers them.
+/// Every API function's routes (`METHOD /path`), as the code answers them: the write routes of
+/// `salesloop::edge::http::ROUTES` and the read routes of `READ_ROUTES`, all read_api's.
 fn routes_by_function() -> BTreeMap<&'static str, BTreeSet<String>> {
     let mut routes: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for (segment, action) in ROUTES {
         routes
             .entry(function_of(action).0)
             .or_default()
-            .insert(format!("/conversations/{{conversation_id}}/{segment}"));
+            .insert(format!("POST /conversations/{{conversation_id}}/{segment}"));
+    }
+    for path in READ_ROUTES {
+        routes
+            .entry("ReadApiFunction")
+            .or_default()
+            .insert(format!("GET {path}"));
     }
     routes
 }
@@ -362,6 +389,9 @@ fn make_run_routes_every_route_of_the_code_to_its_function() {
                 function_of(action).1
             )
         })
+        .chain(READ_ROUTES.into_iter().map(|path| {
+            format!(r#""{path}" = [{{ method = "GET", function = "read_api" }}]"#)
+        }))
         .collect();
     assert_eq!(
         router,
@@ -435,14 +465,14 @@ fn the_table_is_the_one_the_code_expects_and_is_protected() {
         .collect();
     assert_eq!(
         alarms.iter().filter(|a| *a == "AWS/Lambda:Errors").count(),
-        3
+        4
     );
     assert_eq!(
         alarms
             .iter()
             .filter(|a| *a == "AWS/Lambda:Throttles")
             .count(),
-        3
+        4
     );
     assert!(alarms.contains(&"AWS/SQS:ApproximateNumberOfMessagesVisible".to_owned()));
 }
@@ -492,6 +522,7 @@ fn prospects_getting_server_errors_or_slow_replies_raise_an_alarm() {
     // A handler that answers 503 returns normally: Lambda's Errors cannot see it; these can.
     assert!(has("salesloop", "ServerErrors", "process_message", "Sum"));
     assert!(has("salesloop", "ServerErrors", "end_conversation", "Sum"));
+    assert!(has("salesloop", "ServerErrors", "read_api", "Sum"));
     assert!(has("AWS/ApiGateway", "5xx", "!Ref Api", "Sum"));
     assert!(has("salesloop", "Latency", "process_message", "p99"));
     let latency = resource(&template, "ProcessMessageLatencyP99");

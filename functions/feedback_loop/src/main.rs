@@ -80,13 +80,9 @@ async fn cli(args: &[String], settings: &FeedbackSettings) -> Result<(), Error> 
             for tenant in &tenants {
                 let current = store.current_model(tenant).await?;
                 if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&serde_json::json!({
-                            "tenant": tenant,
-                            "model": current,
-                        }))?
-                    );
+                    // What `GET /report` answers for the tenant.
+                    let view = salesloop::service::reads::report_view(tenant, current.as_ref());
+                    println!("{}", serde_json::to_string_pretty(&view)?);
                 } else {
                     println!("{}", report::render(tenant, current.as_ref()));
                 }

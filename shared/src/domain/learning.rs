@@ -158,6 +158,10 @@ pub struct LearningState {
     pub by_strategy: BTreeMap<String, Tally>,
     /// Experiment to variant to its conversations.
     pub experiments: BTreeMap<String, BTreeMap<String, Tally>>,
+    /// Conversations by the model version that served them (the version of their end): the
+    /// learning curve.
+    #[serde(default)]
+    pub by_model_version: BTreeMap<u64, Tally>,
     pub labels: BTreeMap<String, LabelTally>,
     pub events: EventTally,
     /// The tenant's failed-write counter as the previous run read it: a run counts the
@@ -181,6 +185,18 @@ pub struct RunReport {
     pub correlation: Correlations,
     pub policy_value: PolicyValue,
     pub experiments: Vec<ExperimentResults>,
+    /// The win rate of the conversations each model version served, all time, oldest version
+    /// first (version 0: the priors, before the first publish). Reports stored before it
+    /// existed have none.
+    #[serde(default)]
+    pub win_rate_by_version: Vec<VersionWinRate>,
+}
+
+/// One point of the learning curve.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct VersionWinRate {
+    pub version: u64,
+    pub win_rate: Proportion,
 }
 
 /// Event tracking rate: events found stored against events the outcomes imply.
@@ -416,6 +432,11 @@ impl<'a> Learner<'a> {
         self.watermark = Some(outcome.cursor());
 
         self.state.overall.add(won);
+        self.state
+            .by_model_version
+            .entry(outcome.model_version)
+            .or_default()
+            .add(won);
         for pattern in outcome.patterns_seen.keys() {
             self.state
                 .by_pattern
@@ -672,6 +693,15 @@ impl<'a> Learner<'a> {
             correlation: correlations(&self.state),
             policy_value: policy_value(self.playbook, &self.model, &self.decisions),
             experiments: experiment_results(experiments, &self.state),
+            win_rate_by_version: self
+                .state
+                .by_model_version
+                .iter()
+                .map(|(&version, tally)| VersionWinRate {
+                    version,
+                    win_rate: Proportion::new(tally.wins, tally.conversations),
+                })
+                .collect(),
         };
         ModelVersion {
             version,
@@ -1196,6 +1226,35 @@ mod tests {
         );
         close(tally.raw_confidence_sum / 44.0, 0.8);
         assert_eq!(v2.report.as_ref().unwrap().accuracy.labels_in_run, 5);
+    }
+
+    #[test]
+    fn the_learning_curve_counts_conversations_by_the_version_that_served_them() {
+        let playbook = Playbook::builtin();
+        // Version 0 served 4 (1 won); version 1 served 3 (2 won), learned over two runs.
+        let served = |n: u64, version: u64, won: bool| {
+            let mut record = outcome(n, if won { Outcome::Won } else { Outcome::Lost }, vec![]);
+            record.model_version = version;
+            record
+        };
+        let first: Vec<OutcomeRecord> = (0..4).map(|n| served(n, 0, n == 0)).collect();
+        let v1 = run(&playbook, None, &first);
+        let second = vec![
+            served(10, 1, true),
+            served(11, 1, false),
+            served(12, 1, true),
+        ];
+        let v2 = run(&playbook, Some(&v1), &second);
+        let curve = &v2.report.as_ref().unwrap().win_rate_by_version;
+        let points: Vec<(u64, u64, u64)> = curve
+            .iter()
+            .map(|p| (p.version, p.win_rate.successes, p.win_rate.trials))
+            .collect();
+        assert_eq!(points, vec![(0, 1, 4), (1, 2, 3)]);
+        assert_eq!(
+            curve[1].win_rate.interval,
+            crate::domain::stats::wilson(2, 3)
+        );
     }
 
     #[test]

@@ -31,6 +31,12 @@ pub enum ApiError {
     InvalidReason(String),
     #[error("{0}")]
     InvalidLabels(String),
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("{0}")]
+    InvalidCursor(String),
+    #[error("{0}")]
+    InvalidVersion(String),
     #[error("the request carries no tenant claim")]
     Unauthenticated,
     #[error("{0}")]
@@ -39,10 +45,13 @@ pub enum ApiError {
     NotFound,
     #[error("no conversation with this id")]
     ConversationNotFound,
+    #[error("no model version {0}")]
+    ModelNotFound(u64),
     #[error("the conversation has no turn {0}")]
     TurnNotFound(u32),
-    #[error("use POST")]
-    MethodNotAllowed,
+    /// The route exists, for the method given here only.
+    #[error("use {0}")]
+    MethodNotAllowed(&'static str),
     #[error("the conversation has ended")]
     ConversationEnded,
     #[error("the conversation has reached its turn limit")]
@@ -62,6 +71,44 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// One error of every kind: what the OpenAPI contract test checks the spec against. The
+    /// test below keeps it whole.
+    pub fn examples() -> Vec<ApiError> {
+        use ApiError::*;
+        vec![
+            InvalidJson(String::new()),
+            InvalidField(String::new()),
+            InvalidConversationId(String::new()),
+            InvalidMessageId(String::new()),
+            InvalidText(String::new()),
+            InvalidOutcome(String::new()),
+            InvalidValue(String::new()),
+            InvalidReason(String::new()),
+            InvalidLabels(String::new()),
+            InvalidQuery(String::new()),
+            InvalidCursor(String::new()),
+            InvalidVersion(String::new()),
+            Unauthenticated,
+            InvalidTenant(String::new()),
+            NotFound,
+            ConversationNotFound,
+            ModelNotFound(1),
+            TurnNotFound(1),
+            MethodNotAllowed("GET"),
+            ConversationEnded,
+            ConversationTooLong,
+            MessageIdReused,
+            OutcomeConflict(Outcome::Won),
+            LabelConflict {
+                turn: 1,
+                pattern: String::new(),
+            },
+            BodyTooLarge(0),
+            StoreUnavailable,
+            Internal,
+        ]
+    }
+
     pub fn status(&self) -> u16 {
         use ApiError::*;
         match self {
@@ -73,11 +120,14 @@ impl ApiError {
             | InvalidOutcome(_)
             | InvalidValue(_)
             | InvalidReason(_)
-            | InvalidLabels(_) => 400,
+            | InvalidLabels(_)
+            | InvalidQuery(_)
+            | InvalidCursor(_)
+            | InvalidVersion(_) => 400,
             Unauthenticated => 401,
             InvalidTenant(_) => 403,
-            NotFound | ConversationNotFound | TurnNotFound(_) => 404,
-            MethodNotAllowed => 405,
+            NotFound | ConversationNotFound | ModelNotFound(_) | TurnNotFound(_) => 404,
+            MethodNotAllowed(_) => 405,
             ConversationEnded
             | ConversationTooLong
             | MessageIdReused
@@ -102,12 +152,16 @@ impl ApiError {
             InvalidValue(_) => "invalid_value",
             InvalidReason(_) => "invalid_reason",
             InvalidLabels(_) => "invalid_labels",
+            InvalidQuery(_) => "invalid_query",
+            InvalidCursor(_) => "invalid_cursor",
+            InvalidVersion(_) => "invalid_version",
             Unauthenticated => "unauthenticated",
             InvalidTenant(_) => "invalid_tenant",
             NotFound => "not_found",
             ConversationNotFound => "conversation_not_found",
+            ModelNotFound(_) => "model_not_found",
             TurnNotFound(_) => "turn_not_found",
-            MethodNotAllowed => "method_not_allowed",
+            MethodNotAllowed(_) => "method_not_allowed",
             ConversationEnded => "conversation_ended",
             ConversationTooLong => "conversation_too_long",
             MessageIdReused => "message_id_reused",
@@ -131,6 +185,9 @@ impl ApiError {
             .header("content-type", "application/json");
         if let Some(secs) = self.retry_after_secs() {
             builder = builder.header("retry-after", secs.to_string());
+        }
+        if let ApiError::MethodNotAllowed(allowed) = &self {
+            builder = builder.header("allow", *allowed);
         }
         builder
             .body(Body::Text(body.clone()))
@@ -186,5 +243,54 @@ mod tests {
         assert!(response.headers().get("retry-after").is_none());
         let contention = ApiError::from(ServiceError::Contention(300));
         assert_eq!(contention.retry_after_secs(), Some(1));
+    }
+
+    #[test]
+    fn the_examples_hold_every_kind_of_error_once() {
+        // A new variant breaks this match until it is given a place here and in `examples`.
+        fn kind(error: &ApiError) -> usize {
+            use ApiError::*;
+            match error {
+                InvalidJson(_) => 0,
+                InvalidField(_) => 1,
+                InvalidConversationId(_) => 2,
+                InvalidMessageId(_) => 3,
+                InvalidText(_) => 4,
+                InvalidOutcome(_) => 5,
+                InvalidValue(_) => 6,
+                InvalidReason(_) => 7,
+                InvalidLabels(_) => 8,
+                InvalidQuery(_) => 9,
+                InvalidCursor(_) => 10,
+                InvalidVersion(_) => 11,
+                Unauthenticated => 12,
+                InvalidTenant(_) => 13,
+                NotFound => 14,
+                ConversationNotFound => 15,
+                ModelNotFound(_) => 16,
+                TurnNotFound(_) => 17,
+                MethodNotAllowed(_) => 18,
+                ConversationEnded => 19,
+                ConversationTooLong => 20,
+                MessageIdReused => 21,
+                OutcomeConflict(_) => 22,
+                LabelConflict { .. } => 23,
+                BodyTooLarge(_) => 24,
+                StoreUnavailable => 25,
+                Internal => 26,
+            }
+        }
+        let kinds: Vec<usize> = ApiError::examples().iter().map(kind).collect();
+        assert_eq!(kinds, (0..27).collect::<Vec<_>>());
+        let codes: std::collections::BTreeSet<&str> =
+            ApiError::examples().iter().map(ApiError::code).collect();
+        assert_eq!(codes.len(), 27, "two kinds share a code");
+    }
+
+    #[test]
+    fn a_wrong_method_names_the_right_one() {
+        let response = ApiError::MethodNotAllowed("GET").into_response();
+        assert_eq!(response.status(), 405);
+        assert_eq!(response.headers()["allow"], "GET");
     }
 }

@@ -147,11 +147,149 @@ pub fn route(request: &Request) -> Result<(ConversationId, Action), ApiError> {
         return Err(ApiError::NotFound);
     };
     if request.method() != lambda_http::http::Method::POST {
-        return Err(ApiError::MethodNotAllowed);
+        return Err(ApiError::MethodNotAllowed("POST"));
     }
     let conversation =
         ConversationId::parse(id).map_err(|e| ApiError::InvalidConversationId(e.to_string()))?;
     Ok((conversation, action))
+}
+
+/// What a read asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadRoute {
+    /// `GET /conversations/{conversation_id}`
+    Conversation(ConversationId),
+    /// `GET /conversations`
+    Conversations,
+    /// `GET /models`
+    Models,
+    /// `GET /models/{version}`
+    Model(u64),
+    /// `GET /report`
+    Report,
+    /// `GET /dashboard`
+    Dashboard,
+}
+
+/// The read routes, as the OpenAPI document and the template name them.
+pub const READ_ROUTES: [&str; 6] = [
+    "/conversations/{conversation_id}",
+    "/conversations",
+    "/models",
+    "/models/{version}",
+    "/report",
+    "/dashboard",
+];
+
+/// Finds a read route at the end of the path (a stage may come before it) and checks that the
+/// method is GET. A write route's path is a 405 naming POST.
+pub fn read_route(request: &Request) -> Result<ReadRoute, ApiError> {
+    /// A route found by its path, its parameter not yet checked.
+    enum Found<'p> {
+        Conversation(&'p str),
+        Model(&'p str),
+        Route(ReadRoute),
+    }
+    let path = request.raw_http_path();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let found = match segments.as_slice() {
+        [.., "conversations", _, last] if ROUTES.iter().any(|(segment, _)| segment == last) => {
+            return Err(ApiError::MethodNotAllowed("POST"));
+        }
+        [.., "conversations", id] => Found::Conversation(id),
+        [.., "models", version] => Found::Model(version),
+        [.., "conversations"] => Found::Route(ReadRoute::Conversations),
+        [.., "models"] => Found::Route(ReadRoute::Models),
+        [.., "report"] => Found::Route(ReadRoute::Report),
+        [.., "dashboard"] => Found::Route(ReadRoute::Dashboard),
+        _ => return Err(ApiError::NotFound),
+    };
+    // The method first, then the path parameter, as for the write routes.
+    if request.method() != lambda_http::http::Method::GET {
+        return Err(ApiError::MethodNotAllowed("GET"));
+    }
+    match found {
+        Found::Conversation(id) => ConversationId::parse(id)
+            .map(ReadRoute::Conversation)
+            .map_err(|e| ApiError::InvalidConversationId(e.to_string())),
+        Found::Model(version) => parse_version(version).map(ReadRoute::Model),
+        Found::Route(route) => Ok(route),
+    }
+}
+
+/// A model version in a path or cursor: a whole number from 1, in plain decimal.
+pub fn parse_version(text: &str) -> Result<u64, ApiError> {
+    let valid = !text.is_empty()
+        && text.len() <= 19
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && !text.starts_with('0');
+    match text.parse::<u64>() {
+        Ok(version) if valid => Ok(version),
+        _ => Err(ApiError::InvalidVersion(format!(
+            "a model version is a whole number from 1, not {:?}",
+            truncate(text, 40)
+        ))),
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+/// The query string's parameters, each at most once and each one of `allowed`: anything else
+/// is an `invalid_query` rather than silently ignored.
+pub fn query_parameters<'r>(
+    request: &'r Request,
+    allowed: &[&str],
+) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+    let parameters = request.query_string_parameters_ref();
+    let mut found = std::collections::BTreeMap::new();
+    let Some(parameters) = parameters else {
+        return Ok(found);
+    };
+    for (name, _) in parameters.iter() {
+        if !allowed.contains(&name) {
+            return Err(ApiError::InvalidQuery(if allowed.is_empty() {
+                "this route takes no query parameters".into()
+            } else {
+                format!(
+                    "unknown query parameter {:?}; this route takes {}",
+                    truncate(name, 40),
+                    allowed.join(", ")
+                )
+            }));
+        }
+        let values = parameters.all(name).unwrap_or_default();
+        if values.len() > 1 {
+            return Err(ApiError::InvalidQuery(format!(
+                "{name} is given more than once"
+            )));
+        }
+        if let Some(value) = values.first() {
+            found.insert(name.to_owned(), (*value).to_owned());
+        }
+    }
+    Ok(found)
+}
+
+/// The `limit` parameter: 1 to `max`, `default` when absent.
+pub fn limit_parameter(
+    parameters: &std::collections::BTreeMap<String, String>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    let Some(text) = parameters.get("limit") else {
+        return Ok(default);
+    };
+    match text.parse::<usize>() {
+        Ok(limit) if (1..=max).contains(&limit) && text.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(limit)
+        }
+        _ => Err(ApiError::InvalidQuery(format!(
+            "limit is a whole number from 1 to {max}, not {:?}",
+            truncate(text, 40)
+        ))),
+    }
 }
 
 /// The body's bytes, at most [`MAX_BODY_BYTES`] and not empty.

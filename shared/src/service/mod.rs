@@ -7,6 +7,7 @@ pub mod end;
 pub mod labels;
 pub mod message;
 pub mod models;
+pub mod reads;
 pub mod tracking;
 
 use std::hash::{BuildHasher, Hasher};

@@ -2,7 +2,9 @@
 
 #[cfg(feature = "embedded")]
 use super::EmbeddedStore;
-use super::{ConversationLog, DynamoStore, FailedWrite, Lease, Store, StoreError, Write};
+use super::{
+    ConversationEntry, ConversationLog, DynamoStore, FailedWrite, Lease, Store, StoreError, Write,
+};
 use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
 use crate::domain::ids::{ConversationId, MessageId, TenantId};
 use crate::domain::labels::{LabelCursor, StoredLabel};
@@ -173,8 +175,27 @@ impl Store for AnyStore {
     async fn model_history(
         &self,
         tenant: &TenantId,
+        before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<ModelVersion>, StoreError> {
-        delegate!(self, store => store.model_history(tenant, limit))
+        delegate!(self, store => store.model_history(tenant, before, limit))
+    }
+
+    async fn model_version(
+        &self,
+        tenant: &TenantId,
+        version: u64,
+    ) -> Result<Option<ModelVersion>, StoreError> {
+        delegate!(self, store => store.model_version(tenant, version))
+    }
+
+    async fn conversations(
+        &self,
+        tenant: &TenantId,
+        since: Millis,
+        before: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<ConversationEntry>, StoreError> {
+        delegate!(self, store => store.conversations(tenant, since, before, limit))
     }
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{
-    ConversationLog, FailedWrite, Lease, Store, StoreError, Write, check_label_batch, from_json,
-    to_json,
+    ConversationEntry, ConversationLog, FailedWrite, Lease, Store, StoreError, Write,
+    check_label_batch, from_json, to_json,
 };
 use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
 use crate::domain::ids::{ConversationId, MessageId, TenantId};
@@ -46,6 +46,11 @@ CREATE TABLE IF NOT EXISTS labels (
     PRIMARY KEY (tenant, conversation, turn, pattern)
 );
 CREATE INDEX IF NOT EXISTS labels_by_cursor ON labels (tenant, cursor_key);
+CREATE TABLE IF NOT EXISTS conversations (
+    tenant TEXT NOT NULL, started_at INTEGER NOT NULL, conversation TEXT NOT NULL,
+    model_version INTEGER NOT NULL,
+    PRIMARY KEY (tenant, started_at, conversation)
+);
 CREATE TABLE IF NOT EXISTS models (
     tenant TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY (tenant, version)
@@ -99,6 +104,23 @@ impl EmbeddedStore {
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(unavailable)?;
         connection.execute_batch(SCHEMA).map_err(unavailable)?;
+        // Files written before the conversation list existed: list their conversations once.
+        let listed: i64 = connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(unavailable)?;
+        if listed < 1 {
+            connection
+                .execute_batch(
+                    "BEGIN IMMEDIATE;
+                     INSERT OR IGNORE INTO conversations
+                         SELECT tenant, json_extract(body, '$.at'), conversation,
+                                json_extract(body, '$.model_version')
+                         FROM log WHERE position = 1 AND kind = 'exchange';
+                     PRAGMA user_version = 1;
+                     COMMIT;",
+                )
+                .map_err(unavailable)?;
+        }
         Ok(EmbeddedStore {
             connection: Mutex::new(connection),
             path: path.to_owned(),
@@ -273,6 +295,19 @@ impl Store for EmbeddedStore {
                     ],
                 )
                 .map_err(unavailable)?;
+            if inserted == 1 && exchange.turn == 1 {
+                tx.execute(
+                    "INSERT INTO conversations (tenant, started_at, conversation, model_version)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                    params![
+                        tenant.as_str(),
+                        to_i64(exchange.draft.at.0),
+                        conversation.as_str(),
+                        to_i64(exchange.draft.model_version)
+                    ],
+                )
+                .map_err(unavailable)?;
+            }
             Ok(if inserted == 1 {
                 Write::Done
             } else {
@@ -593,21 +628,89 @@ impl Store for EmbeddedStore {
     async fn model_history(
         &self,
         tenant: &TenantId,
+        before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<ModelVersion>, StoreError> {
         self.read(|conn| {
             let mut statement = conn
                 .prepare_cached(
-                    "SELECT body FROM models WHERE tenant = ?1 ORDER BY version DESC LIMIT ?2",
+                    "SELECT body FROM models WHERE tenant = ?1 AND version < ?2
+                     ORDER BY version DESC LIMIT ?3",
                 )
                 .map_err(unavailable)?;
+            let below = before.map_or(i64::MAX, to_i64);
             let rows = statement
-                .query_map(params![tenant.as_str(), to_i64(limit as u64)], |row| {
-                    row.get::<_, String>(0)
-                })
+                .query_map(
+                    params![tenant.as_str(), below, to_i64(limit as u64)],
+                    |row| row.get::<_, String>(0),
+                )
                 .map_err(unavailable)?;
             rows.map(|body| from_json(&body.map_err(unavailable)?))
                 .collect()
         })
+    }
+
+    async fn model_version(
+        &self,
+        tenant: &TenantId,
+        version: u64,
+    ) -> Result<Option<ModelVersion>, StoreError> {
+        let body: Option<String> = self.read(|conn| {
+            conn.query_row(
+                "SELECT body FROM models WHERE tenant = ?1 AND version = ?2",
+                params![tenant.as_str(), to_i64(version)],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(unavailable)
+        })?;
+        body.map(|body| from_json(&body)).transpose()
+    }
+
+    async fn conversations(
+        &self,
+        tenant: &TenantId,
+        since: Millis,
+        before: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<ConversationEntry>, StoreError> {
+        // Rows strictly before the cursor in (started_at, conversation) order, newest first.
+        let (before_at, before_id) = match before {
+            Some(cursor) => (to_i64(cursor.at.0), cursor.conversation_id.as_str()),
+            None => (i64::MAX, ""),
+        };
+        let rows: Vec<(i64, String, i64)> = self.read(|conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT started_at, conversation, model_version FROM conversations
+                     WHERE tenant = ?1 AND started_at >= ?2
+                       AND (started_at < ?3 OR (started_at = ?3 AND conversation < ?4))
+                     ORDER BY started_at DESC, conversation DESC LIMIT ?5",
+                )
+                .map_err(unavailable)?;
+            let rows = statement
+                .query_map(
+                    params![
+                        tenant.as_str(),
+                        to_i64(since.0),
+                        before_at,
+                        before_id,
+                        to_i64(limit as u64)
+                    ],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .map_err(unavailable)?;
+            rows.map(|row| row.map_err(unavailable)).collect()
+        })?;
+        rows.into_iter()
+            .map(|(at, id, version)| {
+                Ok(ConversationEntry {
+                    conversation_id: ConversationId::parse(&id)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    started_at: Millis(to_u64(at)),
+                    model_version: to_u64(version),
+                })
+            })
+            .collect()
     }
 }

@@ -65,6 +65,25 @@ pub struct ConversationLog {
     pub end: Option<OutcomeRecord>,
 }
 
+/// A conversation in the tenant's list: when it started and which model version served its
+/// first message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationEntry {
+    pub conversation_id: ConversationId,
+    pub started_at: Millis,
+    pub model_version: u64,
+}
+
+impl ConversationEntry {
+    /// Where the list goes on after this entry.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            at: self.started_at,
+            conversation_id: self.conversation_id.clone(),
+        }
+    }
+}
+
 /// Write failures the API functions count per tenant, for the event tracking rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailedWrite {
@@ -228,12 +247,32 @@ pub trait Store: Send + Sync {
         model: &ModelVersion,
     ) -> impl Future<Output = Result<Write, StoreError>> + Send;
 
-    /// Up to `limit` model versions, newest first.
+    /// Up to `limit` model versions, newest first; only versions below `before` when given.
     fn model_history(
         &self,
         tenant: &TenantId,
+        before: Option<u64>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ModelVersion>, StoreError>> + Send;
+
+    /// One published model version, whole; `None` when the tenant has no such version.
+    fn model_version(
+        &self,
+        tenant: &TenantId,
+        version: u64,
+    ) -> impl Future<Output = Result<Option<ModelVersion>, StoreError>> + Send;
+
+    /// Up to `limit` of the tenant's conversations that started at or after `since`, newest
+    /// first (by start, then by id, both descending); only those strictly before `before` when
+    /// given (the last entry's cursor of the previous page). A conversation is listed from its
+    /// first recorded message on.
+    fn conversations(
+        &self,
+        tenant: &TenantId,
+        since: Millis,
+        before: Option<&Cursor>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ConversationEntry>, StoreError>> + Send;
 }
 
 /// Refuses a `put_labels` call outside its contract (another conversation's label, too many,

@@ -73,6 +73,17 @@ pub(super) fn label_index_pk(tenant: &TenantId) -> String {
     format!("T#{tenant}#LABEL")
 }
 
+/// The `by_time` partition of the tenant's conversations: each conversation's first exchange,
+/// sorted by [`conversation_sk`].
+pub(super) fn conversation_index_pk(tenant: &TenantId) -> String {
+    format!("T#{tenant}#CONVERSATION")
+}
+
+/// A conversation's place in its tenant's list: its start, then its id.
+pub(super) fn conversation_sk(cursor: &Cursor) -> String {
+    format!("{:013}#{}", cursor.at.0, cursor.conversation_id)
+}
+
 pub(super) fn outcome_pk(tenant: &TenantId) -> String {
     format!("T#{tenant}#OUTCOME")
 }

@@ -7,6 +7,10 @@
 //! one position left. The write stays one request of about two write units (the item, under
 //! 1 KB for a typical message, and its keys-only LSI entry).
 //!
+//! A conversation's first exchange also carries its entry in the tenant's conversation list
+//! (`gsi1pk` = `T#{tenant}#CONVERSATION` in the `by_time` index): one more index write, on the
+//! first turn only.
+//!
 //! The end is one `TransactWriteItems`: the end item (also the outcome index entry) and the
 //! tenant's ended counter moved by compare-and-set, so each caller knows the exact count its end
 //! produced and each multiple is reported once.
@@ -17,10 +21,10 @@ use super::DynamoStore;
 use super::errors::{is_condition_failure, lost_race, malformed, unavailable};
 use super::keys::{
     BodyItem, ENDED_COUNTER, Item, KIND_END, KIND_EXCHANGE, LogItem, MESSAGE_INDEX,
-    TENANTS_PARTITION, conversation_pk, counter_pk, from_item, key, log_sk, n, outcome_pk,
-    outcome_sk, s, to_item,
+    TENANTS_PARTITION, conversation_index_pk, conversation_pk, conversation_sk, counter_pk,
+    from_item, key, log_sk, n, outcome_pk, outcome_sk, s, to_item,
 };
-use crate::domain::conversation::{ConversationState, Exchange, OutcomeRecord};
+use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
 use crate::domain::ids::{ConversationId, MessageId, TenantId};
 use crate::store::{ConversationLog, StoreError, Write, from_json, to_json};
 
@@ -158,8 +162,14 @@ impl DynamoStore {
             kind: KIND_EXCHANGE.to_owned(),
             body: to_json(exchange)?,
             mid: Some(exchange.draft.message_id.to_string()),
-            gsi1pk: None,
-            gsi1sk: None,
+            // The first exchange is also the conversation's entry in the tenant's list.
+            gsi1pk: (exchange.turn == 1).then(|| conversation_index_pk(tenant)),
+            gsi1sk: (exchange.turn == 1).then(|| {
+                conversation_sk(&Cursor {
+                    at: exchange.draft.at,
+                    conversation_id: conversation.clone(),
+                })
+            }),
             expires_at: self.expires_at(exchange.draft.at),
         };
         let put = self

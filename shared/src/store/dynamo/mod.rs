@@ -3,6 +3,7 @@
 //! | item | pk | sk | notes |
 //! |---|---|---|---|
 //! | exchange | `T#{tenant}#C#{conversation}` | `L#{turn:05}` | `mid` = message id (LSI `by_message`) |
+//! | first exchange | same | `L#00001` | also `gsi1pk` = `T#{tenant}#CONVERSATION`, `gsi1sk` = `{started:013}#{conversation}`: the tenant's conversation list |
 //! | end | same | `L#{turns+1:05}` | `gsi1pk` = `T#{tenant}#OUTCOME`, `gsi1sk` = `{at:013}#{conversation}` |
 //! | label | same | `B#{turn:05}#{pattern}` | `gsi1pk` = `T#{tenant}#LABEL`, `gsi1sk` = `LabelCursor::key()` |
 //! | counters | `T#{tenant}#COUNTER` | `ended_conversations` | `value`, `failed_exchanges`, `failed_ends`; `gsi1pk` = `TENANTS` lists tenants |
@@ -11,8 +12,9 @@
 //!
 //! One file per concern: `keys` (key and item shapes), `errors` (lost races, unavailability,
 //! the client's retry settings), `table` (creating it), `log` (exchanges and ends),
-//! `labels`, `counters`, `leases`, `outcomes`, `models`.
+//! `conversations` (the tenant's list), `labels`, `counters`, `leases`, `outcomes`, `models`.
 
+mod conversations;
 mod counters;
 mod errors;
 mod keys;
@@ -30,7 +32,7 @@ use aws_sdk_dynamodb::Client;
 pub use errors::retry_settings;
 pub use keys::{MESSAGE_INDEX, TIME_INDEX};
 
-use super::{ConversationLog, FailedWrite, Lease, Store, StoreError, Write};
+use super::{ConversationEntry, ConversationLog, FailedWrite, Lease, Store, StoreError, Write};
 use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
 use crate::domain::ids::{ConversationId, MessageId, TenantId};
 use crate::domain::labels::{LabelCursor, StoredLabel};
@@ -223,11 +225,11 @@ impl Store for DynamoStore {
     }
 
     async fn current_model(&self, tenant: &TenantId) -> Result<Option<ModelVersion>, StoreError> {
-        Ok(self.query_models(tenant, 1).await?.into_iter().next())
+        Ok(self.query_models(tenant, None, 1).await?.into_iter().next())
     }
 
     async fn served_model(&self, tenant: &TenantId) -> Result<Option<ServedModel>, StoreError> {
-        Ok(self.query_models(tenant, 1).await?.into_iter().next())
+        Ok(self.query_models(tenant, None, 1).await?.into_iter().next())
     }
 
     async fn publish_model(
@@ -241,8 +243,27 @@ impl Store for DynamoStore {
     async fn model_history(
         &self,
         tenant: &TenantId,
+        before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<ModelVersion>, StoreError> {
-        self.query_models(tenant, limit).await
+        self.query_models(tenant, before, limit).await
+    }
+
+    async fn model_version(
+        &self,
+        tenant: &TenantId,
+        version: u64,
+    ) -> Result<Option<ModelVersion>, StoreError> {
+        self.get_model(tenant, version).await
+    }
+
+    async fn conversations(
+        &self,
+        tenant: &TenantId,
+        since: Millis,
+        before: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<ConversationEntry>, StoreError> {
+        self.query_conversations(tenant, since, before, limit).await
     }
 }

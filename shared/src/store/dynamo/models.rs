@@ -12,19 +12,29 @@ use crate::domain::learning::ModelVersion;
 use crate::store::{StoreError, Write, from_json, to_json};
 
 impl DynamoStore {
-    /// Up to `limit` versions, newest first, each read as `T` (the whole version, or the part
-    /// the API functions use).
+    /// Up to `limit` versions, newest first, below `before` when given, each read as `T` (the
+    /// whole version, or the part the API functions use).
     pub(super) async fn query_models<T: DeserializeOwned>(
         &self,
         tenant: &TenantId,
+        before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<T>, StoreError> {
-        let output = self
+        if limit == 0 || before == Some(0) {
+            return Ok(Vec::new());
+        }
+        let query = self
             .client
             .query()
             .table_name(&self.config.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(model_pk(tenant)))
+            .expression_attribute_values(":pk", s(model_pk(tenant)));
+        let query = match before {
+            Some(before) => query
+                .key_condition_expression("pk = :pk AND sk < :before")
+                .expression_attribute_values(":before", s(model_sk(before))),
+            None => query.key_condition_expression("pk = :pk"),
+        };
+        let output = query
             .scan_index_forward(false)
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .consistent_read(true)
@@ -36,6 +46,27 @@ impl DynamoStore {
             .iter()
             .map(|item| from_json(&from_item::<BodyItem>(item.clone())?.body))
             .collect()
+    }
+
+    /// One version, whole, read strongly consistently.
+    pub(super) async fn get_model(
+        &self,
+        tenant: &TenantId,
+        version: u64,
+    ) -> Result<Option<ModelVersion>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.config.table)
+            .set_key(Some(key(model_pk(tenant), model_sk(version))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        output
+            .item
+            .map(|item| from_json(&from_item::<BodyItem>(item)?.body))
+            .transpose()
     }
 
     pub(super) async fn put_model(
