@@ -64,6 +64,36 @@ fn query_fields(query: &str) -> (Value, Value) {
     (Value::Object(joined), Value::Object(all))
 }
 
+/// Puts the query string `query` (raw, without `?`) into `event` as `flavor`'s front door does.
+pub fn set_query(event: &mut Value, flavor: Flavor, query: &str) {
+    let (joined, all) = query_fields(query);
+    match flavor {
+        Flavor::HttpApi | Flavor::FunctionUrl => {
+            event["rawQueryString"] = json!(query);
+            event["queryStringParameters"] = joined;
+        }
+        Flavor::Rest => {
+            let last: serde_json::Map<String, Value> = all
+                .as_object()
+                .map(|all| {
+                    all.iter()
+                        .filter_map(|(name, values)| {
+                            Some((name.clone(), values.as_array()?.last()?.clone()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if last.is_empty() {
+                event["queryStringParameters"] = Value::Null;
+                event["multiValueQueryStringParameters"] = Value::Null;
+            } else {
+                event["queryStringParameters"] = Value::Object(last);
+                event["multiValueQueryStringParameters"] = all;
+            }
+        }
+    }
+}
+
 /// Percent-decoding of a query string part (`+` is a space).
 fn decode(text: &str) -> String {
     let hex = |b: u8| char::from(b).to_digit(16).map(|d| d as u8);
@@ -101,13 +131,10 @@ pub fn request(
     headers: &[(&str, &str)],
 ) -> Request {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let (joined, all) = query_fields(query);
     let mut event = match flavor {
         Flavor::HttpApi => {
             let mut e = fixture("example-apigw-v2-request-jwt-authorizer.json");
             e["rawPath"] = json!(path);
-            e["rawQueryString"] = json!(query);
-            e["queryStringParameters"] = joined.clone();
             e["requestContext"]["http"]["path"] = json!(path);
             e["requestContext"]["http"]["method"] = json!(method);
             e["requestContext"]["authorizer"]["jwt"]["claims"] = match tenant {
@@ -121,26 +148,6 @@ pub fn request(
             e["path"] = json!(path);
             e["resource"] = json!("/conversations/{conversation_id}/{action}");
             e["httpMethod"] = json!(method);
-            let last = all
-                .as_object()
-                .map(|all| {
-                    all.iter()
-                        .map(|(name, values)| {
-                            (
-                                name.clone(),
-                                values[values.as_array().map_or(0, |v| v.len() - 1)].clone(),
-                            )
-                        })
-                        .collect::<serde_json::Map<_, _>>()
-                })
-                .unwrap_or_default();
-            let none = last.is_empty();
-            e["queryStringParameters"] = if none {
-                Value::Null
-            } else {
-                Value::Object(last)
-            };
-            e["multiValueQueryStringParameters"] = if none { Value::Null } else { all.clone() };
             e["requestContext"]["path"] = json!(path);
             e["requestContext"]["httpMethod"] = json!(method);
             e["requestContext"]["authorizer"] = match tenant {
@@ -152,13 +159,12 @@ pub fn request(
         Flavor::FunctionUrl => {
             let mut e = fixture("lambda_function_url_request.json");
             e["rawPath"] = json!(path);
-            e["rawQueryString"] = json!(query);
-            e["queryStringParameters"] = joined.clone();
             e["requestContext"]["http"]["path"] = json!(path);
             e["requestContext"]["http"]["method"] = json!(method);
             e
         }
     };
+    set_query(&mut event, flavor, query);
     event["body"] = json!(body);
     event["isBase64Encoded"] = json!(false);
     for (name, value) in headers {

@@ -26,6 +26,9 @@ pub struct HostileRequest {
     pub method: String,
     /// The raw path, as the front door passes it on (not decoded).
     pub path: String,
+    /// The raw query string, without `?`.
+    #[serde(default)]
+    pub query: String,
     /// In order; a name may repeat.
     #[serde(default)]
     pub headers: Vec<(String, String)>,
@@ -37,7 +40,8 @@ pub struct HostileRequest {
     pub body: Option<String>,
     #[serde(default)]
     pub body_base64: Option<String>,
-    /// Per handler (`process_message`, `end_conversation`): the status and error code.
+    /// Per handler (`process_message`, `end_conversation`, and `read_api` unless the request is
+    /// one it serves): the status and error code.
     pub expect: BTreeMap<String, Expected>,
 }
 
@@ -175,7 +179,7 @@ pub fn request(entry: &HostileRequest) -> Result<Request, String> {
         (None, Some(b64)) => (Some(b64.as_str()), true),
         (None, None) => (None, false),
     };
-    let event = event(
+    let mut event = event(
         flavor,
         &entry.method,
         &entry.path,
@@ -184,6 +188,7 @@ pub fn request(entry: &HostileRequest) -> Result<Request, String> {
         body,
         base64,
     );
+    crate::events::set_query(&mut event, flavor, &entry.query);
     lambda_http::request::from_str(&event.to_string())
         .map_err(|e| format!("{}: lambda_http refuses the event: {e}", entry.name))
 }

@@ -1,4 +1,5 @@
-//! The hostile corpus (`tests/fixtures/hostile/`): every request is sent to both API handlers,
+//! The hostile corpus (`tests/fixtures/hostile/`): every request is sent to each API handler its
+//! entry names (both write handlers always, read_api unless it is a read read_api serves),
 //! through lambda_http's parsing of a real front-door event, on the embedded store and on
 //! DynamoDB Local. Each must get a JSON 4xx with exactly the error code its entry names; none a
 //! 5xx or a panic; and none may change anything stored (the whole store is compared before and
@@ -16,24 +17,27 @@ use std::time::Duration;
 use end_conversation::handler::{App as EndApp, handle as end_handle, pattern_names};
 use lambda_http::{Body, Request, Response};
 use process_message::handler::{App as MessageApp, handle as message_handle};
-use salesloop::Store;
+use read_api::handler::{App as ReadApp, handle as read_handle};
 use salesloop::domain::engine::Engine;
+use salesloop::domain::learning::ModelVersion;
 use salesloop::domain::patterns::DEFAULT_CATALOG;
 use salesloop::edge::http::TenantSource;
 use salesloop::service::ModelCache;
+use salesloop::{Store, TenantId};
 use salesloop_tests::events::{Flavor, request};
 use salesloop_tests::hostile::{Expected, HostileRequest, corpus};
 use salesloop_tests::stores::{Backend, Failed, Harness};
 use salesloop_tests::workspace_root;
 use serde_json::{Value, json};
 
-const HANDLERS: [&str; 2] = ["process_message", "end_conversation"];
+const HANDLERS: [&str; 3] = ["process_message", "end_conversation", "read_api"];
 
-/// The four handler instances over one store: each function deployed (tenant from the
+/// The six handler instances over one store: each function deployed (tenant from the
 /// authorizer) and in local mode (tenant from `x-tenant-id`).
 struct Handlers<S> {
     messages: [MessageApp<S>; 2],
     ends: [EndApp<S>; 2],
+    reads: [ReadApp<S>; 2],
 }
 
 fn handlers<S: Store>(make: impl Fn() -> S) -> Handlers<S> {
@@ -60,9 +64,14 @@ fn handlers<S: Store>(make: impl Fn() -> S) -> Handlers<S> {
         failed_writes: Default::default(),
         text_storage: Default::default(),
     };
+    let read = |local| ReadApp {
+        store: make(),
+        tenants: tenants(local),
+    };
     Handlers {
         messages: [message(false), message(true)],
         ends: [end(false), end(true)],
+        reads: [read(false), read(true)],
     }
 }
 
@@ -81,6 +90,7 @@ impl<S: Store + 'static> Handlers<S> {
             "process_message" => {
                 tokio::spawn(async move { message_handle(&me.messages[which], request).await })
             }
+            "read_api" => tokio::spawn(async move { read_handle(&me.reads[which], request).await }),
             _ => tokio::spawn(async move { end_handle(&me.ends[which], request).await }),
         };
         task.await.map_err(|e| format!("the handler panicked: {e}"))
@@ -160,7 +170,8 @@ fn judge(response: &Response<Body>, expected: &Expected) -> Option<String> {
     None
 }
 
-/// Messages, an end and a label from tenant `acme`, so that refusals have something to protect.
+/// Messages, an end, a label and a model version of tenant `acme`, so that refusals have
+/// something to protect (and reads of another tenant something to find).
 async fn seed<S: Store + 'static>(handlers: &Arc<Handlers<S>>) {
     let say = |conversation: &str, id: &str, text: &str| {
         let body = json!({"message_id": id, "text": text}).to_string();
@@ -205,6 +216,13 @@ async fn seed<S: Store + 'static>(handlers: &Arc<Handlers<S>>) {
             body_json(&response)
         );
     }
+    let acme = TenantId::parse("acme").unwrap();
+    let first = ModelVersion {
+        version: 1,
+        ..ModelVersion::priors()
+    };
+    let published = handlers.ends[0].store.publish_model(&acme, &first).await;
+    assert_eq!(published, Ok(salesloop::store::Write::Done));
 }
 
 async fn every_hostile_request_is_refused_and_changes_nothing<B: Backend>(
@@ -222,8 +240,8 @@ async fn every_hostile_request_is_refused_and_changes_nothing<B: Backend>(
     let mut failures = Vec::new();
     for entry in corpus {
         tally.requests += 1;
-        for handler in HANDLERS {
-            let expected = &entry.expect[handler];
+        for (handler, expected) in &entry.expect {
+            let handler = handler.as_str();
             let request = salesloop_tests::hostile::request(entry).map_err(Failed::from)?;
             tally.responses += 1;
             match handlers.send(handler, entry.local, request).await {
@@ -262,7 +280,7 @@ async fn every_hostile_request_is_refused_and_changes_nothing<B: Backend>(
         .map(|(status, n)| format!("{status}: {n}"))
         .collect();
     println!(
-        "hostile ({store_name}): {} requests × {} handlers = {} responses [{}]: {} non-4xx, {} panics, {} wrong codes, {} changed the store",
+        "hostile ({store_name}): {} requests to {} handlers = {} responses [{}]: {} non-4xx, {} panics, {} wrong codes, {} changed the store",
         tally.requests,
         HANDLERS.len(),
         tally.responses,
@@ -289,8 +307,9 @@ async fn every_hostile_request_is_refused_and_changes_nothing<B: Backend>(
     }
 }
 
-/// The corpus itself: large enough, both handlers named in every entry, every code one that the
-/// docs/api.md documents, names unique, and every entry an event lambda_http accepts.
+/// The corpus itself: large enough, both write handlers named in every entry (and read_api in
+/// most, with hundreds of read-route entries of its own), every code one that the docs/api.md documents,
+/// names unique, and every entry an event lambda_http accepts.
 async fn the_corpus_is_well_formed() -> Result<(), Failed> {
     let corpus: &[HostileRequest] = &CORPUS;
     if corpus.len() < 500 {
@@ -303,7 +322,8 @@ async fn the_corpus_is_well_formed() -> Result<(), Failed> {
             return Err(format!("{}: the name is used twice", entry.name).into());
         }
         let handlers: BTreeSet<&str> = entry.expect.keys().map(String::as_str).collect();
-        if handlers != BTreeSet::from(HANDLERS) {
+        let writes = BTreeSet::from(["process_message", "end_conversation"]);
+        if !handlers.is_superset(&writes) || !handlers.is_subset(&BTreeSet::from(HANDLERS)) {
             return Err(format!("{}: expects answers from {handlers:?}", entry.name).into());
         }
         for expected in entry.expect.values() {
@@ -319,6 +339,13 @@ async fn the_corpus_is_well_formed() -> Result<(), Failed> {
             }
         }
         salesloop_tests::hostile::request(entry)?;
+    }
+    let read_only = corpus
+        .iter()
+        .filter(|entry| entry.name.starts_with("read: "))
+        .count();
+    if read_only < 250 {
+        return Err(format!("{read_only} read-route entries; at least 250").into());
     }
     Ok(())
 }

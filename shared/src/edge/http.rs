@@ -182,7 +182,7 @@ pub const READ_ROUTES: [&str; 6] = [
 ];
 
 /// Finds a read route at the end of the path (a stage may come before it) and checks that the
-/// method is GET. A write route's path is a 405 naming POST.
+/// method is GET. Any other path, a write route's included, is no route of read_api's.
 pub fn read_route(request: &Request) -> Result<ReadRoute, ApiError> {
     /// A route found by its path, its parameter not yet checked.
     enum Found<'p> {
@@ -193,9 +193,6 @@ pub fn read_route(request: &Request) -> Result<ReadRoute, ApiError> {
     let path = request.raw_http_path();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let found = match segments.as_slice() {
-        [.., "conversations", _, last] if ROUTES.iter().any(|(segment, _)| segment == last) => {
-            return Err(ApiError::MethodNotAllowed("POST"));
-        }
         [.., "conversations", id] => Found::Conversation(id),
         [.., "models", version] => Found::Model(version),
         [.., "conversations"] => Found::Route(ReadRoute::Conversations),
