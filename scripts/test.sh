@@ -8,6 +8,9 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The template: sam validate --lint (cfn-lint 1.53.3) and checkov, zero failures.
 bash scripts/infra-check.sh
+# The API contract: api/openapi.yaml is a valid OpenAPI 3.1 document (a pinned validator);
+# tests/tests/openapi.rs then holds every handler's responses to it.
+bash scripts/openapi-validate.sh
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

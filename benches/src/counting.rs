@@ -1,25 +1,77 @@
 //! Counts the requests a DynamoDB client sends, by operation (retries included): what a
-//! message or a feedback run costs in requests is read off the wire, not off the code.
+//! message or a feedback run costs in requests is read off the wire, not off the code. It also
+//! asks every Query and GetItem for the capacity it consumed (`ReturnConsumedCapacity`) and adds
+//! up what the answers say: the read units of a read, as the server counts them.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::interceptors::{
+    AfterDeserializationInterceptorContextRef, BeforeSerializationInterceptorContextMut,
+    BeforeTransmitInterceptorContextRef,
+};
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
+use aws_sdk_dynamodb::operation::get_item::{GetItemInput, GetItemOutput};
+use aws_sdk_dynamodb::operation::query::{QueryInput, QueryOutput};
+use aws_sdk_dynamodb::types::{ConsumedCapacity, ReturnConsumedCapacity};
 
 #[derive(Debug, Clone, Default)]
-pub struct Requests(Arc<Mutex<BTreeMap<String, u64>>>);
+pub struct Requests(Arc<Mutex<BTreeMap<String, u64>>>, Arc<Mutex<f64>>);
 
 impl Requests {
     pub fn take(&self) -> BTreeMap<String, u64> {
         std::mem::take(&mut *self.0.lock().expect("counts"))
+    }
+
+    /// The read units the Queries and GetItems since the last call consumed, as their answers
+    /// report them.
+    pub fn take_read_units(&self) -> f64 {
+        std::mem::take(&mut *self.1.lock().expect("units"))
     }
 }
 
 impl Intercept for Requests {
     fn name(&self) -> &'static str {
         "RequestCounter"
+    }
+
+    fn modify_before_serialization(
+        &self,
+        context: &mut BeforeSerializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let input = context.input_mut();
+        if let Some(query) = input.downcast_mut::<QueryInput>() {
+            query.return_consumed_capacity = Some(ReturnConsumedCapacity::Total);
+        } else if let Some(get) = input.downcast_mut::<GetItemInput>() {
+            get.return_consumed_capacity = Some(ReturnConsumedCapacity::Total);
+        }
+        Ok(())
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &AfterDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Ok(output) = context.output_or_error() else {
+            return Ok(());
+        };
+        let consumed: Option<&ConsumedCapacity> = output
+            .downcast_ref::<QueryOutput>()
+            .and_then(|o| o.consumed_capacity())
+            .or_else(|| {
+                output
+                    .downcast_ref::<GetItemOutput>()
+                    .and_then(|o| o.consumed_capacity())
+            });
+        if let Some(units) = consumed.and_then(|c| c.capacity_units()) {
+            *self.1.lock().expect("units") += units;
+        }
+        Ok(())
     }
 
     fn read_before_transmit(

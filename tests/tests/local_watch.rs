@@ -1,6 +1,7 @@
 //! End to end through `cargo lambda watch` (the README's run command): real HTTP requests to the
-//! emulator's router reach process_message and end_conversation, which answer from the
-//! embedded store.
+//! emulator's router reach process_message, end_conversation and read_api, which answer from
+//! the embedded store; then headless Chromium opens the dashboard the local run serves, fails
+//! on any browser-side error, and saves screenshots.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -70,12 +71,18 @@ fn start_watch(data_dir: &std::path::Path) -> Watch {
     Watch { child, port }
 }
 
-/// One HTTP/1.1 request; returns the status and the JSON body.
-fn post(port: u16, path: &str, body: &str, timeout: Duration) -> Option<(u16, Value)> {
+/// One HTTP/1.1 request; returns the status, the headers (lower-cased names) and the body.
+fn exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Option<(u16, String, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;
     let request = format!(
-        "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).ok()?;
@@ -83,10 +90,26 @@ fn post(port: u16, path: &str, body: &str, timeout: Duration) -> Option<(u16, Va
     stream.read_to_end(&mut raw).ok()?;
     let text = String::from_utf8_lossy(&raw);
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let (_, payload) = text.split_once("\r\n\r\n")?;
-    // The emulator may answer chunked: the JSON object sits between the first { and last }.
-    let json = &payload[payload.find('{')?..=payload.rfind('}')?];
-    Some((status, serde_json::from_str(json).ok()?))
+    let (head, payload) = text.split_once("\r\n\r\n")?;
+    Some((status, head.to_ascii_lowercase(), payload.to_owned()))
+}
+
+/// The JSON object of a body (the emulator may answer chunked: the object sits between the
+/// first `{` and the last `}`).
+fn json_of(payload: &str) -> Option<Value> {
+    serde_json::from_str(&payload[payload.find('{')?..=payload.rfind('}')?]).ok()
+}
+
+/// A POST; returns the status and the JSON body.
+fn post(port: u16, path: &str, body: &str, timeout: Duration) -> Option<(u16, Value)> {
+    let (status, _, payload) = exchange(port, "POST", path, body, timeout)?;
+    Some((status, json_of(&payload)?))
+}
+
+/// A GET of a read route; returns the status and the JSON body.
+fn get(port: u16, path: &str, timeout: Duration) -> Option<(u16, Value)> {
+    let (status, _, payload) = exchange(port, "GET", path, "", timeout)?;
+    Some((status, json_of(&payload)?))
 }
 
 #[test]
@@ -197,5 +220,135 @@ fn the_local_run_command_answers_real_http_requests() {
     };
     assert_eq!(model.version, 1);
     assert!(model.outcomes_learned >= 1, "{model:?}");
+
+    // The read routes (read_api, built on its first request) answer what was stored.
+    let long = Duration::from_secs(600);
+    let (status, conversation) = get(watch.port, "/conversations/c1", long).expect("read c1");
+    assert_eq!(status, 200, "{conversation}");
+    let log = runtime
+        .block_on(store.conversation_log(&tenant, &salesloop::ConversationId::parse("c1").unwrap()))
+        .unwrap();
+    assert_eq!(conversation["turns"].as_array().unwrap().len(), 2);
+    assert_eq!(conversation["turns"][0]["message_id"], "m1");
+    assert_eq!(
+        conversation["turns"][0]["patterns"][0]["pattern"],
+        "objection.price"
+    );
+    assert_eq!(conversation["end"]["outcome"], "won");
+    assert_eq!(conversation["labels"][0]["pattern"], "objection.price");
+    assert_eq!(log.exchanges.len(), 2);
+    let short = Duration::from_secs(60);
+    let (status, list) = get(watch.port, "/conversations?limit=10", short).expect("list");
+    assert_eq!(status, 200, "{list}");
+    let ids: Vec<&str> = list["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["conversation_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["c2", "c1"], "newest first");
+    let (status, models) = get(watch.port, "/models", short).expect("models");
+    assert_eq!(
+        (status, models["models"][0]["version"].clone()),
+        (200, 1.into())
+    );
+    let (status, one) = get(watch.port, "/models/1", short).expect("model 1");
+    assert_eq!(status, 200, "{one}");
+    assert!(!one["posteriors"].as_object().unwrap().is_empty(), "{one}");
+    let (status, report) = get(watch.port, "/report", short).expect("report");
+    assert_eq!((status, report["version"].clone()), (200, 1.into()));
+    assert_eq!(report["tenant"], "local");
+    assert!(
+        report["report"]["experiments"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty())
+    );
+    let (status, missing) = get(watch.port, "/models/7", short).expect("model 7");
+    assert_eq!(
+        (status, missing["error"]["code"].clone()),
+        (404, "model_not_found".into())
+    );
+    let (status, head, page) =
+        exchange(watch.port, "GET", "/dashboard", "", short).expect("dashboard");
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert!(
+        page.contains("<svg") || page.contains("createElementNS"),
+        "the page draws SVG"
+    );
+
+    // A real browser: the page must draw its charts and a conversation without one error
+    // in the console, and without fetching anything from elsewhere.
+    let chromium = Command::new("bash")
+        .arg(workspace_root().join("scripts/ensure-chromium.sh"))
+        .output()
+        .expect("run scripts/ensure-chromium.sh");
+    assert!(
+        chromium.status.success(),
+        "no Chromium: {}",
+        String::from_utf8_lossy(&chromium.stderr)
+    );
+    let chromium = String::from_utf8_lossy(&chromium.stdout).trim().to_owned();
+    let shots = screenshot_dir();
+    let checked = Command::new("python3")
+        .arg(workspace_root().join("scripts/browser_check.py"))
+        .args([
+            "--url",
+            &format!("http://127.0.0.1:{}/dashboard", watch.port),
+        ])
+        .arg("--out")
+        .arg(&shots)
+        .args(["--chromium", &chromium, "--name", "dashboard"])
+        .args([
+            "--expect",
+            "svg.chart>=5",
+            "--expect",
+            "[data-chart=learning-curve]>=1",
+        ])
+        .args([
+            "--expect",
+            "[data-chart=detection]>=1",
+            "--expect",
+            "[data-chart=tracking]>=1",
+        ])
+        .args(["--expect", "[data-conversation]>=2", "--expect", ".turn>=1"])
+        .args([
+            "--click",
+            "[data-conversation=c1]",
+            "--then-name",
+            "dashboard-conversation",
+        ])
+        .args(["--then-expect", ".turn>=2"])
+        .output()
+        .expect("run scripts/browser_check.py");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    println!("{said}");
+    assert!(
+        checked.status.success(),
+        "the browser check failed:\n{said}"
+    );
+    for name in ["dashboard.png", "dashboard-conversation.png"] {
+        let size = std::fs::metadata(shots.join(name))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(size > 10_000, "{name}: {size} bytes");
+    }
     drop(watch);
+}
+
+/// Where the browser check saves its screenshots: `target/screenshots` (kept after the run).
+fn screenshot_dir() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let dir = target.join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

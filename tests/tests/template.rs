@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use salesloop::edge::http::{Action, READ_ROUTES, ROUTES};
-use salesloop::store::{MESSAGE_INDEX, TIME_INDEX};
+use salesloop::store::{MESSAGE_INDEX, START_INDEX, TIME_INDEX};
 use salesloop_tests::workspace_root;
 use serde_yaml::Value;
 
@@ -170,7 +170,7 @@ fn each_function_may_do_exactly_what_its_code_does() {
                 "read_api",
                 grants(&[(
                     &["dynamodb:Query", "dynamodb:GetItem"],
-                    &[table.as_str(), index(TIME_INDEX).as_str()],
+                    &[table.as_str(), index(START_INDEX).as_str()],
                 )]),
             ),
         ),
@@ -444,6 +444,13 @@ fn the_table_is_the_one_the_code_expects_and_is_protected() {
     assert_eq!(gsi["IndexName"].as_str(), Some(TIME_INDEX));
     assert_eq!(keys(&gsi["KeySchema"]), pair("gsi1pk", "gsi1sk"));
     assert_eq!(text(&gsi["Projection"]["NonKeyAttributes"]), "body");
+    let starts = &p["GlobalSecondaryIndexes"][1];
+    assert_eq!(starts["IndexName"].as_str(), Some(START_INDEX));
+    assert_eq!(keys(&starts["KeySchema"]), pair("gsi2pk", "gsi2sk"));
+    assert_eq!(
+        starts["Projection"]["ProjectionType"].as_str(),
+        Some("KEYS_ONLY")
+    );
     // The failure destination and the alarms on it exist.
     assert_eq!(
         text(

@@ -17,7 +17,9 @@ mod embedded;
 use std::future::Future;
 
 pub use any::AnyStore;
-pub use dynamo::{DynamoStore, DynamoStoreConfig, MESSAGE_INDEX, TIME_INDEX, retry_settings};
+pub use dynamo::{
+    DynamoStore, DynamoStoreConfig, MESSAGE_INDEX, START_INDEX, TIME_INDEX, retry_settings,
+};
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
 

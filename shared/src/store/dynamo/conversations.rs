@@ -1,24 +1,28 @@
 //! The tenant's conversation list: each conversation's first exchange writes itself into the
-//! `by_time` index under `T#{tenant}#CONVERSATION`, sorted by start and id, so the newest come
-//! from one descending Query of the index: no scan, and no write beyond the first turn's.
-
-use serde::Deserialize;
+//! keys-only `by_start` index under `T#{tenant}#CONVERSATION`, its sort key
+//! `{started:013}#{conversation}#{model_version}`, so the newest come from one descending Query
+//! of small index entries: no scan, no item read, and no write beyond the first turn's.
 
 use super::DynamoStore;
 use super::errors::unavailable;
-use super::keys::{
-    BodyItem, Item, TIME_INDEX, conversation_index_pk, conversation_sk, from_item, s,
-};
+use super::keys::{Item, START_INDEX, conversation_index_pk, conversation_sk, s};
 use crate::domain::conversation::Cursor;
 use crate::domain::ids::{ConversationId, TenantId};
 use crate::domain::time::Millis;
-use crate::store::{ConversationEntry, StoreError, from_json};
+use crate::store::{ConversationEntry, StoreError};
 
-/// The parts of a first exchange the list shows.
-#[derive(Deserialize)]
-struct FirstExchange {
-    at: Millis,
-    model_version: u64,
+/// The entry a `by_start` sort key holds.
+fn entry(sk: &str) -> Result<ConversationEntry, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("conversation index key {sk:?}"));
+    let mut parts = sk.splitn(3, '#');
+    let (Some(at), Some(id), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(corrupt());
+    };
+    Ok(ConversationEntry {
+        conversation_id: ConversationId::parse(id).map_err(|_| corrupt())?,
+        started_at: Millis(at.parse().map_err(|_| corrupt())?),
+        model_version: version.parse().map_err(|_| corrupt())?,
+    })
 }
 
 impl DynamoStore {
@@ -30,24 +34,23 @@ impl DynamoStore {
         limit: usize,
     ) -> Result<Vec<ConversationEntry>, StoreError> {
         // `{since:013}` sorts before every key of a conversation that started at or after
-        // `since`. The upper bound is the previous page's last entry itself (BETWEEN is
-        // inclusive), skipped when it comes back.
+        // `since`; `{at:013}#{id}#` before the key of the previous page's last entry, and after
+        // every key that comes before it (BETWEEN is inclusive).
         let low = format!("{:013}", since.0);
         let high = before.map(conversation_sk);
         let (condition, bound) = match &high {
-            Some(high) => ("gsi1pk = :pk AND gsi1sk BETWEEN :low AND :high", Some(high)),
-            None => ("gsi1pk = :pk AND gsi1sk >= :low", None),
+            Some(high) => ("gsi2pk = :pk AND gsi2sk BETWEEN :low AND :high", Some(high)),
+            None => ("gsi2pk = :pk AND gsi2sk >= :low", None),
         };
         let mut found = Vec::with_capacity(limit.min(1_000));
         let mut start: Option<Item> = None;
         while found.len() < limit {
-            let want = i32::try_from(limit - found.len() + usize::from(bound.is_some()))
-                .unwrap_or(i32::MAX);
+            let want = i32::try_from(limit - found.len()).unwrap_or(i32::MAX);
             let mut query = self
                 .client
                 .query()
                 .table_name(&self.config.table)
-                .index_name(TIME_INDEX)
+                .index_name(START_INDEX)
                 .key_condition_expression(condition)
                 .expression_attribute_values(":pk", s(conversation_index_pk(tenant)))
                 .expression_attribute_values(":low", s(low.as_str()))
@@ -60,27 +63,13 @@ impl DynamoStore {
             let output = query.send().await.map_err(unavailable)?;
             for item in output.items() {
                 let sk = item
-                    .get("gsi1sk")
+                    .get("gsi2sk")
                     .and_then(|v| v.as_s().ok())
-                    .cloned()
-                    .unwrap_or_default();
-                if bound == Some(&sk) {
-                    continue;
-                }
-                let Some((_, id)) = sk.split_once('#') else {
-                    return Err(StoreError::Corrupt(format!(
-                        "conversation index key {sk:?}"
-                    )));
-                };
-                let conversation_id = ConversationId::parse(id)
-                    .map_err(|e| StoreError::Corrupt(format!("conversation index key: {e}")))?;
-                let first: FirstExchange = from_json(&from_item::<BodyItem>(item.clone())?.body)?;
+                    .ok_or_else(|| {
+                        StoreError::Corrupt("conversation index entry without key".into())
+                    })?;
                 if found.len() < limit {
-                    found.push(ConversationEntry {
-                        conversation_id,
-                        started_at: first.at,
-                        model_version: first.model_version,
-                    });
+                    found.push(entry(sk)?);
                 }
             }
             match output.last_evaluated_key() {

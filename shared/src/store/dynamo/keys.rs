@@ -14,6 +14,8 @@ pub(super) type Item = HashMap<String, AttributeValue>;
 
 pub const MESSAGE_INDEX: &str = "by_message";
 pub const TIME_INDEX: &str = "by_time";
+/// The tenant's conversations by start: a sparse, keys-only GSI on `gsi2pk`/`gsi2sk`.
+pub const START_INDEX: &str = "by_start";
 pub(super) const TTL_ATTRIBUTE: &str = "expires_at";
 pub(super) const TENANTS_PARTITION: &str = "TENANTS";
 pub(super) const ENDED_COUNTER: &str = "ended_conversations";
@@ -39,6 +41,10 @@ pub(super) struct LogItem {
     pub gsi1pk: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gsi1sk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gsi2pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gsi2sk: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
 }
@@ -73,15 +79,18 @@ pub(super) fn label_index_pk(tenant: &TenantId) -> String {
     format!("T#{tenant}#LABEL")
 }
 
-/// The `by_time` partition of the tenant's conversations: each conversation's first exchange,
+/// The `by_start` partition of the tenant's conversations: each conversation's first exchange,
 /// sorted by [`conversation_sk`].
 pub(super) fn conversation_index_pk(tenant: &TenantId) -> String {
     format!("T#{tenant}#CONVERSATION")
 }
 
-/// A conversation's place in its tenant's list: its start, then its id.
+/// A conversation's place in its tenant's list, `{started:013}#{conversation}#`, followed by the
+/// model version that served its first message (the index keeps keys only, so the list reads
+/// everything it shows from the key). No id holds `#`, which sorts below every character an
+/// id may hold, so the keys sort as (start, conversation) do.
 pub(super) fn conversation_sk(cursor: &Cursor) -> String {
-    format!("{:013}#{}", cursor.at.0, cursor.conversation_id)
+    format!("{:013}#{}#", cursor.at.0, cursor.conversation_id)
 }
 
 pub(super) fn outcome_pk(tenant: &TenantId) -> String {

@@ -75,6 +75,8 @@ impl DynamoStore {
                 mid: None,
                 gsi1pk: Some(label_index_pk(tenant)),
                 gsi1sk: Some(label.cursor().key()),
+                gsi2pk: None,
+                gsi2sk: None,
                 expires_at: self.expires_at(label.at),
             };
             let put = Put::builder()

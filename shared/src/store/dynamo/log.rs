@@ -8,8 +8,8 @@
 //! 1 KB for a typical message, and its keys-only LSI entry).
 //!
 //! A conversation's first exchange also carries its entry in the tenant's conversation list
-//! (`gsi1pk` = `T#{tenant}#CONVERSATION` in the `by_time` index): one more index write, on the
-//! first turn only.
+//! (`gsi2pk` = `T#{tenant}#CONVERSATION` in the keys-only `by_start` index): one more write
+//! unit, on the first turn only, whatever the message's length.
 //!
 //! The end is one `TransactWriteItems`: the end item (also the outcome index entry) and the
 //! tenant's ended counter moved by compare-and-set, so each caller knows the exact count its end
@@ -162,13 +162,20 @@ impl DynamoStore {
             kind: KIND_EXCHANGE.to_owned(),
             body: to_json(exchange)?,
             mid: Some(exchange.draft.message_id.to_string()),
+            gsi1pk: None,
+            gsi1sk: None,
             // The first exchange is also the conversation's entry in the tenant's list.
-            gsi1pk: (exchange.turn == 1).then(|| conversation_index_pk(tenant)),
-            gsi1sk: (exchange.turn == 1).then(|| {
-                conversation_sk(&Cursor {
+            gsi2pk: (exchange.turn == 1).then(|| conversation_index_pk(tenant)),
+            gsi2sk: (exchange.turn == 1).then(|| {
+                let cursor = Cursor {
                     at: exchange.draft.at,
                     conversation_id: conversation.clone(),
-                })
+                };
+                format!(
+                    "{}{}",
+                    conversation_sk(&cursor),
+                    exchange.draft.model_version
+                )
             }),
             expires_at: self.expires_at(exchange.draft.at),
         };
@@ -201,6 +208,8 @@ impl DynamoStore {
             mid: None,
             gsi1pk: Some(outcome_pk(tenant)),
             gsi1sk: Some(outcome_sk(&record.cursor())),
+            gsi2pk: None,
+            gsi2sk: None,
             expires_at: self.expires_at(record.at),
         };
         let put_end = Put::builder()

@@ -3,7 +3,7 @@
 //! | item | pk | sk | notes |
 //! |---|---|---|---|
 //! | exchange | `T#{tenant}#C#{conversation}` | `L#{turn:05}` | `mid` = message id (LSI `by_message`) |
-//! | first exchange | same | `L#00001` | also `gsi1pk` = `T#{tenant}#CONVERSATION`, `gsi1sk` = `{started:013}#{conversation}`: the tenant's conversation list |
+//! | first exchange | same | `L#00001` | also `gsi2pk` = `T#{tenant}#CONVERSATION`, `gsi2sk` = `{started:013}#{conversation}#{model_version}` (GSI `by_start`, keys only): the tenant's conversation list |
 //! | end | same | `L#{turns+1:05}` | `gsi1pk` = `T#{tenant}#OUTCOME`, `gsi1sk` = `{at:013}#{conversation}` |
 //! | label | same | `B#{turn:05}#{pattern}` | `gsi1pk` = `T#{tenant}#LABEL`, `gsi1sk` = `LabelCursor::key()` |
 //! | counters | `T#{tenant}#COUNTER` | `ended_conversations` | `value`, `failed_exchanges`, `failed_ends`; `gsi1pk` = `TENANTS` lists tenants |
@@ -30,7 +30,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 
 pub use errors::retry_settings;
-pub use keys::{MESSAGE_INDEX, TIME_INDEX};
+pub use keys::{MESSAGE_INDEX, START_INDEX, TIME_INDEX};
 
 use super::{ConversationEntry, ConversationLog, FailedWrite, Lease, Store, StoreError, Write};
 use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};

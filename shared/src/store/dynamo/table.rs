@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::{
 
 use super::DynamoStore;
 use super::errors::{malformed, unavailable};
-use super::keys::{MESSAGE_INDEX, TIME_INDEX, TTL_ATTRIBUTE};
+use super::keys::{MESSAGE_INDEX, START_INDEX, TIME_INDEX, TTL_ATTRIBUTE};
 use crate::store::StoreError;
 
 impl DynamoStore {
@@ -51,6 +51,17 @@ impl DynamoStore {
             )
             .build()
             .map_err(malformed)?;
+        let start_index = GlobalSecondaryIndex::builder()
+            .index_name(START_INDEX)
+            .key_schema(key_part("gsi2pk", KeyType::Hash)?)
+            .key_schema(key_part("gsi2sk", KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::KeysOnly)
+                    .build(),
+            )
+            .build()
+            .map_err(malformed)?;
         self.client
             .create_table()
             .table_name(&self.config.table)
@@ -60,10 +71,13 @@ impl DynamoStore {
             .attribute_definitions(attribute("mid")?)
             .attribute_definitions(attribute("gsi1pk")?)
             .attribute_definitions(attribute("gsi1sk")?)
+            .attribute_definitions(attribute("gsi2pk")?)
+            .attribute_definitions(attribute("gsi2sk")?)
             .key_schema(key_part("pk", KeyType::Hash)?)
             .key_schema(key_part("sk", KeyType::Range)?)
             .local_secondary_indexes(message_index)
             .global_secondary_indexes(time_index)
+            .global_secondary_indexes(start_index)
             .send()
             .await
             .map_err(unavailable)?;

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Checks that api/openapi.yaml is a valid OpenAPI 3.1 document, with a pinned
+# openapi-spec-validator in a venv of its own (.venv-openapi, made on first use; a rerun with
+# the pinned versions already installed installs nothing). Exits non-zero on an invalid spec.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VALIDATOR_VERSION=0.9.0
+# The JSON Schema implementation it checks the schemas with, pinned too.
+JSONSCHEMA_VERSION=4.26.0
+OPENAPI_SCHEMA_VALIDATOR_VERSION=0.9.0
+VENV=.venv-openapi
+SPEC=api/openapi.yaml
+
+if [[ ! -x $VENV/bin/python ]]; then
+    python3 -m venv "$VENV"
+fi
+
+installed() {
+    "$VENV/bin/python" - "$@" <<'EOF'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+try:
+    ok = all(version(name) == wanted for name, wanted in zip(sys.argv[1::2], sys.argv[2::2]))
+except PackageNotFoundError:
+    ok = False
+sys.exit(0 if ok else 1)
+EOF
+}
+
+pins=(
+    openapi-spec-validator "$VALIDATOR_VERSION"
+    openapi-schema-validator "$OPENAPI_SCHEMA_VALIDATOR_VERSION"
+    jsonschema "$JSONSCHEMA_VERSION"
+)
+if ! installed "${pins[@]}"; then
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "openapi-spec-validator==$VALIDATOR_VERSION" \
+        "openapi-schema-validator==$OPENAPI_SCHEMA_VALIDATOR_VERSION" \
+        "jsonschema==$JSONSCHEMA_VERSION"
+fi
+
+"$VENV/bin/python" - "$SPEC" "$VALIDATOR_VERSION" <<'EOF'
+import sys
+
+from openapi_spec_validator import OpenAPIV31SpecValidator
+from openapi_spec_validator.readers import read_from_filename
+
+path, version = sys.argv[1], sys.argv[2]
+spec, base_uri = read_from_filename(path)
+if spec.get("openapi") != "3.1.0":
+    sys.exit(f"openapi: {path} declares openapi {spec.get('openapi')!r}, not 3.1.0")
+errors = list(OpenAPIV31SpecValidator(spec, base_uri=base_uri).iter_errors())
+for error in errors:
+    location = "/".join(str(part) for part in error.absolute_path) or "(root)"
+    print(f"openapi: {path}: {location}: {error.message}", file=sys.stderr)
+if errors:
+    sys.exit(f"openapi: {path} is not a valid OpenAPI 3.1 document ({len(errors)} errors)")
+print(f"openapi: {path} is a valid OpenAPI 3.1 document (openapi-spec-validator {version})")
+EOF
