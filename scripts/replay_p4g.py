@@ -14,6 +14,10 @@ Standard library only. Usage (with `make run` up on :9000):
 Files default to shared/corpora/p4g/annotated_dev.jsonl. Lines with `units` (annotated turns)
 are scored; lines with plain `text` turns are replayed and ended only, for the outcome
 correlation the feedback report then shows (`make feedback`, then `make report TENANT=...`).
+With --label, each annotated turn's families are also sent to the labels route (correct for
+each family annotated at that turn, not correct for the others), as a client that reviews its
+agent's detections would: the tenant's detector layer learns from them and the report's
+pattern accuracy counts them (figures on the labelled turns themselves, not a held-out test).
 """
 
 import argparse
@@ -92,6 +96,7 @@ def main():
     args.add_argument("files", nargs="*", default=["shared/corpora/p4g/annotated_dev.jsonl"])
     args.add_argument("--url", default="http://127.0.0.1:9000")
     args.add_argument("--tenant", default=f"replay-{int(time.time())}")
+    args.add_argument("--label", action="store_true", help="send the annotations as labels")
     opts = args.parse_args()
     detector = {f: Tally() for f in FAMILIES + ["micro"]}
     rule = {f: Tally() for f in FAMILIES + ["micro"]}
@@ -123,6 +128,13 @@ def main():
                     continue
                 annotated |= gold
                 scored += 1
+                if opts.label:
+                    post(
+                        opts.url,
+                        opts.tenant,
+                        f"/conversations/{conversation}/labels",
+                        [{"turn": i + 1, "pattern": f, "correct": f in gold} for f in FAMILIES],
+                    )
                 regex = three_regexes(text)
                 for f in FAMILIES:
                     for tallies, found in ((detector, said), (rule, regex)):
