@@ -45,22 +45,29 @@ fn fixture(name: &str) -> Value {
 /// text, one value a name (API Gateway HTTP API and function URLs join repeats with commas;
 /// the REST API keeps the last), and every value a name (REST API only).
 fn query_fields(query: &str) -> (Value, Value) {
-    let mut joined = serde_json::Map::new();
-    let mut all = serde_json::Map::new();
+    let mut all: serde_json::Map<String, Value> = serde_json::Map::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let (name, value) = (decode(name), decode(value));
-        let entry = joined.entry(name.clone()).or_insert_with(|| json!(""));
-        *entry = match entry.as_str() {
-            Some("") if all.get(&name).is_none() => json!(value),
-            Some(previous) => json!(format!("{previous},{value}")),
-            None => json!(value),
-        };
-        all.entry(name)
+        if let Some(values) = all
+            .entry(decode(name))
             .or_insert_with(|| json!([]))
             .as_array_mut()
-            .map(|values| values.push(json!(value)));
+        {
+            values.push(json!(decode(value)));
+        }
     }
+    let joined = all
+        .iter()
+        .map(|(name, values)| {
+            let texts: Vec<&str> = values
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            (name.clone(), json!(texts.join(",")))
+        })
+        .collect();
     (Value::Object(joined), Value::Object(all))
 }
 

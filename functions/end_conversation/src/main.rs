@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lambda_http::{Error, Request, run, service_fn};
+use lambda_http::Error;
 use salesloop::domain::patterns::DEFAULT_CATALOG;
 use salesloop::edge::settings::{ConfigError, EndSettings};
 use salesloop::service::ModelCache;
@@ -47,19 +47,5 @@ async fn main() -> Result<(), Error> {
         text_storage: settings.text_storage,
     };
     let app = &app;
-    run(service_fn(move |request: Request| async move {
-        let started = std::time::Instant::now();
-        let response = handle(app, request).await;
-        // One EMF line per request: latency and error counts, as CloudWatch metrics.
-        println!(
-            "{}",
-            salesloop::edge::emf::request_metrics(
-                "end_conversation",
-                response.status().as_u16(),
-                started.elapsed()
-            )
-        );
-        Ok::<_, Error>(response)
-    }))
-    .await
+    salesloop::edge::http::serve("end_conversation", |request| handle(app, request)).await
 }

@@ -12,6 +12,33 @@ use crate::edge::error::ApiError;
 /// Bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// Serves an API function's requests with `handle` until the runtime stops, printing one EMF
+/// line per request (its latency and whether it was a client or server error: the metrics the
+/// alarms watch). A handler answers every request, errors included, as a response.
+pub async fn serve<H, F>(function: &'static str, handle: H) -> Result<(), lambda_http::Error>
+where
+    H: Fn(Request) -> F + Sync,
+    F: std::future::Future<Output = Response<Body>> + Send,
+{
+    let handle = &handle;
+    lambda_http::run(lambda_http::service_fn(
+        move |request: Request| async move {
+            let started = std::time::Instant::now();
+            let response = handle(request).await;
+            println!(
+                "{}",
+                crate::edge::emf::request_metrics(
+                    function,
+                    response.status().as_u16(),
+                    started.elapsed()
+                )
+            );
+            Ok::<_, lambda_http::Error>(response)
+        },
+    ))
+    .await
+}
+
 /// A JSON response with a status.
 pub fn json_response(status: u16, value: &serde_json::Value) -> Response<Body> {
     let body = value.to_string();
@@ -235,8 +262,8 @@ fn truncate(text: &str, max: usize) -> String {
 
 /// The query string's parameters, each at most once and each one of `allowed`: anything else
 /// is an `invalid_query` rather than silently ignored.
-pub fn query_parameters<'r>(
-    request: &'r Request,
+pub fn query_parameters(
+    request: &Request,
     allowed: &[&str],
 ) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
     let parameters = request.query_string_parameters_ref();

@@ -366,10 +366,7 @@ async fn reads(
     counted: &mut Invocations,
 ) {
     let tenant = TenantId::parse("acme").expect("tenant");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
+    let now = salesloop::Millis::now().0;
     for i in 1..=20 {
         let conversation = ConversationId::parse(&format!("typical-{i}")).expect("id");
         let outcome = if i % 3 == 0 {

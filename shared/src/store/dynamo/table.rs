@@ -39,29 +39,32 @@ impl DynamoStore {
             )
             .build()
             .map_err(malformed)?;
-        let time_index = GlobalSecondaryIndex::builder()
-            .index_name(TIME_INDEX)
-            .key_schema(key_part("gsi1pk", KeyType::Hash)?)
-            .key_schema(key_part("gsi1sk", KeyType::Range)?)
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::Include)
-                    .non_key_attributes("body")
-                    .build(),
-            )
-            .build()
-            .map_err(malformed)?;
-        let start_index = GlobalSecondaryIndex::builder()
-            .index_name(START_INDEX)
-            .key_schema(key_part("gsi2pk", KeyType::Hash)?)
-            .key_schema(key_part("gsi2sk", KeyType::Range)?)
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::KeysOnly)
-                    .build(),
-            )
-            .build()
-            .map_err(malformed)?;
+        let global_index = |name: &str, pk: &str, sk: &str, projection: Projection| {
+            GlobalSecondaryIndex::builder()
+                .index_name(name)
+                .key_schema(key_part(pk, KeyType::Hash)?)
+                .key_schema(key_part(sk, KeyType::Range)?)
+                .projection(projection)
+                .build()
+                .map_err(malformed)
+        };
+        let time_index = global_index(
+            TIME_INDEX,
+            "gsi1pk",
+            "gsi1sk",
+            Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .non_key_attributes("body")
+                .build(),
+        )?;
+        let start_index = global_index(
+            START_INDEX,
+            "gsi2pk",
+            "gsi2sk",
+            Projection::builder()
+                .projection_type(ProjectionType::KeysOnly)
+                .build(),
+        )?;
         self.client
             .create_table()
             .table_name(&self.config.table)
