@@ -58,3 +58,30 @@ if errors:
     sys.exit(f"openapi: {path} is not a valid OpenAPI 3.1 document ({len(errors)} errors)")
 print(f"openapi: {path} is a valid OpenAPI 3.1 document (openapi-spec-validator {version})")
 EOF
+
+# The API Gateway import of it (scripts/openapi_apigateway.py: OpenAPI 3.0 with each route's
+# integration and the JWT authorizer), made with placeholder ARNs and checked as OpenAPI 3.0.
+IMPORT=${CARGO_TARGET_DIR:-target}/openapi-apigateway.json
+"$VENV/bin/python" scripts/openapi_apigateway.py --region eu-west-1 --account 123456789012 \
+    --issuer https://issuer.example.com --audience client --out "$IMPORT"
+"$VENV/bin/python" - "$IMPORT" <<'EOF2'
+import json
+import sys
+
+from openapi_spec_validator import OpenAPIV30SpecValidator
+
+path = sys.argv[1]
+with open(path, encoding="utf-8") as f:
+    spec = json.load(f)
+errors = list(OpenAPIV30SpecValidator(spec).iter_errors())
+for error in errors[:20]:
+    location = "/".join(str(part) for part in error.absolute_path) or "(root)"
+    print(f"openapi: {path}: {location}: {error.message}", file=sys.stderr)
+if errors:
+    sys.exit(f"openapi: the API Gateway import is not a valid OpenAPI 3.0 document ({len(errors)} errors)")
+operations = [op for item in spec["paths"].values() for m, op in item.items() if m in ("get", "post")]
+missing = [op.get("operationId") for op in operations if "x-amazon-apigateway-integration" not in op]
+if missing:
+    sys.exit(f"openapi: operations without an integration: {missing}")
+print(f"openapi: its API Gateway import ({path}) is a valid OpenAPI 3.0 document, {len(operations)} routes with their integrations")
+EOF2
