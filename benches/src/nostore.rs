@@ -2,6 +2,7 @@
 //! nothing is written. process_message's flow runs over it as over a real store (read the
 //! state, look for the message id, plan, append), so its cost is process_message's own.
 
+use salesloop::domain::config::TenantConfig;
 use salesloop::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
 use salesloop::domain::labels::{LabelCursor, StoredLabel};
 use salesloop::domain::model::ServedModel;
@@ -162,6 +163,31 @@ impl Store for NoStore {
         Ok(None)
     }
 
+    async fn current_config(&self, _: &TenantId) -> Result<Option<TenantConfig>, StoreError> {
+        Ok(None)
+    }
+
+    async fn config_version(
+        &self,
+        _: &TenantId,
+        _: u64,
+    ) -> Result<Option<TenantConfig>, StoreError> {
+        Ok(None)
+    }
+
+    async fn config_history(
+        &self,
+        _: &TenantId,
+        _: Option<u64>,
+        _: usize,
+    ) -> Result<Vec<TenantConfig>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn publish_config(&self, _: &TenantId, _: &TenantConfig) -> Result<Write, StoreError> {
+        nothing()
+    }
+
     async fn conversations(
         &self,
         _: &TenantId,
@@ -184,6 +210,7 @@ pub fn app_with<S>(store: S) -> process_message::handler::App<S> {
         store,
         engine: salesloop::domain::engine::Engine::builtin(),
         models: salesloop::service::ModelCache::new(std::time::Duration::from_secs(30)),
+        configs: salesloop::service::ConfigCache::new(std::time::Duration::from_secs(30)),
         tenants: salesloop::edge::http::TenantSource {
             claim: "tenant_id".to_owned(),
             local: false,

@@ -24,7 +24,9 @@ use salesloop::{
 };
 
 use crate::flows::Flows;
+use salesloop::domain::config::TenantConfig;
 use salesloop::service::Published;
+use salesloop::service::admin::{self, AdminError};
 
 pub use crate::stores::{Backend, DynamoBackend, EmbeddedBackend};
 
@@ -80,6 +82,8 @@ pub fn draft(message_id: &MessageId, text: &str, state: &ConversationState) -> E
         },
         experiments: BTreeMap::from([("reply_tone".to_owned(), "warm".to_owned())]),
         latency_us: 100,
+        config_version: 0,
+        treatment: None,
     }
 }
 
@@ -117,6 +121,7 @@ fn model_version(version: u64) -> ModelVersion {
         model: Model::default(),
         state: Default::default(),
         report: None,
+        activated_from: None,
     }
 }
 
@@ -140,6 +145,10 @@ crate::store_cases! {
         outcome_reads_cross_the_one_megabyte_page,
         model_versions_publish_by_compare_and_set_and_keep_history,
         racing_publishers_of_one_version_have_one_winner,
+        configuration_versions_publish_by_compare_and_set_and_keep_history,
+        racing_admins_without_if_match_lose_no_change,
+        racing_admins_with_if_match_have_one_winner,
+        an_activated_model_is_a_copy_published_next,
         tenants_never_see_each_others_data,
         labels_read_back_in_turn_and_pattern_order,
         a_taken_label_loses_the_whole_write,
@@ -756,6 +765,198 @@ async fn racing_publishers_of_one_version_have_one_winner<B: Backend>(backend: &
     assert_eq!(
         current.outcomes_learned, winners[0],
         "the winner's model is current"
+    );
+}
+
+/// The built-in configuration with one more experiment, `name`, as version `version`.
+fn config_with(name: &str, version: u64) -> TenantConfig {
+    let mut config = TenantConfig::builtin();
+    let mut experiment = config.experiments[0].clone();
+    experiment.name = name.to_owned();
+    config.experiments.push(experiment);
+    config.version = version;
+    config.published_at = Millis(1_700_000_000_000 + version);
+    config.changes = vec![format!("experiment {name}: created")];
+    config
+}
+
+async fn configuration_versions_publish_by_compare_and_set_and_keep_history<B: Backend>(
+    backend: &B,
+) {
+    let store = &backend.fresh(1).await[0];
+    let (t, other) = (tenant("acme"), tenant("globex"));
+    assert_eq!(store.current_config(&t).await.unwrap(), None);
+    assert_eq!(
+        store.publish_config(&t, &config_with("first", 1)).await,
+        Ok(Write::Done)
+    );
+    for stale_or_skipping in [0, 1, 3] {
+        assert_eq!(
+            store
+                .publish_config(&t, &config_with("late", stale_or_skipping))
+                .await,
+            Ok(Write::Lost),
+            "version {stale_or_skipping}"
+        );
+    }
+    let second = config_with("second", 2);
+    assert_eq!(store.publish_config(&t, &second).await, Ok(Write::Done));
+    assert_eq!(
+        store.current_config(&t).await.unwrap(),
+        Some(second.clone())
+    );
+    let history = store.config_history(&t, None, 10).await.unwrap();
+    let versions: Vec<u64> = history.iter().map(|c| c.version).collect();
+    assert_eq!(versions, [2, 1]);
+    let older = store.config_history(&t, Some(2), 10).await.unwrap();
+    assert_eq!(older, vec![config_with("first", 1)]);
+    assert_eq!(
+        store.config_version(&t, 1).await.unwrap(),
+        Some(config_with("first", 1))
+    );
+    assert_eq!(store.config_version(&t, 7).await.unwrap(), None);
+    // Another tenant's configuration is its own.
+    assert_eq!(store.current_config(&other).await.unwrap(), None);
+    assert!(
+        store
+            .config_history(&other, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.publish_config(&other, &config_with("x", 2)).await,
+        Ok(Write::Lost),
+        "a version 2 needs this tenant's version 1"
+    );
+}
+
+async fn racing_admins_without_if_match_lose_no_change<B: Backend>(backend: &B) {
+    let stores = backend.fresh(4).await;
+    let t = tenant("acme");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let store = stores[i % stores.len()].clone();
+        let t = t.clone();
+        tasks.spawn(async move {
+            admin::change_config(&*store, &t, None, Millis(i as u64), |config| {
+                let mut experiment = config.experiments[0].clone();
+                experiment.name = format!("exp-{i}");
+                config.experiments.push(experiment);
+                Ok(())
+            })
+            .await
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        let changed = result
+            .unwrap()
+            .expect("a change without If-Match is applied");
+        assert!(changed.published);
+    }
+    let current = stores[0].current_config(&t).await.unwrap().unwrap();
+    assert_eq!(current.version, 8);
+    let names: BTreeSet<&str> = current
+        .experiments
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    for i in 0..8 {
+        assert!(names.contains(format!("exp-{i}").as_str()), "{names:?}");
+    }
+    // Each version says which experiment it added.
+    let history = stores[0].config_history(&t, None, 20).await.unwrap();
+    assert_eq!(history.len(), 8);
+    for version in &history {
+        assert_eq!(version.changes.len(), 1, "{:?}", version.changes);
+        assert!(
+            version.changes[0].contains(": created"),
+            "{:?}",
+            version.changes
+        );
+    }
+}
+
+async fn racing_admins_with_if_match_have_one_winner<B: Backend>(backend: &B) {
+    let stores = backend.fresh(4).await;
+    let t = tenant("acme");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8u32 {
+        let store = stores[i as usize % stores.len()].clone();
+        let t = t.clone();
+        tasks.spawn(async move {
+            let changed = admin::change_config(&*store, &t, Some(0), Millis(1), |config| {
+                config.experiments[0].variants[0].weight = 100 + i;
+                Ok(())
+            })
+            .await;
+            (i, changed)
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        match result.unwrap() {
+            (i, Ok(changed)) => {
+                assert_eq!(changed.current.version, 1);
+                winners.push(i);
+            }
+            (_, Err(AdminError::Stale { current })) => assert_eq!(current, 1),
+            (_, Err(other)) => panic!("unexpected error {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1);
+    let current = stores[0].current_config(&t).await.unwrap().unwrap();
+    assert_eq!(current.version, 1);
+    assert_eq!(
+        current.experiments[0].variants[0].weight,
+        100 + winners[0],
+        "the winner's change is current"
+    );
+}
+
+async fn an_activated_model_is_a_copy_published_next<B: Backend>(backend: &B) {
+    let store = &backend.fresh(1).await[0];
+    let t = tenant("acme");
+    assert_eq!(
+        admin::activate_model(&**store, &t, 1, None, Millis(5)).await,
+        Err(AdminError::ModelNotFound(1))
+    );
+    let mut first = model_version(1);
+    first
+        .model
+        .calibration
+        .insert("objection.price".into(), 0.5);
+    let mut second = model_version(2);
+    second
+        .model
+        .calibration
+        .insert("objection.price".into(), 1.5);
+    second.watermark = Some(Cursor {
+        at: Millis(42),
+        conversation_id: conversation("c-9"),
+    });
+    for version in [&first, &second] {
+        assert_eq!(store.publish_model(&t, version).await, Ok(Write::Done));
+    }
+    assert_eq!(
+        admin::activate_model(&**store, &t, 1, Some(1), Millis(5)).await,
+        Err(AdminError::Stale { current: 2 })
+    );
+    let activated = admin::activate_model(&**store, &t, 1, Some(2), Millis(7))
+        .await
+        .unwrap();
+    assert_eq!(activated.version, 3);
+    assert_eq!(activated.activated_from, Some(1));
+    assert_eq!(activated.model, first.model, "version 1's model");
+    assert_eq!(activated.watermark, second.watermark, "learning goes on");
+    assert_eq!(activated.outcomes_learned, second.outcomes_learned);
+    assert_eq!(store.current_model(&t).await.unwrap(), Some(activated));
+    let history = store.model_history(&t, None, 10).await.unwrap();
+    let versions: Vec<u64> = history.iter().map(|m| m.version).collect();
+    assert_eq!(versions, [3, 2, 1], "the history stays append-only");
+    assert_eq!(
+        admin::activate_model(&**store, &t, 9, None, Millis(8)).await,
+        Err(AdminError::ModelNotFound(9))
     );
 }
 

@@ -16,7 +16,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use salesloop::domain::decision::Playbook;
 use salesloop::domain::detector::layer::LayerSettings;
 use salesloop::domain::detector::{Detector, FAMILIES, family};
-use salesloop::domain::experiments::Experiments;
 use salesloop::domain::ids::ConversationId;
 use salesloop::domain::labels::StoredLabel;
 use salesloop::domain::learning::{Learner, ModelVersion};
@@ -214,7 +213,7 @@ pub fn curve_on(
 ) -> Vec<Point> {
     let detector = Detector::builtin();
     let playbook = Playbook::builtin();
-    let experiments = Experiments::builtin();
+    let configs = salesloop::domain::config::ConfigVersions::builtin();
     let mut version = ModelVersion::priors();
     let mut done = 0usize;
     let mut labels_sent = 0u64;
@@ -238,11 +237,7 @@ pub fn curve_on(
             labels.sort_by_key(StoredLabel::cursor);
             labels_sent += labels.len() as u64;
             learner.learn_labels(&labels);
-            version = learner.finish(
-                &experiments,
-                Some(&version),
-                Millis(1_000 * (run as u64 + 1)),
-            );
+            version = learner.finish(&configs, Some(&version), Millis(1_000 * (run as u64 + 1)));
             done = step;
         }
         points.push(Point {

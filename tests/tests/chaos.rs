@@ -25,7 +25,7 @@ use process_message::handler::App;
 use salesloop::domain::engine::Engine;
 use salesloop::domain::patterns::DEFAULT_CATALOG;
 use salesloop::edge::http::TenantSource;
-use salesloop::service::ModelCache;
+use salesloop::service::{ConfigCache, ModelCache};
 use salesloop::store::{DynamoStore, DynamoStoreConfig};
 use salesloop::{ConversationId, ConversationState, Millis, Outcome, Store, TenantId};
 use salesloop_tests::contract::{end_request, send};
@@ -82,6 +82,7 @@ fn app<S: Store>(store: S) -> App<S> {
         store,
         engine: Engine::builtin(),
         models: ModelCache::new(Duration::from_secs(30)),
+        configs: ConfigCache::new(Duration::from_secs(30)),
         tenants: TenantSource {
             claim: "tenant_id".into(),
             local: false,

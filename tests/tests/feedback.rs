@@ -76,6 +76,7 @@ fn apis<S: Store>(
             engine,
             // Read the newest model on every request, so each feedback run takes effect at once.
             models: ModelCache::new(Duration::ZERO),
+            configs: salesloop::service::ConfigCache::new(Duration::ZERO),
             tenants: tenants.clone(),
             llm: None,
             text_storage: Default::default(),
@@ -544,13 +545,12 @@ async fn the_engine_learns_which_strategy_wins_after_a_price_objection<B: Backen
             text: "Honestly this looks too expensive for us.",
             at: Millis::now(),
         };
-        let assignment = engine.assign(&t, &c);
         let (draft, _) = engine.plan(
             &message,
             &ConversationState::New,
             model.version,
             &model.model,
-            &assignment,
+            &salesloop::domain::config::TenantConfig::builtin(),
         );
         best += usize::from(draft.strategy.name == BEST);
     }
@@ -601,8 +601,8 @@ async fn the_engine_learns_which_strategy_wins_after_a_price_objection<B: Backen
         "model version 20",
         "1000 outcomes learned",
         "event tracking rate",
-        "A/B reply_tone (control neutral",
-        "A/B strategy_policy (control thompson",
+        "A/B reply_tone under configuration version 0 (control neutral",
+        "A/B strategy_policy under configuration version 0 (control thompson",
         "social_proof",
         // The labels taught the tenant's detector layer, and the family table is there.
         "this tenant's layer, learned from 1000 labelled messages",
@@ -1081,13 +1081,12 @@ fn planned(
         text,
         at: Millis::now(),
     };
-    let assignment = engine.assign(&t, &c);
     let (draft, _) = engine.plan(
         &message,
         &ConversationState::New,
         0,
         &Model::default(),
-        &assignment,
+        &salesloop::domain::config::TenantConfig::builtin(),
     );
     draft
 }

@@ -19,7 +19,7 @@ use salesloop::domain::labels::StoredLabel;
 use salesloop::domain::patterns::DEFAULT_CATALOG;
 use salesloop::domain::privacy::TextStorage;
 use salesloop::edge::http::TenantSource;
-use salesloop::service::ModelCache;
+use salesloop::service::{ConfigCache, ModelCache};
 use salesloop::{Store, TenantId};
 use salesloop_tests::events::{Flavor, request};
 use salesloop_tests::stores::{Backend, Harness};
@@ -63,6 +63,7 @@ fn apis<S: Store>(make: impl Fn() -> S, text_storage: TextStorage) -> Api<S> {
             store: make(),
             engine: Engine::builtin(),
             models: ModelCache::new(Duration::ZERO),
+            configs: ConfigCache::new(Duration::ZERO),
             tenants: tenants.clone(),
             llm: None,
             text_storage,

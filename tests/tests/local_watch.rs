@@ -41,6 +41,10 @@ impl Drop for Watch {
 }
 
 fn start_watch(data_dir: &std::path::Path) -> Watch {
+    start_watch_with(data_dir, &[])
+}
+
+fn start_watch_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Watch {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -58,6 +62,7 @@ fn start_watch(data_dir: &std::path::Path) -> Watch {
             format!("http://127.0.0.1:{port}"),
         )
         .env("FEEDBACK_EVERY", "2")
+        .envs(env.iter().copied())
         .stdin(Stdio::null());
     // SAFETY: setsid and prctl only change the child's own process state.
     unsafe {
@@ -79,10 +84,26 @@ fn exchange(
     body: &str,
     timeout: Duration,
 ) -> Option<(u16, String, String)> {
+    exchange_with(port, method, path, &[], body, timeout)
+}
+
+/// [`exchange`] with more request headers.
+fn exchange_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    timeout: Duration,
+) -> Option<(u16, String, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).ok()?;
@@ -351,4 +372,269 @@ fn screenshot_dir() -> std::path::PathBuf {
     let dir = target.join("screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A tenant's admin and agent over the local run: requests as tenant `steer`, the admin ones
+/// with the local admin header.
+struct Steer {
+    port: u16,
+}
+
+impl Steer {
+    const TIMEOUT: Duration = Duration::from_secs(600);
+
+    /// A request as the tenant; `admin` adds the admin header, `if_match` an `If-Match`.
+    /// Returns the status, the `ETag` (if any) and the JSON body.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        admin: bool,
+        if_match: Option<&str>,
+    ) -> (u16, Option<String>, Value) {
+        let mut headers = vec![("x-tenant-id", "steer")];
+        if admin {
+            headers.push(("x-salesloop-role", "admin"));
+        }
+        if let Some(tag) = if_match {
+            headers.push(("if-match", tag));
+        }
+        let (status, head, payload) =
+            exchange_with(self.port, method, path, &headers, body, Self::TIMEOUT)
+                .unwrap_or_else(|| panic!("{method} {path}: no answer"));
+        let etag = head
+            .lines()
+            .find_map(|line| line.strip_prefix("etag: "))
+            .map(|tag| tag.trim().to_owned());
+        let json = json_of(&payload).unwrap_or_else(|| panic!("{method} {path}: {payload}"));
+        (status, etag, json)
+    }
+
+    fn admin(&self, method: &str, path: &str, body: &str, if_match: Option<&str>) -> Value {
+        let (status, _, json) = self.call(method, path, body, true, if_match);
+        assert_eq!(status, 200, "{method} {path}: {json}");
+        json
+    }
+
+    /// A message of conversation `conversation`; its answer.
+    fn say(&self, conversation: &str, message_id: &str) -> Value {
+        let body = format!(r#"{{"message_id":"{message_id}","text":"too expensive for us"}}"#);
+        let path = format!("/conversations/{conversation}/messages");
+        let (status, _, json) = self.call("POST", &path, &body, false, None);
+        assert_eq!(status, 200, "{json}");
+        json
+    }
+}
+
+/// The issue's run-time steering, through the README's run command: change weights, stop an
+/// experiment, ship a variant, replace the playbook, roll a model back. Each reaches new
+/// conversations within the cache time (`CACHE_SECONDS=1` here) and leaves a conversation that
+/// started before it as it was; a stale `If-Match` is a 412.
+#[test]
+fn admins_steer_new_conversations_at_run_time_and_running_ones_keep_theirs() {
+    use salesloop::domain::config::TenantConfig;
+    let data = tempfile::tempdir().unwrap();
+    let watch = start_watch_with(data.path(), &[("CACHE_SECONDS", "1")]);
+    let steer = Steer { port: watch.port };
+    let tenant = salesloop::TenantId::parse("steer").unwrap();
+    let conversation = |raw: &str| salesloop::ConversationId::parse(raw).unwrap();
+    let builtin = TenantConfig::builtin();
+    // A running conversation whose built-in variants are the ones every change moves away from.
+    let running = (0..10_000)
+        .map(|i| format!("run-{i}"))
+        .find(|id| {
+            let assigned = builtin.assign(&tenant, &conversation(id), 0.7);
+            assigned.variants["reply_tone"] == "neutral"
+                && assigned.variants["detection_threshold"] == "strict"
+                && assigned.variants["strategy_policy"] == "thompson"
+        })
+        .expect("such a conversation id");
+    // Two model versions in the tenant's store before anything runs (the functions share the
+    // file); the conversation starts under version 2.
+    let store = salesloop::EmbeddedStore::open_dir(data.path()).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for version in [1, 2] {
+        let mut model = salesloop::ModelVersion::priors();
+        model.version = version;
+        model.published_at = salesloop::Millis(version);
+        let published = runtime.block_on(store.publish_model(&tenant, &model));
+        assert_eq!(published, Ok(salesloop::Write::Done));
+    }
+    // The emulator builds process_message on its first request.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let first = loop {
+        let body = r#"{"message_id":"m1","text":"too expensive for us"}"#;
+        let path = format!("/conversations/{running}/messages");
+        let headers = [("x-tenant-id", "steer")];
+        if let Some((200, _, payload)) =
+            exchange_with(watch.port, "POST", &path, &headers, body, Steer::TIMEOUT)
+        {
+            break json_of(&payload).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cargo lambda watch never answered"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(first["config_version"], 0);
+    assert_eq!(first["model_version"], 2);
+    assert_eq!(first["experiments"]["reply_tone"], "neutral");
+    let settle = || std::thread::sleep(Duration::from_millis(1_500));
+    let mut fresh = 0;
+    let mut new_conversation = |steer: &Steer| {
+        fresh += 1;
+        steer.say(&format!("new-{fresh}"), "m1")
+    };
+
+    // Without the admin right: 403, and nothing changes.
+    let (status, _, refused) = steer.call("GET", "/experiments", "", false, None);
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    let (status, tag, experiments) = steer.call("GET", "/experiments", "", true, None);
+    assert_eq!(
+        (status, tag.as_deref()),
+        (200, Some("\"0\"")),
+        "{experiments}"
+    );
+
+    // 1. reply_tone's weights: nearly every new conversation is warm.
+    let warm = r#"{"description":"warm wins","variants":[
+        {"name":"neutral","weight":1,"control":true,"changes":{"tone":"neutral"}},
+        {"name":"warm","weight":1000000,"changes":{"tone":"warm"}}]}"#;
+    let changed = steer.admin("PUT", "/experiments/reply_tone", warm, Some("\"0\""));
+    assert_eq!(changed["version"], 1, "{changed}");
+    // Repeated against the version it was made against: 412, with the current version.
+    let (status, tag, stale) =
+        steer.call("PUT", "/experiments/reply_tone", warm, true, Some("\"0\""));
+    assert_eq!(status, 412, "{stale}");
+    assert_eq!(stale["error"]["code"], "precondition_failed");
+    assert_eq!(tag.as_deref(), Some("\"1\""));
+    settle();
+    for _ in 0..3 {
+        let answer = new_conversation(&steer);
+        assert_eq!(answer["experiments"]["reply_tone"], "warm", "{answer}");
+        assert_eq!(answer["config_version"], 1);
+    }
+    let kept = steer.say(&running, "m2");
+    assert_eq!(kept["experiments"]["reply_tone"], "neutral", "{kept}");
+    assert_eq!(kept["config_version"], 0);
+
+    // 2. Stop detection_threshold: new conversations get its control.
+    let stopped = steer.admin("POST", "/experiments/detection_threshold/stop", "", None);
+    assert_eq!(stopped["version"], 2, "{stopped}");
+    // 3. Ship strategy_policy's epsilon_greedy to every new conversation.
+    let ship = r#"{"variant":"epsilon_greedy"}"#;
+    let shipped = steer.admin(
+        "POST",
+        "/experiments/strategy_policy/ship",
+        ship,
+        Some("\"2\""),
+    );
+    assert_eq!(shipped["version"], 3, "{shipped}");
+    let (status, _, stale) = steer.call(
+        "POST",
+        "/experiments/strategy_policy/ship",
+        ship,
+        true,
+        Some("\"2\""),
+    );
+    assert_eq!(status, 412, "{stale}");
+    settle();
+    for _ in 0..3 {
+        let answer = new_conversation(&steer);
+        assert_eq!(
+            answer["experiments"]["detection_threshold"], "default",
+            "{answer}"
+        );
+        assert_eq!(
+            answer["experiments"]["strategy_policy"], "epsilon_greedy",
+            "{answer}"
+        );
+    }
+    let kept = steer.say(&running, "m3");
+    assert_eq!(
+        kept["experiments"]["detection_threshold"], "strict",
+        "{kept}"
+    );
+    assert_eq!(kept["experiments"]["strategy_policy"], "thompson", "{kept}");
+
+    // 4. Replace the playbook: every template of the new one is marked.
+    let (_, tag, current) = steer.call("GET", "/playbook", "", true, None);
+    let mut playbook = current["playbook"].clone();
+    for tones in playbook["strategies"].as_object_mut().unwrap().values_mut() {
+        for templates in tones.as_object_mut().unwrap().values_mut() {
+            for template in templates.as_array_mut().unwrap() {
+                *template = Value::from(format!("[v4] {}", template.as_str().unwrap()));
+            }
+        }
+    }
+    let replaced = steer.admin("PUT", "/playbook", &playbook.to_string(), tag.as_deref());
+    assert_eq!(replaced["version"], 4, "{replaced}");
+    let (status, _, stale) = steer.call(
+        "PUT",
+        "/playbook",
+        &playbook.to_string(),
+        true,
+        tag.as_deref(),
+    );
+    assert_eq!(status, 412, "{stale}");
+    settle();
+    let answer = new_conversation(&steer);
+    assert!(
+        answer["reply"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[v4] "),
+        "{answer}"
+    );
+    let kept = steer.say(&running, "m4");
+    assert!(
+        !kept["reply"]["text"].as_str().unwrap().starts_with("[v4]"),
+        "{kept}"
+    );
+
+    // 5. Roll the model back to version 1: published as version 3, a copy.
+    let (status, _, stale) = steer.call("POST", "/models/1/activate", "", true, Some("\"1\""));
+    assert_eq!(status, 412, "{stale}");
+    let activated = steer.admin("POST", "/models/1/activate", "", Some("\"2\""));
+    assert_eq!(
+        (
+            activated["version"].clone(),
+            activated["activated_from"].clone()
+        ),
+        (3.into(), 1.into())
+    );
+    settle();
+    let answer = new_conversation(&steer);
+    assert_eq!(answer["model_version"], 3, "{answer}");
+    let kept = steer.say(&running, "m5");
+    assert_eq!(kept["model_version"], 2, "{kept}");
+
+    // The report says which configuration is current and what changed.
+    let (status, _, report) = steer.call("GET", "/report", "", false, None);
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["config"]["version"], 4);
+    assert_eq!(report["activated_from"], 1);
+    let changes: Vec<String> = report["config"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|v| v["changes"].as_array().unwrap().clone())
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "playbook replaced",
+            "experiment strategy_policy: shipped epsilon_greedy",
+            "experiment detection_threshold: stopped, new conversations get default",
+            "experiment reply_tone: neutral 1 / warm 1000000 (was neutral 50 / warm 50)",
+        ],
+        "{report}"
+    );
+    drop(watch);
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use lambda_http::Body;
 use salesloop::domain::engine::Engine;
 use salesloop::edge::http::TenantSource;
-use salesloop::service::ModelCache;
+use salesloop::service::{ConfigCache, ModelCache};
 use salesloop_tests::events::{Flavor, request};
 use serde_json::Value;
 
@@ -47,6 +47,7 @@ fn json_logs_name_the_request_tenant_and_conversation_and_never_the_text() {
         store: salesloop::EmbeddedStore::open_dir(dir.path()).unwrap(),
         engine: Engine::builtin(),
         models: ModelCache::new(Duration::from_secs(30)),
+        configs: ConfigCache::new(Duration::from_secs(30)),
         tenants: tenants.clone(),
         llm: None,
         text_storage: Default::default(),

@@ -14,7 +14,7 @@ use lambda_http::{Body, Response};
 use process_message::handler::{App, handle};
 use salesloop::domain::engine::Engine;
 use salesloop::edge::http::TenantSource;
-use salesloop::service::ModelCache;
+use salesloop::service::{ConfigCache, ModelCache};
 use salesloop::store::{DynamoStore, DynamoStoreConfig};
 use salesloop::{ConversationId, ConversationState, EmbeddedStore, Store, TenantId};
 use salesloop_tests::events::{FLAVORS, Flavor, request};
@@ -27,6 +27,7 @@ fn app<S: Store>(store: S, local: bool) -> App<S> {
         store,
         engine: Engine::builtin(),
         models: ModelCache::new(Duration::from_secs(30)),
+        configs: ConfigCache::new(Duration::from_secs(30)),
         tenants: TenantSource {
             claim: "tenant_id".into(),
             local,

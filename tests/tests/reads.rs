@@ -19,8 +19,8 @@ use read_api::handler::{App as ReadApp, handle as read_handle};
 use salesloop::domain::engine::Engine;
 use salesloop::domain::patterns::DEFAULT_CATALOG;
 use salesloop::edge::http::TenantSource;
-use salesloop::service::ModelCache;
 use salesloop::service::reads::{model_view, report_view};
+use salesloop::service::{ConfigCache, ModelCache};
 use salesloop::{Store, TenantId};
 use salesloop_tests::events::{Flavor, request};
 use salesloop_tests::stores::{Backend, Harness};
@@ -47,6 +47,7 @@ fn apis<S: Store>(make: impl Fn() -> S) -> Api<S> {
             store: make(),
             engine: Engine::builtin(),
             models: ModelCache::new(Duration::ZERO),
+            configs: ConfigCache::new(Duration::ZERO),
             tenants: tenants.clone(),
             llm: None,
             text_storage: Default::default(),
@@ -276,7 +277,7 @@ async fn each_route_answers_what_the_store_holds<B: Backend>(backend: &B) {
     // The report: what `feedback_loop report --json` prints.
     let (status, report) = api.get(Some("acme"), "/report").await;
     assert_eq!(status, 200, "{report}");
-    assert_eq!(report, as_sent(&report_view(&acme, Some(&current))));
+    assert_eq!(report, as_sent(&report_view(&acme, Some(&current), &[])));
     assert_eq!(report["version"], 1);
     let curve = report["report"]["win_rate_by_version"].as_array().unwrap();
     assert_eq!(curve.len(), 1, "{curve:?}");

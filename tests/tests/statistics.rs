@@ -56,7 +56,7 @@ fn ab_tables_match_the_scipy_reference() {
                 (variant, weight, tally)
             })
             .collect();
-        let results = table(name, case["control"].as_str().unwrap(), &rows);
+        let results = table(name, 0, case["control"].as_str().unwrap(), &rows);
         let expected = &case["expected"];
         let srm = results.srm.expect("two or more variants");
         close(

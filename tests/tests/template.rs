@@ -4,7 +4,9 @@
 //! reads), end_conversation may invoke only feedback_loop, the API routes are the code's (in
 //! the template and in `make run`'s router alike), and the table is the one the code expects,
 //! with recovery, encryption and deletion protection on; server errors and slow replies raise
-//! alarms, and the dashboard draws metrics the code prints.
+//! alarms, and the dashboard draws metrics the code prints. The LLM's settings reach
+//! process_message alone, and so does the one secret read: `ssm:GetParameter` on the key's
+//! parameter, granted only when there is one.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -45,12 +47,42 @@ fn list(value: &Value) -> Vec<&Value> {
     }
 }
 
-/// Every statement of every inline policy of a role: (actions, resources).
-fn statements(role: &Value) -> Vec<(Vec<String>, Vec<String>)> {
+/// The ARN of the LLM key's SSM parameter, as process_message's role is granted it: the one
+/// resource a role names that is not of this stack, named whole by a parameter of the stack.
+const LLM_KEY_ARN: &str = "!Sub arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${LlmApiKeyParameter}";
+
+/// A statement as written, and the condition it is granted under: `!If [condition, statement,
+/// !Ref AWS::NoValue]` (the only conditional form allowed) or none.
+fn conditional(statement: &Value) -> (Option<String>, &Value) {
+    match statement {
+        Value::Tagged(tagged) if tagged.tag == "If" => {
+            let branches = list(&tagged.value);
+            assert_eq!(branches.len(), 3, "{statement:?}");
+            assert_eq!(
+                text(branches[2]),
+                "!Ref AWS::NoValue",
+                "a conditional statement grants nothing otherwise"
+            );
+            (Some(text(branches[0])), branches[1])
+        }
+        other => (None, other),
+    }
+}
+
+/// Every statement of every inline policy of a role, with its condition (see [`conditional`]).
+fn conditional_statements(role: &Value) -> Vec<(Option<String>, &Value)> {
     list(&role["Properties"]["Policies"])
         .into_iter()
         .flat_map(|policy| list(&policy["PolicyDocument"]["Statement"]))
-        .map(|statement| {
+        .map(conditional)
+        .collect()
+}
+
+/// Every statement of every inline policy of a role, conditional or not: (actions, resources).
+fn statements(role: &Value) -> Vec<(Vec<String>, Vec<String>)> {
+    conditional_statements(role)
+        .into_iter()
+        .map(|(_, statement)| {
             assert_eq!(statement["Effect"].as_str(), Some("Allow"), "{statement:?}");
             assert!(statement.get("NotAction").is_none() && statement.get("NotResource").is_none());
             (
@@ -79,7 +111,7 @@ fn no_statement_anywhere_grants_a_wildcard_action_or_resource() {
                 let allowed = arn.starts_with("!Sub ${") && arn.ends_with("Logs.Arn}");
                 assert!(allowed || !arn.contains('*'), "{name:?}: resource {arn}");
                 assert!(
-                    arn.starts_with("!GetAtt ") || arn.starts_with("!Sub ${"),
+                    arn.starts_with("!GetAtt ") || arn.starts_with("!Sub ${") || arn == LLM_KEY_ARN,
                     "{name:?}: resource {arn} does not name a resource of this stack"
                 );
             }
@@ -117,10 +149,14 @@ fn each_function_may_do_exactly_what_its_code_does() {
             "ProcessMessageFunction",
             (
                 "process_message",
-                grants(&[(
-                    &["dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem"],
-                    &[table.as_str(), index(MESSAGE_INDEX).as_str()],
-                )]),
+                grants(&[
+                    (
+                        &["dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem"],
+                        &[table.as_str(), index(MESSAGE_INDEX).as_str()],
+                    ),
+                    // The LLM's key, when LlmApiKeyParameter names one (see below).
+                    (&["ssm:GetParameter"], &[LLM_KEY_ARN]),
+                ]),
             ),
         ),
         (
@@ -285,7 +321,11 @@ fn functions_run_on_arm64_al2023_at_128_mb_with_tracing_and_json_logs() {
             "TABLE_NAME",
             "TENANT_CLAIM",
             "SALESLOOP_RETENTION_DAYS",
-            "SALESLOOP_MESSAGE_TEXT"
+            "SALESLOOP_MESSAGE_TEXT",
+            "LLM_BASE_URL",
+            "LLM_MODEL",
+            "LLM_TIMEOUT_MS",
+            "LLM_API_KEY_PARAMETER"
         ])
     );
     assert_eq!(
@@ -339,6 +379,111 @@ fn functions_run_on_arm64_al2023_at_128_mb_with_tracing_and_json_logs() {
             "{function}: the template's routes differ from the code's"
         );
     }
+}
+
+#[test]
+fn the_llm_settings_and_its_key_parameter_reach_process_message_alone() {
+    let template = template();
+    let parameters = &template["Parameters"];
+    let parameter = |name: &str, field: &str| text(&parameters[name][field]);
+    // An empty base URL or key parameter means none: templates answer, no key is read.
+    assert_eq!(parameter("LlmBaseUrl", "Default"), "");
+    assert_eq!(
+        parameter("LlmBaseUrl", "AllowedPattern"),
+        r"^(https://\S+)?$"
+    );
+    assert_eq!(parameter("LlmModel", "Default"), "gpt-4o-mini");
+    assert_eq!(parameter("LlmApiKeyParameter", "Default"), "");
+    // A full name (the leading slash): the grant's ARN is `parameter` followed by it.
+    assert_eq!(
+        parameter("LlmApiKeyParameter", "AllowedPattern"),
+        "^(/[A-Za-z0-9_.-]+){0,15}$"
+    );
+    // The LLM's timeout: the code's default, and within both the code's range (1 to 60,000 ms)
+    // and the function's timeout, which must leave time for the store.
+    let timeout = &parameters["LlmTimeoutMs"];
+    assert_eq!(timeout["Type"].as_str(), Some("Number"));
+    assert_eq!(timeout["Default"].as_u64(), Some(2_000));
+    let (min, max) = (timeout["MinValue"].as_u64(), timeout["MaxValue"].as_u64());
+    let function_timeout_ms = template["Globals"]["Function"]["Timeout"].as_u64().unwrap() * 1000;
+    assert!(
+        resource(&template, "ProcessMessageFunction")["Properties"]
+            .get("Timeout")
+            .is_none()
+    );
+    assert!(matches!((min, max), (Some(1..), Some(max)) if max < function_timeout_ms - 1_000));
+
+    // The LLM's variables reach process_message alone, each from its parameter; the key itself
+    // is in no function's environment.
+    let llm = [
+        ("LLM_BASE_URL", "!Ref LlmBaseUrl"),
+        ("LLM_MODEL", "!Ref LlmModel"),
+        ("LLM_TIMEOUT_MS", "!Ref LlmTimeoutMs"),
+        ("LLM_API_KEY_PARAMETER", "!Ref LlmApiKeyParameter"),
+    ];
+    assert!(template["Globals"]["Function"].get("Environment").is_none());
+    let mut functions = 0;
+    for (name, resource) in resources(&template) {
+        if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        functions += 1;
+        let variables = &resource["Properties"]["Environment"]["Variables"];
+        assert!(variables.get("LLM_API_KEY").is_none(), "{name:?}");
+        for (variable, value) in llm {
+            if name.as_str() == Some("ProcessMessageFunction") {
+                assert_eq!(text(&variables[variable]), value);
+            } else {
+                assert!(variables.get(variable).is_none(), "{name:?}: {variable}");
+            }
+        }
+    }
+    assert!(functions >= 4);
+
+    // Secrets: one statement in the whole template reads any, process_message's, on the
+    // parameter's ARN alone, and only under the condition that the parameter is set.
+    assert_eq!(
+        text(&template["Conditions"]["HasLlmApiKeyParameter"]),
+        "!Not !Equals !Ref LlmApiKeyParameter,"
+    );
+    let mut secret_reads = Vec::new();
+    for (name, resource) in resources(&template) {
+        if resource["Type"].as_str() != Some("AWS::IAM::Role") {
+            continue;
+        }
+        for (condition, statement) in conditional_statements(resource) {
+            let actions: Vec<String> = list(&statement["Action"]).into_iter().map(text).collect();
+            let secret = actions.iter().any(|a| {
+                a.starts_with("ssm:") || a.starts_with("kms:") || a.starts_with("secretsmanager:")
+            });
+            if secret {
+                secret_reads.push((
+                    name.as_str().unwrap().to_owned(),
+                    condition,
+                    actions,
+                    text(&statement["Resource"]),
+                ));
+            } else {
+                assert_eq!(
+                    condition, None,
+                    "{name:?}: only the key's read is conditional"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        secret_reads,
+        [(
+            "ProcessMessageRole".to_owned(),
+            Some("HasLlmApiKeyParameter".to_owned()),
+            vec!["ssm:GetParameter".to_owned()],
+            LLM_KEY_ARN.to_owned(),
+        )]
+    );
+    assert_eq!(
+        text(&resource(&template, "ProcessMessageFunction")["Properties"]["Role"]),
+        "!GetAtt ProcessMessageRole.Arn"
+    );
 }
 
 /// The function each of the code's routes belongs to (`salesloop::edge::http::ROUTES`): a new

@@ -14,7 +14,7 @@ use process_message::handler::{App as MessageApp, handle as message_handle};
 use salesloop::domain::engine::Engine;
 use salesloop::domain::patterns::DEFAULT_CATALOG;
 use salesloop::edge::http::TenantSource;
-use salesloop::service::ModelCache;
+use salesloop::service::{ConfigCache, ModelCache};
 use salesloop::store::{DynamoStore, DynamoStoreConfig};
 use salesloop::{Millis, Store, TenantId};
 use salesloop_tests::dynamo_local::DynamoLocal;
@@ -61,6 +61,7 @@ fn api(store: &DynamoStore) -> Api {
             store: store.clone(),
             engine: Engine::builtin(),
             models: ModelCache::new(Duration::from_secs(30)),
+            configs: ConfigCache::new(Duration::from_secs(30)),
             tenants: tenants.clone(),
             llm: None,
             text_storage: Default::default(),

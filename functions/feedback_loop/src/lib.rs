@@ -8,9 +8,7 @@ use std::ops::ControlFlow;
 
 use std::sync::Arc;
 
-use salesloop::domain::decision::Playbook;
 use salesloop::domain::detector::{LinearModel, ModelFileError, Weights};
-use salesloop::domain::experiments::Experiments;
 use salesloop::edge::settings::FeedbackSettings;
 use salesloop::service::ServiceError;
 use salesloop::{Millis, Store, StoreError, TenantId};
@@ -22,8 +20,6 @@ use run::{Feedback, Settings, TenantRun};
 /// What a process keeps between invocations.
 pub struct App<S> {
     pub store: S,
-    pub playbook: Playbook,
-    pub experiments: Experiments,
     /// The detector weights tenants' layers are learned over, when `PATTERN_DETECTOR` names
     /// them; none: the shipped ones, parsed only when a run first has labels to learn.
     pub detector: Option<Arc<LinearModel>>,
@@ -34,8 +30,6 @@ impl<S: Store> App<S> {
     pub fn new(store: S, settings: Settings) -> App<S> {
         App {
             store,
-            playbook: Playbook::builtin(),
-            experiments: Experiments::builtin(),
             detector: None,
             settings,
         }
@@ -51,8 +45,6 @@ impl<S: Store> App<S> {
     pub fn feedback(&self) -> Feedback<'_, S> {
         Feedback {
             store: &self.store,
-            playbook: &self.playbook,
-            experiments: &self.experiments,
             detector: Some(match &self.detector {
                 Some(model) => Weights::Given(model),
                 None => Weights::Shipped,

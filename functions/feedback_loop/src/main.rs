@@ -81,7 +81,7 @@ async fn cli(args: &[String], settings: &FeedbackSettings) -> Result<(), Error> 
                 let current = store.current_model(tenant).await?;
                 if json {
                     // What `GET /report` answers for the tenant.
-                    let view = salesloop::service::reads::report_view(tenant, current.as_ref());
+                    let view = salesloop::service::reads::report(&store, tenant).await?;
                     println!("{}", serde_json::to_string_pretty(&view)?);
                 } else {
                     println!("{}", report::render(tenant, current.as_ref()));

@@ -35,10 +35,11 @@ pub fn emf_documents(tenant: &TenantId, version: &ModelVersion) -> Vec<Value> {
     }
     for experiment in &report.experiments {
         if let Some(srm) = experiment.srm {
-            run = run.property(
-                &format!("srm_p_value.{}", experiment.experiment),
-                json!(srm.p_value),
-            );
+            let key = match experiment.config_version {
+                0 => format!("srm_p_value.{}", experiment.experiment),
+                config => format!("srm_p_value.{}.config{config}", experiment.experiment),
+            };
+            run = run.property(&key, json!(srm.p_value));
         }
     }
     documents.push(run.to_json());
@@ -247,8 +248,8 @@ fn render_report(out: &mut String, report: &RunReport) {
         );
         let _ = writeln!(
             out,
-            "\nA/B {} (control {}; {srm})",
-            experiment.experiment, experiment.control
+            "\nA/B {} under configuration version {} (control {}; {srm})",
+            experiment.experiment, experiment.config_version, experiment.control
         );
         let _ = writeln!(
             out,

@@ -9,9 +9,9 @@
 
 use std::ops::ControlFlow;
 
+use salesloop::domain::config::ConfigVersions;
 use salesloop::domain::decision::Playbook;
 use salesloop::domain::detector::Weights;
-use salesloop::domain::experiments::Experiments;
 use salesloop::domain::labels::StoredLabel;
 use salesloop::domain::learning::Learner;
 use salesloop::service::{Published, ServiceError, publish_model};
@@ -104,11 +104,13 @@ impl TenantRun {
     }
 }
 
+/// Configuration versions a run reads: enough for the report's tables (a version older than
+/// these shows its tallies with weight 0 and no sample-ratio check).
+const CONFIGS_READ: usize = 2 * salesloop::domain::learning::CONFIGS_REPORTED;
+
 /// What a run learns with.
 pub struct Feedback<'a, S> {
     pub store: &'a S,
-    pub playbook: &'a Playbook,
-    pub experiments: &'a Experiments,
     /// The shipped detector weights a tenant's detector layer is learned over; none: labels
     /// count in the metrics and calibration only.
     pub detector: Option<Weights<'a>>,
@@ -157,10 +159,20 @@ impl<S: Store> Feedback<'_, S> {
         hook: &mut (dyn FnMut(Step) -> ControlFlow<()> + Send),
     ) -> Result<TenantRun, ServiceError> {
         let mut previous = self.store.current_model(tenant).await?;
+        // The tenant's playbook (its priors and candidates) and the configuration versions
+        // whose results tables the report shows: one Query.
+        let configs = ConfigVersions::new(
+            self.store
+                .config_history(tenant, None, CONFIGS_READ)
+                .await?,
+        );
+        let playbook = &configs.current().playbook;
         let mut published = Vec::new();
         loop {
             let settled = Millis(clock().0.saturating_sub(self.settings.settle_ms));
-            let (mut learner, full) = self.read_batch(tenant, previous.as_ref(), settled).await?;
+            let (mut learner, full) = self
+                .read_batch(tenant, playbook, previous.as_ref(), settled)
+                .await?;
             let labels = self.read_labels(tenant, previous.as_ref(), settled).await?;
             learner.learn_labels(&labels);
             let full = full || labels.len() >= self.settings.label_batch.max(1);
@@ -180,7 +192,7 @@ impl<S: Store> Feedback<'_, S> {
                     "reading the failed-write counter failed; a later version counts them"
                 ),
             }
-            let next = learner.finish(self.experiments, previous.as_ref(), clock());
+            let next = learner.finish(&configs, previous.as_ref(), clock());
             let version = next.version;
             if hook(Step::Publishing { version }).is_break() {
                 return Ok(TenantRun::Interrupted(Step::Publishing { version }));
@@ -222,10 +234,11 @@ impl<S: Store> Feedback<'_, S> {
     async fn read_batch<'p>(
         &'p self,
         tenant: &TenantId,
+        playbook: &'p Playbook,
         previous: Option<&ModelVersion>,
         settled: Millis,
     ) -> Result<(Learner<'p>, bool), ServiceError> {
-        let mut learner = Learner::new(self.playbook, previous);
+        let mut learner = Learner::new(playbook, previous);
         if let Some(base) = self.detector {
             learner = learner.with_detector(base);
         }

@@ -2,13 +2,11 @@
 //! conversation, plan the turn once (the LLM's reply included), append it with its events in
 //! one conditional write, answer. Generic over the store, so tests drive it with either adapter.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use lambda_http::{Body, Request, Response};
 use salesloop::clients::llm::LlmClient;
 use salesloop::domain::engine::{Engine, EngineError, UserMessage};
-use salesloop::domain::experiments::Assignment;
-use salesloop::domain::model::ServedModel;
 use salesloop::domain::privacy::TextStorage;
 use salesloop::edge::error::ApiError;
 use salesloop::edge::http::{
@@ -17,7 +15,7 @@ use salesloop::edge::http::{
 };
 use salesloop::edge::settings::{ConfigError, MessageSettings};
 use salesloop::service::tracking::FailedWrites;
-use salesloop::service::{ModelCache, Plan, ServiceError, record_message};
+use salesloop::service::{ConfigCache, ModelCache, Plan, ServiceError, record_message};
 use salesloop::store::{AnyStore, FailedWrite};
 use salesloop::{
     ConversationId, ConversationState, Exchange, ExchangeDraft, MessageId, Millis, Reply,
@@ -35,6 +33,8 @@ pub struct App<S> {
     pub store: S,
     pub engine: Engine,
     pub models: ModelCache,
+    /// Each tenant's experiments and playbook, cached as the models are.
+    pub configs: ConfigCache,
     pub tenants: TenantSource,
     /// Writes replies when configured; templates otherwise, and whenever it fails.
     pub llm: Option<LlmClient>,
@@ -63,7 +63,8 @@ impl<S> App<S> {
         Ok(App {
             store,
             engine,
-            models: ModelCache::new(Duration::from_secs(30)),
+            models: ModelCache::new(settings.cache_age),
+            configs: ConfigCache::new(settings.cache_age),
             tenants: settings.api.tenants.clone(),
             llm,
             text_storage: settings.text_storage,
@@ -73,14 +74,23 @@ impl<S> App<S> {
 }
 
 impl App<AnyStore> {
-    /// Settings, the store client and the compiled catalog, from the environment: what a
-    /// process builds once and serves every request from.
+    /// Settings, the store client, the LLM's key (read from SSM when `LLM_API_KEY_PARAMETER`
+    /// names it: `crate::llm_key`) and the compiled catalog, from the environment: what a
+    /// process builds once and serves every request from. A key that cannot be read is an
+    /// error, which fails the init.
     pub async fn from_env(
         env: &impl Fn(&str) -> Option<String>,
     ) -> Result<Self, lambda_http::Error> {
-        let settings = MessageSettings::from_env(env)?;
-        let store = settings.api.store.open().await?;
-        App::new(store, &settings)
+        let mut settings = MessageSettings::from_env(env)?;
+        // The key's read and the store's warm-up read go out together.
+        let (key, store) = tokio::join!(
+            crate::llm_key::read_for(&settings),
+            settings.api.store.open()
+        );
+        if let Some(key) = key? {
+            crate::llm_key::set(&mut settings, key);
+        }
+        App::new(store?, &settings)
     }
 }
 
@@ -163,7 +173,6 @@ async fn answer_message<S: Store>(
         text,
     } = parsed;
     let stored_text = app.text_storage.stored(&tenant, &text);
-    let model = app.models.current(&app.store, &tenant).await;
     let planner = TurnPlanner {
         app,
         message: UserMessage {
@@ -173,8 +182,6 @@ async fn answer_message<S: Store>(
             text: &text,
             at: Millis::now(),
         },
-        assignment: app.engine.assign(&tenant, &conversation),
-        model: &model,
         stored_text: &stored_text,
         llm_asked: false,
         llm_reply: None,
@@ -216,15 +223,14 @@ async fn answer_message<S: Store>(
     ))
 }
 
-/// Plans a turn on the state the service read: detection, decision and template, then the
-/// LLM's reply when one is configured, asked once. If the append loses a race and the turn is
+/// Plans a turn on the state the service read: detection, decision and template under the
+/// conversation's configuration and model (those it is pinned to, or the tenant's current ones
+/// for a new conversation), then the LLM's reply when one is configured, asked once. If the append loses a race and the turn is
 /// planned again, the LLM's reply is kept when the strategy is the same, and the template
 /// answers otherwise.
 struct TurnPlanner<'a, S> {
     app: &'a App<S>,
     message: UserMessage<'a>,
-    assignment: Assignment,
-    model: &'a ServedModel,
     stored_text: &'a str,
     /// Whether the LLM was asked (once per message, whatever it answered).
     llm_asked: bool,
@@ -235,13 +241,24 @@ struct TurnPlanner<'a, S> {
 
 impl<S: Store> Plan for TurnPlanner<'_, S> {
     async fn plan(&mut self, state: &ConversationState) -> ExchangeDraft {
-        let (mut draft, _) = self.app.engine.plan(
-            &self.message,
-            state,
-            self.model.version,
-            &self.model.model,
-            &self.assignment,
-        );
+        let (app, tenant) = (self.app, self.message.tenant);
+        let (config, model) = match state.summary().and_then(|s| s.pin.as_ref()) {
+            Some(pin) => (
+                app.configs
+                    .version(&app.store, tenant, pin.config_version)
+                    .await,
+                app.models
+                    .version(&app.store, tenant, pin.model_version)
+                    .await,
+            ),
+            None => (
+                app.configs.current(&app.store, tenant).await,
+                app.models.current(&app.store, tenant).await,
+            ),
+        };
+        let (mut draft, _) =
+            app.engine
+                .plan(&self.message, state, model.version, &model.model, &config);
         if let Some(llm) = &self.app.llm
             && !self.llm_asked
         {
@@ -283,5 +300,6 @@ fn answer(conversation: &ConversationId, exchange: &Exchange) -> serde_json::Val
         "reply": {"text": draft.reply.text, "source": draft.reply.source},
         "experiments": draft.experiments,
         "model_version": draft.model_version,
+        "config_version": draft.config_version,
     })
 }

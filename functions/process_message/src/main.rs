@@ -1,5 +1,7 @@
-//! Lambda entry point of process_message: settings, the store client and the compiled
-//! catalog are built once per process, then every request is served from them.
+//! Lambda entry point of process_message: settings, the store client, the LLM's key (read from
+//! SSM) and the compiled catalog are built once per process, then every request is served from
+//! them. An error here (a key that cannot be read, say) ends the init: Lambda records it, and the
+//! next request starts a process that tries again.
 
 use lambda_http::Error;
 

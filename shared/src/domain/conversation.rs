@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::experiments::Treatment;
 use crate::domain::ids::{ConversationId, MessageId};
 use crate::domain::labels::label_detection;
 use crate::domain::time::Millis;
@@ -125,6 +126,24 @@ pub struct ExchangeDraft {
     pub patterns: Vec<Detection>,
     pub experiments: BTreeMap<String, String>,
     pub latency_us: u64,
+    /// The tenant configuration version the conversation runs under (0: the built-in one).
+    #[serde(default)]
+    pub config_version: u64,
+    /// The settings the conversation's variants gave (exchanges stored before it have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub treatment: Option<Treatment>,
+}
+
+/// What a conversation keeps from its first message for its whole life: the configuration
+/// version and model version it started under, its variants and their settings. Later messages
+/// are decided under the same (docs/steering.md), so a change an admin makes reaches new
+/// conversations only, and one conversation never mixes two splits or two models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pin {
+    pub config_version: u64,
+    pub model_version: u64,
+    pub variants: BTreeMap<String, String>,
+    pub treatment: Treatment,
 }
 
 /// What a conversation has seen up to and including some turn; every exchange carries it, so
@@ -135,6 +154,9 @@ pub struct ConversationSummary {
     pub patterns_seen: BTreeSet<String>,
     pub strategies_used: BTreeMap<String, u32>,
     pub last_strategy: Option<String>,
+    /// Set by the first exchange; absent in conversations that started before pins existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<Pin>,
 }
 
 /// A recorded exchange: the draft with its turn and the summary after it.
@@ -213,6 +235,10 @@ pub struct OutcomeRecord {
     pub patterns_seen: BTreeMap<String, u32>,
     pub strategies_used: Vec<StrategyUse>,
     pub experiments: BTreeMap<String, String>,
+    /// The configuration version its experiments were assigned under (0: the built-in one, and
+    /// every outcome recorded before versions existed).
+    #[serde(default)]
+    pub config_version: u64,
     /// The client's labels on turns of this conversation (labels for other turns are dropped).
     pub labels: Vec<LabelledDetection>,
 }
@@ -251,6 +277,7 @@ impl OutcomeRecord {
             .last()
             .map(|e| e.draft.experiments.clone())
             .unwrap_or_default();
+        let config_version = exchanges.last().map_or(0, |e| e.draft.config_version);
         let labels = request
             .labels
             .into_iter()
@@ -280,6 +307,7 @@ impl OutcomeRecord {
             patterns_seen,
             strategies_used,
             experiments,
+            config_version,
             labels,
         }
     }
@@ -342,6 +370,16 @@ impl ConversationState {
             .entry(draft.strategy.name.clone())
             .or_insert(0) += 1;
         summary.last_strategy = Some(draft.strategy.name.clone());
+        if summary.pin.is_none()
+            && let Some(treatment) = &draft.treatment
+        {
+            summary.pin = Some(Pin {
+                config_version: draft.config_version,
+                model_version: draft.model_version,
+                variants: draft.experiments.clone(),
+                treatment: treatment.clone(),
+            });
+        }
         Exchange {
             turn: self.turns() + 1,
             draft,

@@ -4,14 +4,15 @@
 //! its strategy was picked, so that policies can be evaluated offline.
 //!
 //! Priors: the playbook's first strategy for a context starts at Beta(2, 1), the others at
-//! Beta(1, 1): the expert's choice leads until outcomes say otherwise.
+//! Beta(1, 1): the expert's choice leads until outcomes say otherwise. A playbook may set its
+//! own prior for any (context, strategy) in `priors`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::conversation::{ConversationState, Detection};
-use crate::domain::experiments::{PolicyName, Treatment};
+use crate::domain::experiments::{Experiments, Invalid, PolicyName, Treatment, parse_json};
 use crate::domain::model::{Beta, Model};
 use crate::domain::random::Rng;
 
@@ -20,21 +21,24 @@ pub const DEFAULT_PLAYBOOK: &str = include_str!("../../catalog/playbook.json");
 /// Monte Carlo draws used to estimate a Thompson decision's probability.
 const PROBABILITY_DRAWS: u32 = 200;
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum PlaybookError {
-    #[error("playbook is not valid JSON: {0}")]
-    Json(String),
-    #[error("playbook: {0}")]
-    Invalid(String),
-}
+/// The longest reply template, in characters.
+pub const MAX_TEMPLATE_CHARS: usize = 1_000;
+/// The most contexts, strategies, and templates per (strategy, tone), a playbook may hold.
+pub const MAX_CONTEXTS: usize = 64;
+pub const MAX_STRATEGIES: usize = 64;
+pub const MAX_TEMPLATES: usize = 8;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Playbook {
     /// Decision context to the strategies that fit it, the preferred one first.
     contexts: BTreeMap<String, Vec<String>>,
     /// Strategy to tone to reply templates.
     strategies: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    /// Context to strategy to its prior, where the default rule (the preferred strategy at
+    /// Beta(2, 1), the others at Beta(1, 1)) should not hold.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    priors: BTreeMap<String, BTreeMap<String, Beta>>,
 }
 
 /// A chosen strategy, the context it was chosen in, and its selection probability.
@@ -46,38 +50,109 @@ pub struct Decision {
 }
 
 impl Playbook {
-    pub fn from_json(raw: &str) -> Result<Playbook, PlaybookError> {
-        let playbook: Playbook =
-            serde_json::from_str(raw).map_err(|e| PlaybookError::Json(e.to_string()))?;
-        for required in ["none", "opening", "momentum"] {
-            if !playbook.contexts.contains_key(required) {
-                return Err(PlaybookError::Invalid(format!(
-                    "context {required} is missing"
-                )));
-            }
-        }
-        for (context, strategies) in &playbook.contexts {
-            if strategies.is_empty() {
-                return Err(PlaybookError::Invalid(format!(
-                    "context {context} has no strategy"
-                )));
-            }
-            for strategy in strategies {
-                let templates = playbook.strategies.get(strategy).ok_or_else(|| {
-                    PlaybookError::Invalid(format!("strategy {strategy} has no templates"))
-                })?;
-                if templates.get("neutral").is_none_or(|t| t.is_empty()) {
-                    return Err(PlaybookError::Invalid(format!(
-                        "strategy {strategy} has no neutral template"
-                    )));
-                }
-            }
-        }
+    /// Reads and checks a playbook whose every strategy has a template in each of `tones`.
+    pub fn from_json(raw: &str, tones: &BTreeSet<&str>) -> Result<Playbook, Invalid> {
+        let playbook: Playbook = parse_json(raw)?;
+        playbook.validate(tones)?;
         Ok(playbook)
     }
 
+    /// Checks the playbook: the contexts every turn can fall into, valid names, a template for
+    /// every strategy a context names in every one of `tones`, priors with positive finite
+    /// parameters for strategies their context names.
+    pub fn validate(&self, tones: &BTreeSet<&str>) -> Result<(), Invalid> {
+        use crate::domain::ids::check;
+        for required in ["none", "opening", "momentum"] {
+            if !self.contexts.contains_key(required) {
+                return Err(Invalid::new(
+                    format!("contexts.{required}"),
+                    "is required (every turn falls into it or a pattern's context)",
+                ));
+            }
+        }
+        if self.contexts.len() > MAX_CONTEXTS {
+            return Err(Invalid::new("contexts", format!("at most {MAX_CONTEXTS}")));
+        }
+        if self.strategies.len() > MAX_STRATEGIES {
+            return Err(Invalid::new(
+                "strategies",
+                format!("at most {MAX_STRATEGIES}"),
+            ));
+        }
+        for (context, strategies) in &self.contexts {
+            let at = format!("contexts.{context}");
+            check("context", context).map_err(|e| Invalid::new(&at, e.to_string()))?;
+            if strategies.is_empty() || strategies.len() > 16 {
+                return Err(Invalid::new(&at, "needs 1 to 16 strategies"));
+            }
+            for (i, strategy) in strategies.iter().enumerate() {
+                if strategies[..i].contains(strategy) {
+                    return Err(Invalid::new(format!("{at}[{i}]"), "names a strategy twice"));
+                }
+                let Some(templates) = self.strategies.get(strategy) else {
+                    return Err(Invalid::new(
+                        format!("strategies.{strategy}"),
+                        format!("is missing: context {context} names it"),
+                    ));
+                };
+                for tone in tones {
+                    if templates.get(*tone).is_none_or(|t| t.is_empty()) {
+                        return Err(Invalid::new(
+                            format!("strategies.{strategy}.{tone}"),
+                            "needs at least one template: an experiment uses this tone",
+                        ));
+                    }
+                }
+            }
+        }
+        for (strategy, tones) in &self.strategies {
+            let at = format!("strategies.{strategy}");
+            check("strategy", strategy).map_err(|e| Invalid::new(&at, e.to_string()))?;
+            for (tone, templates) in tones {
+                let at = format!("{at}.{tone}");
+                check("tone", tone).map_err(|e| Invalid::new(&at, e.to_string()))?;
+                if templates.len() > MAX_TEMPLATES {
+                    return Err(Invalid::new(
+                        &at,
+                        format!("at most {MAX_TEMPLATES} templates"),
+                    ));
+                }
+                for (i, template) in templates.iter().enumerate() {
+                    let length = template.chars().count();
+                    if template.trim().is_empty() || length > MAX_TEMPLATE_CHARS {
+                        return Err(Invalid::new(
+                            format!("{at}[{i}]"),
+                            format!("a template holds 1 to {MAX_TEMPLATE_CHARS} characters"),
+                        ));
+                    }
+                }
+            }
+        }
+        for (context, priors) in &self.priors {
+            let Some(strategies) = self.contexts.get(context) else {
+                return Err(Invalid::new(
+                    format!("priors.{context}"),
+                    "is not a context of the playbook",
+                ));
+            };
+            for (strategy, beta) in priors {
+                let at = format!("priors.{context}.{strategy}");
+                if !strategies.contains(strategy) {
+                    return Err(Invalid::new(at, "the context does not name this strategy"));
+                }
+                let fine = |x: f64| x.is_finite() && x > 0.0 && x <= 10_000.0;
+                if !fine(beta.alpha) || !fine(beta.beta) {
+                    return Err(Invalid::new(at, "alpha and beta lie in (0, 10000]"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn builtin() -> Playbook {
-        Playbook::from_json(DEFAULT_PLAYBOOK).unwrap_or_else(|e| panic!("built-in playbook: {e}"))
+        let tones = Experiments::builtin();
+        Playbook::from_json(DEFAULT_PLAYBOOK, &tones.tones())
+            .unwrap_or_else(|e| panic!("built-in playbook: {e}"))
     }
 
     /// The strategies of a context, the preferred one first.
@@ -115,6 +190,9 @@ impl Playbook {
     /// The posterior of `strategy` in `context`: the model's, else the prior.
     pub fn posterior(&self, model: &Model, context: &str, strategy: &str) -> Beta {
         if let Some(beta) = model.posteriors.get(context).and_then(|s| s.get(strategy)) {
+            return *beta;
+        }
+        if let Some(beta) = self.priors.get(context).and_then(|s| s.get(strategy)) {
             return *beta;
         }
         let preferred = self

@@ -1,25 +1,25 @@
 //! One turn of the sales agent, decided without I/O: detect patterns, pick a strategy, write
 //! the template reply. process_message wraps this with the store and the optional LLM.
 
+use crate::domain::config::TenantConfig;
 use crate::domain::conversation::{
     ConversationState, ExchangeDraft, Reply, ReplySource, StrategyChoice,
 };
-use crate::domain::decision::{Decision, Playbook};
+use crate::domain::decision::Decision;
 use crate::domain::detector::{Detector, LinearModel};
-use crate::domain::experiments::{Assignment, Experiments};
+use crate::domain::experiments::Assignment;
 use crate::domain::ids::{ConversationId, MessageId, TenantId};
 use crate::domain::model::Model;
 use crate::domain::patterns::{Catalog, DEFAULT_THRESHOLD};
 use crate::domain::random::{Rng, stable_hash};
 use crate::domain::time::Millis;
 
-/// Everything a turn is decided with; built once per process.
+/// What a turn is decided with besides the tenant's configuration and model; built once per
+/// process.
 #[derive(Debug, Clone)]
 pub struct Engine {
     /// The cue catalog and the learned model.
     pub detector: Detector,
-    pub playbook: Playbook,
-    pub experiments: Experiments,
     /// The detection threshold outside experiments that change it.
     pub threshold: f64,
     /// Mixed into every decision's seed; fixed in tests, so decisions can be replayed.
@@ -49,8 +49,6 @@ impl Engine {
     pub fn builtin() -> Engine {
         Engine {
             detector: Detector::builtin(),
-            playbook: Playbook::builtin(),
-            experiments: Experiments::builtin(),
             threshold: DEFAULT_THRESHOLD,
             seed: 0,
         }
@@ -77,12 +75,27 @@ impl Engine {
         Ok(engine)
     }
 
-    pub fn assign(&self, tenant: &TenantId, conversation: &ConversationId) -> Assignment {
-        self.experiments
-            .assign(tenant, conversation, self.threshold)
+    /// The variants and settings of a conversation's next message: the pinned ones of its
+    /// first message when it has them (`conversation::Pin`), else those `config` gives a new
+    /// conversation.
+    pub fn assign(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+        state: &ConversationState,
+        config: &TenantConfig,
+    ) -> Assignment {
+        match state.summary().and_then(|s| s.pin.as_ref()) {
+            Some(pin) => Assignment {
+                variants: pin.variants.clone(),
+                treatment: pin.treatment.clone(),
+            },
+            None => config.assign(tenant, conversation, self.threshold),
+        }
     }
 
-    /// Decides the turn that follows `state`. The random draw is seeded by the message and
+    /// Decides the turn that follows `state` under `config` (the conversation's pinned version,
+    /// or the current one for a new conversation). The random draw is seeded by the message and
     /// its turn, so the same message in the same state always gets the same decision.
     pub fn plan(
         &self,
@@ -90,8 +103,10 @@ impl Engine {
         state: &ConversationState,
         model_version: u64,
         model: &Model,
-        assignment: &Assignment,
+        config: &TenantConfig,
     ) -> (ExchangeDraft, Decision) {
+        let assignment = self.assign(message.tenant, message.conversation, state, config);
+        let playbook = &config.playbook;
         let treatment = &assignment.treatment;
         // The message's position: 0 for a conversation's first.
         // Detections count at the configured threshold in every arm: the answer, the events and
@@ -109,7 +124,7 @@ impl Engine {
             .filter(|d| d.confidence >= treatment.threshold)
             .cloned()
             .collect();
-        let context = self.playbook.context(&steering, state);
+        let context = playbook.context(&steering, state);
         let turn = (state.turns() + 1).to_string();
         let seed = stable_hash(&[
             message.tenant.as_str(),
@@ -118,9 +133,8 @@ impl Engine {
             &turn,
         ]) ^ self.seed;
         let mut rng = Rng::seeded(seed);
-        let decision = self.playbook.decide(&context, model, treatment, &mut rng);
-        let text = self
-            .playbook
+        let decision = playbook.decide(&context, model, treatment, &mut rng);
+        let text = playbook
             .template(&decision.strategy, &treatment.tone, seed)
             .unwrap_or("Thanks, tell me more.")
             .to_owned();
@@ -141,6 +155,11 @@ impl Engine {
             patterns,
             experiments: assignment.variants.clone(),
             latency_us: 0,
+            config_version: state
+                .summary()
+                .and_then(|s| s.pin.as_ref())
+                .map_or(config.version, |pin| pin.config_version),
+            treatment: Some(assignment.treatment.clone()),
         };
         (draft, decision)
     }
@@ -177,19 +196,36 @@ mod tests {
         }
     }
 
+    /// An open conversation of two turns pinned to `treatment`.
+    fn pinned(treatment: crate::domain::experiments::Treatment) -> ConversationState {
+        ConversationState::Open {
+            turns: 2,
+            summary: crate::domain::conversation::ConversationSummary {
+                pin: Some(crate::domain::conversation::Pin {
+                    config_version: 3,
+                    model_version: 0,
+                    variants: [("reply_tone".to_owned(), "warm".to_owned())].into(),
+                    treatment,
+                }),
+                ..Default::default()
+            },
+        }
+    }
+
     #[test]
     fn a_price_objection_gets_a_strategy_from_its_context_and_a_reply() {
         let engine = Engine::builtin();
+        let config = TenantConfig::builtin();
         let ids = Ids::new("c-42");
         let message = ids.price_objection();
         let (tenant, conversation) = (&ids.tenant, &ids.conversation);
-        let assignment = engine.assign(tenant, conversation);
+        let assignment = engine.assign(tenant, conversation, &ConversationState::New, &config);
         let (draft, decision) = engine.plan(
             &message,
             &ConversationState::New,
             0,
             &Model::default(),
-            &assignment,
+            &config,
         );
         assert_eq!(decision.context, "objection.price");
         assert_eq!(draft.patterns[0].pattern, "objection.price");
@@ -204,43 +240,86 @@ mod tests {
         assert!(draft.strategy.probability > 0.0 && draft.strategy.probability <= 1.0);
         assert!(!draft.reply.text.is_empty());
         assert_eq!(draft.experiments, assignment.variants);
+        assert_eq!(draft.treatment.as_ref(), Some(&assignment.treatment));
+        assert_eq!(draft.config_version, 0);
         // Replayable: same inputs, same decision.
         let (again, _) = engine.plan(
             &message,
             &ConversationState::New,
             0,
             &Model::default(),
-            &assignment,
+            &config,
         );
         assert_eq!(again, draft);
     }
 
     #[test]
+    fn a_pinned_conversation_keeps_its_variants_and_version_whatever_the_configuration() {
+        let engine = Engine::builtin();
+        let ids = Ids::new("c-44");
+        let message = ids.price_objection();
+        let treatment = crate::domain::experiments::Treatment {
+            tone: "warm".into(),
+            policy: crate::domain::experiments::PolicyName::Thompson,
+            epsilon: 0.1,
+            threshold: 0.7,
+        };
+        let state = pinned(treatment.clone());
+        // A configuration whose every variant would say otherwise.
+        let mut config = TenantConfig::builtin();
+        config.version = 9;
+        for experiment in &mut config.experiments {
+            experiment.status = crate::domain::experiments::Status::Stopped;
+        }
+        let (draft, _) = engine.plan(&message, &state, 0, &Model::default(), &config);
+        assert_eq!(draft.experiments["reply_tone"], "warm");
+        assert_eq!(draft.experiments.len(), 1);
+        assert_eq!(draft.treatment, Some(treatment));
+        assert_eq!(draft.config_version, 3);
+        // The next exchange carries the pin on.
+        let next = state.next_exchange(draft);
+        assert_eq!(next.summary.pin.unwrap().config_version, 3);
+        // A new conversation follows the configuration.
+        let (fresh, _) = engine.plan(
+            &message,
+            &ConversationState::New,
+            0,
+            &Model::default(),
+            &config,
+        );
+        assert_eq!(fresh.experiments["reply_tone"], "neutral");
+        assert_eq!(fresh.config_version, 9);
+        let first = ConversationState::New.next_exchange(fresh);
+        assert_eq!(first.summary.pin.unwrap().config_version, 9);
+    }
+
+    #[test]
     fn an_experiment_threshold_steers_the_decision_but_every_detection_is_reported() {
         let engine = Engine::builtin();
+        let config = TenantConfig::builtin();
         let ids = Ids::new("c-43");
         let message = ids.price_objection();
-        let (tenant, conversation) = (&ids.tenant, &ids.conversation);
-        let mut assignment = engine.assign(tenant, conversation);
-        let plan = |assignment: &Assignment| {
+        let mut treatment = crate::domain::experiments::Treatment {
+            tone: "neutral".into(),
+            policy: crate::domain::experiments::PolicyName::Thompson,
+            epsilon: 0.1,
+            threshold: 0.7,
+        };
+        let plan = |treatment: &crate::domain::experiments::Treatment| {
             engine.plan(
                 &message,
-                &ConversationState::Open {
-                    turns: 2,
-                    summary: Default::default(),
-                },
+                &pinned(treatment.clone()),
                 0,
                 &Model::default(),
-                assignment,
+                &config,
             )
         };
-        assignment.treatment.threshold = 0.7;
-        let (lenient, decided) = plan(&assignment);
+        let (lenient, decided) = plan(&treatment);
         assert_eq!(decided.context, "objection.price");
         // A bar above every detection's confidence: the same detections are reported, none
         // steers.
-        assignment.treatment.threshold = 0.999;
-        let (strict, decided) = plan(&assignment);
+        treatment.threshold = 0.999;
+        let (strict, decided) = plan(&treatment);
         assert_eq!(strict.patterns, lenient.patterns);
         assert!(lenient.patterns.iter().all(|d| d.confidence < 0.999));
         assert_eq!(decided.context, "none");

@@ -107,7 +107,15 @@ impl Event {
     ) -> Event {
         Event {
             schema_version: SCHEMA_VERSION,
-            event_id: format!("run/{version}/ab_test_results/{}", results.experiment),
+            // One table per experiment and configuration version; version 0's keeps the id it
+            // had before versions existed.
+            event_id: match results.config_version {
+                0 => format!("run/{version}/ab_test_results/{}", results.experiment),
+                config => format!(
+                    "run/{version}/ab_test_results/{}/config/{config}",
+                    results.experiment
+                ),
+            },
             tenant: tenant.clone(),
             conversation_id: None,
             at,
@@ -237,6 +245,8 @@ mod tests {
                 .collect(),
             experiments: BTreeMap::from([("reply_tone".into(), "warm".into())]),
             latency_us: 120,
+            config_version: 0,
+            treatment: None,
         }
     }
 

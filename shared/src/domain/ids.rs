@@ -21,7 +21,9 @@ pub enum IdError {
 /// The longest id we accept, in bytes (all accepted characters are ASCII).
 pub const MAX_ID_LEN: usize = 64;
 
-fn check(kind: &'static str, raw: &str) -> Result<(), IdError> {
+/// Checks a name against the id rules (1 to 64 characters of `[A-Za-z0-9._-]`, at least one a
+/// letter or digit): for names kept as plain strings (experiments, variants, strategies).
+pub fn check(kind: &'static str, raw: &str) -> Result<(), IdError> {
     if raw.is_empty() {
         return Err(IdError::Empty { kind });
     }

@@ -32,11 +32,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::config::ConfigVersions;
 use crate::domain::conversation::{Cursor, OutcomeRecord};
 use crate::domain::decision::Playbook;
 use crate::domain::detector::Weights;
 use crate::domain::detector::layer::{self, LayerExample, LayerSettings};
-use crate::domain::experiments::Experiments;
 use crate::domain::labels::{LabelCursor, StoredLabel};
 use crate::domain::model::{DetectorLayer, Model};
 use crate::domain::stats::{
@@ -61,9 +61,13 @@ pub struct ModelVersion {
     /// The running tallies the next run continues from.
     #[serde(default)]
     pub state: LearningState,
-    /// The metrics and A/B tables of the run that published this version.
+    /// The metrics and A/B tables of the run that published this version (for an activated
+    /// version, those of the last run before it).
     #[serde(default)]
     pub report: Option<RunReport>,
+    /// Set when an admin published this version as a copy of an older one's model (a rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_from: Option<u64>,
 }
 
 impl ModelVersion {
@@ -78,6 +82,7 @@ impl ModelVersion {
             model: Model::default(),
             state: LearningState::default(),
             report: None,
+            activated_from: None,
         }
     }
 }
@@ -156,8 +161,12 @@ pub struct LearningState {
     pub by_family: BTreeMap<String, Tally>,
     /// Conversations in which the strategy was used.
     pub by_strategy: BTreeMap<String, Tally>,
-    /// Experiment to variant to its conversations.
+    /// Experiment to variant to its conversations, all time (every split mixed).
     pub experiments: BTreeMap<String, BTreeMap<String, Tally>>,
+    /// The same per configuration version the conversations were assigned under: each one
+    /// split, so a sample-ratio check never mixes two (the newest [`CONFIGS_KEPT`] versions).
+    #[serde(default)]
+    pub experiments_by_config: BTreeMap<u64, BTreeMap<String, BTreeMap<String, Tally>>>,
     /// Conversations by the model version that served them (the version of their end): the
     /// learning curve.
     #[serde(default)]
@@ -268,6 +277,10 @@ pub struct PolicyValue {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExperimentResults {
     pub experiment: String,
+    /// The configuration version whose conversations this table counts (0: the built-in one,
+    /// and every table written before versions existed).
+    #[serde(default)]
+    pub config_version: u64,
     pub control: String,
     pub srm: Option<SampleRatio>,
     pub variants: Vec<VariantResult>,
@@ -351,10 +364,18 @@ pub struct Learner<'a> {
 
 impl<'a> Learner<'a> {
     pub fn new(playbook: &'a Playbook, previous: Option<&ModelVersion>) -> Learner<'a> {
+        let mut state: LearningState = previous.map(|v| v.state.clone()).unwrap_or_default();
+        // Tallies kept before configuration versions existed were all assigned under the
+        // built-in configuration, version 0.
+        if state.experiments_by_config.is_empty() && !state.experiments.is_empty() {
+            state
+                .experiments_by_config
+                .insert(0, state.experiments.clone());
+        }
         Learner {
             playbook,
             model: previous.map(|v| v.model.clone()).unwrap_or_default(),
-            state: previous.map(|v| v.state.clone()).unwrap_or_default(),
+            state,
             outcomes: 0,
             watermark: previous.and_then(|v| v.watermark.clone()),
             run_events: EventTally::default(),
@@ -478,6 +499,18 @@ impl<'a> Learner<'a> {
                 .entry(variant.clone())
                 .or_default()
                 .add(won);
+            self.state
+                .experiments_by_config
+                .entry(outcome.config_version)
+                .or_default()
+                .entry(experiment.clone())
+                .or_default()
+                .entry(variant.clone())
+                .or_default()
+                .add(won);
+        }
+        while self.state.experiments_by_config.len() > CONFIGS_KEPT {
+            self.state.experiments_by_config.pop_first();
         }
 
         self.count_events(outcome);
@@ -667,7 +700,7 @@ impl<'a> Learner<'a> {
     /// The version that follows `previous`, with this batch learned, and its report.
     pub fn finish(
         mut self,
-        experiments: &Experiments,
+        configs: &ConfigVersions,
         previous: Option<&ModelVersion>,
         now: Millis,
     ) -> ModelVersion {
@@ -692,7 +725,7 @@ impl<'a> Learner<'a> {
             updates: update_frequency(&self.state.publishes, now, version, outcomes_learned),
             correlation: correlations(&self.state),
             policy_value: policy_value(self.playbook, &self.model, &self.decisions),
-            experiments: experiment_results(experiments, &self.state),
+            experiments: experiment_results(configs, &self.state),
             win_rate_by_version: self
                 .state
                 .by_model_version
@@ -712,6 +745,7 @@ impl<'a> Learner<'a> {
             model: self.model,
             state: self.state,
             report: Some(report),
+            activated_from: None,
         }
     }
 }
@@ -837,43 +871,72 @@ fn policy_value(
     }
 }
 
-/// The results table of every experiment: the configured ones, each with its configured
-/// variants first, then any variant or experiment seen in outcomes but no longer configured.
+/// Configuration versions whose tallies a model version keeps, the newest.
+pub const CONFIGS_KEPT: usize = 50;
+/// Configuration versions a report shows tables for, the newest with conversations.
+pub const CONFIGS_REPORTED: usize = 10;
+
+/// The results tables: one per experiment and configuration version, so that each compares
+/// conversations assigned under one split. The current version comes first, with every
+/// experiment it configures (empty rows before conversations arrive), then older versions with
+/// conversations, newest first. A table lists the version's variants first, with the weights
+/// the version gave new conversations (all to the control once stopped, to the shipped variant
+/// once shipped), then any variant seen but not configured (weight 0). A version the run could
+/// not read shows its variants with weight 0 and no sample-ratio check.
 pub fn experiment_results(
-    experiments: &Experiments,
+    configs: &ConfigVersions,
     state: &LearningState,
 ) -> Vec<ExperimentResults> {
-    let empty = BTreeMap::new();
+    let (empty, none) = (BTreeMap::new(), BTreeMap::new());
+    let current = configs.current().version;
+    let mut versions: Vec<u64> = vec![current];
+    versions.extend(
+        state
+            .experiments_by_config
+            .keys()
+            .rev()
+            .copied()
+            .filter(|&v| v != current)
+            .take(CONFIGS_REPORTED.saturating_sub(1)),
+    );
     let mut results = Vec::new();
-    for experiment in &experiments.experiments {
-        let tallies = state.experiments.get(&experiment.name).unwrap_or(&empty);
-        let control = experiment
-            .control()
-            .map(|v| v.name.clone())
+    for version in versions {
+        let tallies = state.experiments_by_config.get(&version).unwrap_or(&empty);
+        let configured = configs
+            .get(version)
+            .map(|c| c.experiments.as_slice())
             .unwrap_or_default();
-        let mut rows: Vec<(String, u32, Tally)> = experiment
-            .variants
-            .iter()
-            .map(|v| {
-                let tally = tallies.get(&v.name).copied().unwrap_or_default();
-                (v.name.clone(), v.weight, tally)
-            })
-            .collect();
-        for (name, tally) in tallies {
-            if !rows.iter().any(|(n, _, _)| n == name) {
-                rows.push((name.clone(), 0, *tally));
+        for experiment in configured {
+            let seen = tallies.get(&experiment.name).unwrap_or(&none);
+            let control = experiment
+                .control()
+                .map(|v| v.name.clone())
+                .unwrap_or_default();
+            let mut rows: Vec<(String, u32, Tally)> = experiment
+                .variants
+                .iter()
+                .map(|v| {
+                    let tally = seen.get(&v.name).copied().unwrap_or_default();
+                    (v.name.clone(), experiment.effective_weight(v), tally)
+                })
+                .collect();
+            for (name, tally) in seen {
+                if !rows.iter().any(|(n, _, _)| n == name) {
+                    rows.push((name.clone(), 0, *tally));
+                }
             }
+            results.push(table(&experiment.name, version, &control, &rows));
         }
-        results.push(table(&experiment.name, &control, &rows));
-    }
-    for (name, tallies) in &state.experiments {
-        if experiments.get(name).is_none() {
-            let rows: Vec<(String, u32, Tally)> = tallies
+        for (name, seen) in tallies {
+            if configured.iter().any(|e| &e.name == name) {
+                continue;
+            }
+            let rows: Vec<(String, u32, Tally)> = seen
                 .iter()
                 .map(|(variant, tally)| (variant.clone(), 0, *tally))
                 .collect();
             let control = rows.first().map(|r| r.0.clone()).unwrap_or_default();
-            results.push(table(name, &control, &rows));
+            results.push(table(name, version, &control, &rows));
         }
     }
     results
@@ -881,7 +944,12 @@ pub fn experiment_results(
 
 /// One experiment's table from its rows (variant, weight, tally). The sample-ratio check covers
 /// the variants with a configured weight.
-pub fn table(experiment: &str, control: &str, rows: &[(String, u32, Tally)]) -> ExperimentResults {
+pub fn table(
+    experiment: &str,
+    config_version: u64,
+    control: &str,
+    rows: &[(String, u32, Tally)],
+) -> ExperimentResults {
     let configured: Vec<&(String, u32, Tally)> = rows.iter().filter(|r| r.1 > 0).collect();
     let srm = chi_square_gof(
         &configured
@@ -942,6 +1010,7 @@ pub fn table(experiment: &str, control: &str, rows: &[(String, u32, Tally)]) -> 
         .collect();
     ExperimentResults {
         experiment: experiment.to_owned(),
+        config_version,
         control: control.to_owned(),
         srm,
         variants,
@@ -989,6 +1058,7 @@ mod tests {
             patterns_seen: BTreeMap::new(),
             strategies_used,
             experiments: BTreeMap::new(),
+            config_version: 0,
             labels: Vec::new(),
         }
     }
@@ -1016,7 +1086,7 @@ mod tests {
         for outcome in outcomes {
             learner.learn(outcome);
         }
-        learner.finish(&Experiments::builtin(), previous, Millis(10_000))
+        learner.finish(&ConfigVersions::builtin(), previous, Millis(10_000))
     }
 
     fn posterior(version: &ModelVersion, context: &str, strategy: &str) -> Beta {

@@ -2,6 +2,7 @@
 //! store, HTTP or AWS crate. Lower modules first: ids, time and random depend on nothing;
 //! `model` (what decisions read) sits below `learning` (what a feedback run writes).
 
+pub mod config;
 pub mod conversation;
 pub mod decision;
 pub mod detector;

@@ -1,5 +1,6 @@
 //! Every way an API request can fail, each with its status and stable code, mapped in one
-//! place: the body is `{"error": {"code", "message"}}`. A fault the caller may retry (the store
+//! place: the body is `{"error": {"code", "message"}}` (and `field` for a refused
+//! configuration). A fault the caller may retry (the store
 //! unavailable, writers contending) is a 503 with `Retry-After`; a permanent one (stored data
 //! that cannot be read) is a 500 without it, so no client retries it forever.
 
@@ -8,6 +9,7 @@ use serde_json::json;
 
 use crate::domain::conversation::Outcome;
 use crate::service::ServiceError;
+use crate::service::admin::AdminError;
 use crate::store::StoreError;
 
 /// An API error. The message is for people; clients match on [`ApiError::code`].
@@ -37,8 +39,13 @@ pub enum ApiError {
     InvalidCursor(String),
     #[error("{0}")]
     InvalidVersion(String),
+    /// A configuration refused: the field at fault and why.
+    #[error("{field}: {reason}")]
+    InvalidConfig { field: String, reason: String },
     #[error("the request carries no tenant claim")]
     Unauthenticated,
+    #[error("this route needs the admin right")]
+    Forbidden,
     #[error("{0}")]
     InvalidTenant(String),
     #[error("no such route")]
@@ -47,6 +54,8 @@ pub enum ApiError {
     ConversationNotFound,
     #[error("no model version {0}")]
     ModelNotFound(u64),
+    #[error("no experiment named {0}")]
+    ExperimentNotFound(String),
     #[error("the conversation has no turn {0}")]
     TurnNotFound(u32),
     /// The route exists, for the method given here only.
@@ -62,6 +71,10 @@ pub enum ApiError {
     OutcomeConflict(Outcome),
     #[error("turn {turn} already has a label for {pattern} with the other verdict")]
     LabelConflict { turn: u32, pattern: String },
+    #[error("the current version is {current}: read it again, then send If-Match: \"{current}\"")]
+    PreconditionFailed { current: u64 },
+    #[error("send If-Match with the current version (GET it first)")]
+    PreconditionRequired,
     #[error("the body may hold at most {0} bytes")]
     BodyTooLarge(usize),
     #[error("the store is unavailable; retry with the same request")]
@@ -88,11 +101,17 @@ impl ApiError {
             InvalidQuery(String::new()),
             InvalidCursor(String::new()),
             InvalidVersion(String::new()),
+            InvalidConfig {
+                field: String::new(),
+                reason: String::new(),
+            },
             Unauthenticated,
+            Forbidden,
             InvalidTenant(String::new()),
             NotFound,
             ConversationNotFound,
             ModelNotFound(1),
+            ExperimentNotFound(String::new()),
             TurnNotFound(1),
             MethodNotAllowed("GET"),
             ConversationEnded,
@@ -103,6 +122,8 @@ impl ApiError {
                 turn: 1,
                 pattern: String::new(),
             },
+            PreconditionFailed { current: 1 },
+            PreconditionRequired,
             BodyTooLarge(0),
             StoreUnavailable,
             Internal,
@@ -123,17 +144,24 @@ impl ApiError {
             | InvalidLabels(_)
             | InvalidQuery(_)
             | InvalidCursor(_)
-            | InvalidVersion(_) => 400,
+            | InvalidVersion(_)
+            | InvalidConfig { .. } => 400,
             Unauthenticated => 401,
-            InvalidTenant(_) => 403,
-            NotFound | ConversationNotFound | ModelNotFound(_) | TurnNotFound(_) => 404,
+            InvalidTenant(_) | Forbidden => 403,
+            NotFound
+            | ConversationNotFound
+            | ModelNotFound(_)
+            | ExperimentNotFound(_)
+            | TurnNotFound(_) => 404,
             MethodNotAllowed(_) => 405,
             ConversationEnded
             | ConversationTooLong
             | MessageIdReused
             | OutcomeConflict(_)
             | LabelConflict { .. } => 409,
+            PreconditionFailed { .. } => 412,
             BodyTooLarge(_) => 413,
+            PreconditionRequired => 428,
             Internal => 500,
             StoreUnavailable => 503,
         }
@@ -155,11 +183,14 @@ impl ApiError {
             InvalidQuery(_) => "invalid_query",
             InvalidCursor(_) => "invalid_cursor",
             InvalidVersion(_) => "invalid_version",
+            InvalidConfig { .. } => "invalid_config",
             Unauthenticated => "unauthenticated",
+            Forbidden => "forbidden",
             InvalidTenant(_) => "invalid_tenant",
             NotFound => "not_found",
             ConversationNotFound => "conversation_not_found",
             ModelNotFound(_) => "model_not_found",
+            ExperimentNotFound(_) => "experiment_not_found",
             TurnNotFound(_) => "turn_not_found",
             MethodNotAllowed(_) => "method_not_allowed",
             ConversationEnded => "conversation_ended",
@@ -167,6 +198,8 @@ impl ApiError {
             MessageIdReused => "message_id_reused",
             OutcomeConflict(_) => "outcome_conflict",
             LabelConflict { .. } => "label_conflict",
+            PreconditionFailed { .. } => "precondition_failed",
+            PreconditionRequired => "precondition_required",
             BodyTooLarge(_) => "body_too_large",
             StoreUnavailable => "store_unavailable",
             Internal => "internal",
@@ -179,7 +212,11 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        let body = json!({"error": {"code": self.code(), "message": self.to_string()}}).to_string();
+        let mut error = json!({"code": self.code(), "message": self.to_string()});
+        if let ApiError::InvalidConfig { field, .. } = &self {
+            error["field"] = json!(field);
+        }
+        let body = json!({ "error": error }).to_string();
         let mut builder = Response::builder()
             .status(self.status())
             .header("content-type", "application/json");
@@ -188,6 +225,9 @@ impl ApiError {
         }
         if let ApiError::MethodNotAllowed(allowed) = &self {
             builder = builder.header("allow", *allowed);
+        }
+        if let ApiError::PreconditionFailed { current } = &self {
+            builder = builder.header("etag", format!("\"{current}\""));
         }
         builder
             .body(Body::Text(body.clone()))
@@ -200,6 +240,21 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::Unavailable(_) => ApiError::StoreUnavailable,
             StoreError::Corrupt(_) => ApiError::Internal,
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(error: AdminError) -> Self {
+        match error {
+            AdminError::Stale { current } => ApiError::PreconditionFailed { current },
+            AdminError::Invalid(invalid) => ApiError::InvalidConfig {
+                field: invalid.field,
+                reason: invalid.reason,
+            },
+            AdminError::ExperimentNotFound(name) => ApiError::ExperimentNotFound(name),
+            AdminError::ModelNotFound(version) => ApiError::ModelNotFound(version),
+            AdminError::Service(e) => e.into(),
         }
     }
 }
@@ -263,28 +318,33 @@ mod tests {
                 InvalidQuery(_) => 9,
                 InvalidCursor(_) => 10,
                 InvalidVersion(_) => 11,
-                Unauthenticated => 12,
-                InvalidTenant(_) => 13,
-                NotFound => 14,
-                ConversationNotFound => 15,
-                ModelNotFound(_) => 16,
-                TurnNotFound(_) => 17,
-                MethodNotAllowed(_) => 18,
-                ConversationEnded => 19,
-                ConversationTooLong => 20,
-                MessageIdReused => 21,
-                OutcomeConflict(_) => 22,
-                LabelConflict { .. } => 23,
-                BodyTooLarge(_) => 24,
-                StoreUnavailable => 25,
-                Internal => 26,
+                InvalidConfig { .. } => 12,
+                Unauthenticated => 13,
+                Forbidden => 14,
+                InvalidTenant(_) => 15,
+                NotFound => 16,
+                ConversationNotFound => 17,
+                ModelNotFound(_) => 18,
+                ExperimentNotFound(_) => 19,
+                TurnNotFound(_) => 20,
+                MethodNotAllowed(_) => 21,
+                ConversationEnded => 22,
+                ConversationTooLong => 23,
+                MessageIdReused => 24,
+                OutcomeConflict(_) => 25,
+                LabelConflict { .. } => 26,
+                PreconditionFailed { .. } => 27,
+                PreconditionRequired => 28,
+                BodyTooLarge(_) => 29,
+                StoreUnavailable => 30,
+                Internal => 31,
             }
         }
         let kinds: Vec<usize> = ApiError::examples().iter().map(kind).collect();
-        assert_eq!(kinds, (0..27).collect::<Vec<_>>());
+        assert_eq!(kinds, (0..32).collect::<Vec<_>>());
         let codes: std::collections::BTreeSet<&str> =
             ApiError::examples().iter().map(ApiError::code).collect();
-        assert_eq!(codes.len(), 27, "two kinds share a code");
+        assert_eq!(codes.len(), 32, "two kinds share a code");
     }
 
     #[test]

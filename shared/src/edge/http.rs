@@ -318,14 +318,35 @@ pub fn limit_parameter(
 
 /// The body's bytes, at most [`MAX_BODY_BYTES`] and not empty.
 fn body_bytes(request: &Request) -> Result<&[u8], ApiError> {
+    body_bytes_within(request, MAX_BODY_BYTES)
+}
+
+/// The body as the text of one JSON object, at most `max` bytes: a syntax error (or a body
+/// that is not an object) is `invalid_json` / `invalid_field`; its shape is left to the caller,
+/// which names the field at fault.
+pub fn json_object_text(request: &Request, max: usize) -> Result<&str, ApiError> {
+    let bytes = body_bytes_within(request, max)?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ApiError::InvalidJson("the body is not UTF-8".into()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(ApiError::InvalidField(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    Ok(text)
+}
+
+fn body_bytes_within(request: &Request, max: usize) -> Result<&[u8], ApiError> {
     let bytes: &[u8] = match request.body() {
         Body::Empty => &[],
         Body::Text(text) => text.as_bytes(),
         Body::Binary(bytes) => bytes,
         _ => &[],
     };
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(ApiError::BodyTooLarge(MAX_BODY_BYTES));
+    if bytes.len() > max {
+        return Err(ApiError::BodyTooLarge(max));
     }
     if bytes.is_empty() {
         return Err(ApiError::InvalidJson("the body is empty".into()));

@@ -6,9 +6,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::clients::llm::LlmConfig;
+use crate::clients::llm::{LlmConfig, LlmKey};
 use crate::domain::patterns::DEFAULT_THRESHOLD;
 use crate::domain::privacy::TextStorage;
+use crate::edge::admin::{AdminSource, DEFAULT_ADMIN_SCOPE};
 use crate::edge::http::TenantSource;
 #[cfg(feature = "embedded")]
 use crate::store::EmbeddedStore;
@@ -188,16 +189,28 @@ pub struct ApiSettings {
     pub store: StoreSettings,
     /// `TENANT_CLAIM` (default `tenant_id`), and `SALESLOOP_LOCAL=1` for `x-tenant-id`.
     pub tenants: TenantSource,
+    /// `ADMIN_SCOPE` (default `salesloop/admin`), and `SALESLOOP_LOCAL=1` for
+    /// `x-salesloop-role: admin`.
+    pub admin: AdminSource,
 }
 
 impl ApiSettings {
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let local = local_mode(env)?;
+        let scope = get(env, "ADMIN_SCOPE").unwrap_or_else(|| DEFAULT_ADMIN_SCOPE.to_owned());
+        if scope.is_empty() || scope.len() > 256 || scope.contains(char::is_whitespace) {
+            return Err(ConfigError::new(
+                "ADMIN_SCOPE",
+                "must be one OAuth scope: no spaces, at most 256 characters",
+            ));
+        }
         Ok(ApiSettings {
             store: StoreSettings::from_env(env)?,
             tenants: TenantSource {
                 claim: get(env, "TENANT_CLAIM").unwrap_or_else(|| "tenant_id".to_owned()),
-                local: local_mode(env)?,
+                local,
             },
+            admin: AdminSource { scope, local },
         })
     }
 }
@@ -217,6 +230,9 @@ pub struct MessageSettings {
     pub llm: Option<LlmConfig>,
     /// `SALESLOOP_MESSAGE_TEXT` (`text` or `hash`).
     pub text_storage: TextStorage,
+    /// `CACHE_SECONDS` (default 30, 0 to 3600): how stale a tenant's current model and
+    /// configuration may be when a conversation starts (one read per tenant per period).
+    pub cache_age: Duration,
 }
 
 impl MessageSettings {
@@ -238,6 +254,7 @@ impl MessageSettings {
             detector: detector_file(env)?,
             llm: llm(env)?,
             text_storage: text_storage(env)?,
+            cache_age: Duration::from_secs(number(env, "CACHE_SECONDS", 30, 0, 3_600)?),
         })
     }
 }
@@ -331,8 +348,9 @@ fn catalog(env: &impl Env) -> Result<Option<String>, ConfigError> {
         .transpose()
 }
 
-/// `LLM_BASE_URL`, `LLM_API_KEY`, `LLM_MODEL` (default gpt-4o-mini), `LLM_TIMEOUT_MS`
-/// (default 2000).
+/// `LLM_BASE_URL`, the key (`llm_key`), `LLM_MODEL` (default gpt-4o-mini), `LLM_TIMEOUT_MS`
+/// (default 2000) and `SALESLOOP_NATIVE_ROOTS`. Without `LLM_BASE_URL` replies come from
+/// templates and none of its companions is read (the template passes them all, empty or not).
 fn llm(env: &impl Env) -> Result<Option<LlmConfig>, ConfigError> {
     let Some(base) = get(env, "LLM_BASE_URL") else {
         return Ok(None);
@@ -345,10 +363,72 @@ fn llm(env: &impl Env) -> Result<Option<LlmConfig>, ConfigError> {
     let timeout_ms = number(env, "LLM_TIMEOUT_MS", 2_000, 1, 60_000)?;
     Ok(Some(LlmConfig {
         endpoint,
-        api_key: get(env, "LLM_API_KEY"),
+        api_key: llm_key(env)?,
         model: get(env, "LLM_MODEL").unwrap_or_else(|| "gpt-4o-mini".to_owned()),
         timeout: Duration::from_millis(timeout_ms),
+        native_roots: flag(env, "SALESLOOP_NATIVE_ROOTS", false)?,
     }))
+}
+
+/// Where the LLM's API key comes from. Deployed: `LLM_API_KEY_PARAMETER`, the name (such as
+/// `/salesloop/llm-api-key`) or ARN of an SSM Parameter Store SecureString, which
+/// process_message reads during init (`process_message::llm_key`), so the key is never in the
+/// function's configuration. Locally: `LLM_API_KEY`, the key itself, which is refused on Lambda
+/// (outside `SALESLOOP_LOCAL=1`). Both at once is refused rather than one silently preferred:
+/// a key left in the environment beside the parameter is the mistake this setting exists to
+/// end. Neither: no key is sent (a local model server).
+fn llm_key(env: &impl Env) -> Result<LlmKey, ConfigError> {
+    match (get(env, "LLM_API_KEY_PARAMETER"), get(env, "LLM_API_KEY")) {
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            "LLM_API_KEY_PARAMETER",
+            "and LLM_API_KEY are both set: set only the parameter (LLM_API_KEY is for local runs)",
+        )),
+        (Some(name), None) if is_parameter_name(&name) => Ok(LlmKey::Parameter(name)),
+        (Some(_), None) => Err(ConfigError::new(
+            "LLM_API_KEY_PARAMETER",
+            "must be an SSM parameter name of A-Z a-z 0-9 _ . - / (such as \
+             /salesloop/llm-api-key), or the parameter's ARN",
+        )),
+        (None, Some(key)) => {
+            let on_lambda = get(env, "AWS_LAMBDA_FUNCTION_NAME").is_some() && !local_mode(env)?;
+            if on_lambda {
+                return Err(ConfigError::new(
+                    "LLM_API_KEY",
+                    "is for local runs only: on AWS Lambda set LLM_API_KEY_PARAMETER, the SSM \
+                     parameter that holds the key",
+                ));
+            }
+            Ok(LlmKey::Value(key))
+        }
+        (None, None) => Ok(LlmKey::None),
+    }
+}
+
+/// An SSM parameter name (at most 2048 characters of A-Z a-z 0-9 `_ . - /`), or a parameter's
+/// ARN (`arn:<partition>:ssm:<region>:<account>:parameter/<name>`).
+fn is_parameter_name(raw: &str) -> bool {
+    let name = match raw.strip_prefix("arn:") {
+        Some(arn) => {
+            let fields: Vec<&str> = arn.splitn(5, ':').collect();
+            match fields.as_slice() {
+                [partition, "ssm", region, account, resource]
+                    if !partition.is_empty() && !region.is_empty() && !account.is_empty() =>
+                {
+                    match resource.strip_prefix("parameter/") {
+                        Some(name) if !name.is_empty() => name,
+                        _ => return false,
+                    }
+                }
+                _ => return false,
+            }
+        }
+        None => raw,
+    };
+    !name.is_empty()
+        && raw.len() <= 2048
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'/'))
 }
 
 /// A 1/0 switch; anything else is an error, so a typo cannot flip it silently.
@@ -464,6 +544,104 @@ mod tests {
         let end = EndSettings::from_env(&vars).unwrap();
         assert_eq!(message.api.tenants.claim, "tenant_id");
         assert_eq!(end.api.tenants.claim, "tenant_id");
+    }
+
+    fn llm_key_of(pairs: &[(&str, &str)]) -> Result<LlmKey, ConfigError> {
+        let mut all = vec![("LLM_BASE_URL", "https://llm.example.com/v1")];
+        all.extend_from_slice(pairs);
+        MessageSettings::from_env(&env(&all)).map(|s| s.llm.expect("an LLM").api_key)
+    }
+
+    #[test]
+    fn the_llm_key_comes_from_a_parameter_deployed_and_may_be_the_key_itself_locally() {
+        let name = "/salesloop/llm-api-key";
+        assert_eq!(
+            llm_key_of(&[("LLM_API_KEY_PARAMETER", name)]),
+            Ok(LlmKey::Parameter(name.into()))
+        );
+        let arn = "arn:aws:ssm:eu-west-1:123456789012:parameter/salesloop/llm-api-key";
+        assert_eq!(
+            llm_key_of(&[("LLM_API_KEY_PARAMETER", arn)]),
+            Ok(LlmKey::Parameter(arn.into()))
+        );
+        assert_eq!(
+            llm_key_of(&[("LLM_API_KEY", "sk-local")]),
+            Ok(LlmKey::Value("sk-local".into()))
+        );
+        // Under the local emulator the Lambda variables are set too.
+        assert_eq!(
+            llm_key_of(&[
+                ("LLM_API_KEY", "sk-local"),
+                ("AWS_LAMBDA_FUNCTION_NAME", "process_message"),
+                ("SALESLOOP_LOCAL", "1"),
+            ]),
+            Ok(LlmKey::Value("sk-local".into()))
+        );
+        // Empty counts as unset, as for every variable.
+        assert_eq!(
+            llm_key_of(&[("LLM_API_KEY_PARAMETER", ""), ("LLM_API_KEY", "")]),
+            Ok(LlmKey::None)
+        );
+        assert_eq!(
+            llm_key_of(&[("LLM_API_KEY_PARAMETER", ""), ("LLM_API_KEY", "sk-local")]),
+            Ok(LlmKey::Value("sk-local".into()))
+        );
+        assert_eq!(llm_key_of(&[]), Ok(LlmKey::None));
+        // Without an endpoint the key is not needed, so its parameter is never read.
+        let no_llm = MessageSettings::from_env(&env(&[("LLM_API_KEY_PARAMETER", name)])).unwrap();
+        assert!(no_llm.llm.is_none());
+    }
+
+    #[test]
+    fn a_key_in_the_environment_is_refused_beside_a_parameter_and_on_lambda_without_printing_it() {
+        let both = llm_key_of(&[
+            ("LLM_API_KEY_PARAMETER", "/salesloop/llm-api-key"),
+            ("LLM_API_KEY", "sk-should-not-print"),
+        ])
+        .unwrap_err();
+        assert_eq!(both.variable, "LLM_API_KEY_PARAMETER");
+        assert!(both.message.contains("LLM_API_KEY"), "{both}");
+        let on_lambda = llm_key_of(&[
+            ("LLM_API_KEY", "sk-should-not-print"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "process_message"),
+            ("TABLE_NAME", "salesloop-events"),
+        ])
+        .unwrap_err();
+        assert_eq!(on_lambda.variable, "LLM_API_KEY");
+        assert!(
+            on_lambda.message.contains("LLM_API_KEY_PARAMETER"),
+            "{on_lambda}"
+        );
+        for err in [both, on_lambda] {
+            assert!(!format!("{err} {err:?}").contains("sk-should-not-print"));
+        }
+    }
+
+    #[test]
+    fn a_malformed_parameter_name_is_refused() {
+        for bad in [
+            "has space",
+            "/salesloop/key\n",
+            "arn:aws:s3:::bucket/key",
+            "arn:aws:ssm:eu-west-1:123456789012:parameter/",
+            "arn:aws:ssm:eu-west-1:123456789012:document/x",
+            "arn:aws:ssm::123456789012:parameter/x",
+            &"a".repeat(2049),
+        ] {
+            let err = llm_key_of(&[("LLM_API_KEY_PARAMETER", bad)]).unwrap_err();
+            assert_eq!(err.variable, "LLM_API_KEY_PARAMETER", "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_llm_client_trusts_the_platform_store_only_when_asked() {
+        let base = ("LLM_BASE_URL", "https://llm.example.com/v1");
+        let llm =
+            |pairs: &[(&str, &str)]| MessageSettings::from_env(&env(pairs)).unwrap().llm.unwrap();
+        assert!(!llm(&[base]).native_roots);
+        assert!(llm(&[base, ("SALESLOOP_NATIVE_ROOTS", "1")]).native_roots);
+        assert_eq!(llm(&[base]).model, "gpt-4o-mini");
+        assert_eq!(llm(&[base]).timeout, Duration::from_millis(2_000));
     }
 
     #[test]

@@ -183,6 +183,8 @@ mod tests {
                     .collect(),
                 experiments: BTreeMap::new(),
                 latency_us: 0,
+                config_version: 0,
+                treatment: None,
             },
             summary: ConversationSummary::default(),
         }

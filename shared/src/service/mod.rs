@@ -3,6 +3,7 @@
 //! first), the flow reads again and decides again: that retry lives here, once, for every
 //! adapter. Idempotency and every conflict are decided here too, as values of [`ServiceError`].
 
+pub mod admin;
 pub mod end;
 pub mod labels;
 pub mod message;
@@ -16,7 +17,7 @@ use std::time::Duration;
 pub use end::{Ended, end_conversation};
 pub use labels::{LabelsRecorded, record_labels};
 pub use message::{Plan, PlanFn, Recorded, record_exchange, record_message};
-pub use models::{ModelCache, Published, publish_model};
+pub use models::{ConfigCache, ModelCache, Published, builtin_config, publish_model};
 
 use crate::domain::conversation::OutcomeRecord;
 use crate::domain::labels::LabelError;

@@ -1,65 +1,205 @@
-//! Model versions: the API functions' per-tenant cache of the part they decide with, and the
-//! feedback loop's compare-and-set publish.
+//! Model and configuration versions: the API functions' per-tenant caches of what they decide
+//! with, and the feedback loop's compare-and-set publish.
 //!
-//! The cache keeps each tenant's [`ServedModel`] across invocations of a warm function and
-//! re-reads it at most once per `max_age`: decisions use a model at most that stale, and
-//! messages do not pay a read each. A failed read keeps the cached model (or the priors) and is
-//! logged.
+//! A cache keeps each tenant's current [`ServedModel`] (or [`TenantConfig`]) across invocations
+//! of a warm function and re-reads it at most once per `max_age`: new conversations start under
+//! a version at most that stale, and messages do not pay a read each. A conversation stays on
+//! the versions it started under (`conversation::Pin`); those never change, so each is read
+//! once. A failed read keeps the cached version (or the built-in one) and is logged.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{MAX_ATTEMPTS, ServiceError, back_off};
+use crate::domain::config::TenantConfig;
 use crate::domain::ids::TenantId;
 use crate::domain::learning::ModelVersion;
 use crate::domain::model::ServedModel;
-use crate::store::{Store, Write};
+use crate::store::{Store, StoreError, Write};
 
 /// Tenants kept at most; beyond, the cache starts afresh (a cold start costs one read).
 const MAX_TENANTS: usize = 1_024;
+/// Older versions kept at most (conversations pinned to them); beyond, that part starts afresh.
+const MAX_PINNED: usize = 256;
 
-pub struct ModelCache {
+/// A per-tenant cache of a versioned document (the served model, the configuration): the
+/// current version, re-read at most once per `max_age`, and the older versions conversations
+/// are pinned to, which never change once published and so are read at most once.
+struct TenantCache<T> {
     max_age: Duration,
-    entries: Mutex<HashMap<TenantId, (Arc<ServedModel>, Instant)>>,
+    current: Mutex<HashMap<TenantId, (Arc<T>, Instant)>>,
+    pinned: Mutex<HashMap<(TenantId, u64), Arc<T>>>,
 }
 
-impl ModelCache {
-    pub fn new(max_age: Duration) -> ModelCache {
-        ModelCache {
+impl<T: Send + Sync> TenantCache<T> {
+    fn new(max_age: Duration) -> TenantCache<T> {
+        TenantCache {
             max_age,
-            entries: Mutex::new(HashMap::new()),
+            current: Mutex::new(HashMap::new()),
+            pinned: Mutex::new(HashMap::new()),
         }
     }
 
-    fn cached(&self, tenant: &TenantId) -> Option<(Arc<ServedModel>, Instant)> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.get(tenant).cloned()
-    }
-
-    /// The tenant's model, read from the store when the cached one is older than `max_age`;
-    /// version 0 (the priors) before the first publish.
-    pub async fn current<S: Store>(&self, store: &S, tenant: &TenantId) -> Arc<ServedModel> {
-        let cached = self.cached(tenant);
-        if let Some((model, fetched)) = &cached
+    /// The tenant's current version: cached, or read by `read` (`fallback` when the tenant
+    /// has none). A failed read keeps the cached one (or the fallback) and is logged.
+    async fn current<F>(
+        &self,
+        tenant: &TenantId,
+        read: F,
+        fallback: impl FnOnce() -> Arc<T>,
+    ) -> Arc<T>
+    where
+        F: Future<Output = Result<Option<T>, StoreError>>,
+    {
+        let cached = lock(&self.current).get(tenant).cloned();
+        if let Some((value, fetched)) = &cached
             && fetched.elapsed() < self.max_age
         {
-            return model.clone();
+            return value.clone();
         }
-        let fresh = match store.served_model(tenant).await {
-            Ok(found) => Arc::new(found.unwrap_or_default()),
+        let fresh = match read.await {
+            Ok(found) => found.map_or_else(fallback, Arc::new),
             Err(e) => {
-                tracing::warn!(error = %e, "model read failed; deciding with the cached model");
-                return cached.map(|(model, _)| model).unwrap_or_default();
+                tracing::warn!(error = %e, "read failed; deciding with the cached version");
+                return cached.map_or_else(fallback, |(value, _)| value);
             }
         };
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = lock(&self.current);
         if entries.len() >= MAX_TENANTS && !entries.contains_key(tenant) {
             entries.clear();
         }
         entries.insert(tenant.clone(), (fresh.clone(), Instant::now()));
         fresh
     }
+
+    /// A published version, which never changes: read once by `read`, then kept. `None` when
+    /// it cannot be read (the caller decides with the current version then).
+    async fn pinned<F>(&self, tenant: &TenantId, version: u64, read: F) -> Option<Arc<T>>
+    where
+        F: Future<Output = Result<Option<T>, StoreError>>,
+    {
+        let key = (tenant.clone(), version);
+        if let Some(value) = lock(&self.pinned).get(&key) {
+            return Some(value.clone());
+        }
+        let value = match read.await {
+            Ok(Some(value)) => Arc::new(value),
+            Ok(None) => {
+                tracing::warn!(
+                    version,
+                    "a pinned version is missing; deciding with the current"
+                );
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, version, "reading a pinned version failed");
+                return None;
+            }
+        };
+        let mut entries = lock(&self.pinned);
+        if entries.len() >= MAX_PINNED {
+            entries.clear();
+        }
+        entries.insert(key, value.clone());
+        Some(value)
+    }
+}
+
+fn lock<V>(mutex: &Mutex<V>) -> std::sync::MutexGuard<'_, V> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The served model of each tenant: the current version for new conversations, and the version
+/// a running conversation is pinned to.
+pub struct ModelCache(TenantCache<ServedModel>);
+
+impl ModelCache {
+    pub fn new(max_age: Duration) -> ModelCache {
+        ModelCache(TenantCache::new(max_age))
+    }
+
+    /// The tenant's model, read from the store when the cached one is older than `max_age`;
+    /// version 0 (the priors) before the first publish.
+    pub async fn current<S: Store>(&self, store: &S, tenant: &TenantId) -> Arc<ServedModel> {
+        self.0
+            .current(tenant, store.served_model(tenant), Arc::default)
+            .await
+    }
+
+    /// Version `version` of the tenant's model (the priors for 0); the current one when that
+    /// version cannot be read.
+    pub async fn version<S: Store>(
+        &self,
+        store: &S,
+        tenant: &TenantId,
+        version: u64,
+    ) -> Arc<ServedModel> {
+        let current = self.current(store, tenant).await;
+        if current.version == version {
+            return current;
+        }
+        if version == 0 {
+            return Arc::default();
+        }
+        let read = async {
+            let found = store.model_version(tenant, version).await?;
+            Ok(found.map(|m| ServedModel {
+                version: m.version,
+                model: m.model,
+            }))
+        };
+        self.0
+            .pinned(tenant, version, read)
+            .await
+            .unwrap_or(current)
+    }
+}
+
+/// The configuration of each tenant, as [`ModelCache`] keeps models: version 0 (the built-in
+/// one) until the tenant publishes its own.
+pub struct ConfigCache(TenantCache<TenantConfig>);
+
+impl ConfigCache {
+    pub fn new(max_age: Duration) -> ConfigCache {
+        ConfigCache(TenantCache::new(max_age))
+    }
+
+    pub async fn current<S: Store>(&self, store: &S, tenant: &TenantId) -> Arc<TenantConfig> {
+        self.0
+            .current(tenant, store.current_config(tenant), builtin_config)
+            .await
+    }
+
+    /// Version `version` of the tenant's configuration; the current one when that version
+    /// cannot be read.
+    pub async fn version<S: Store>(
+        &self,
+        store: &S,
+        tenant: &TenantId,
+        version: u64,
+    ) -> Arc<TenantConfig> {
+        let current = self.current(store, tenant).await;
+        if current.version == version {
+            return current;
+        }
+        if version == 0 {
+            return builtin_config();
+        }
+        self.0
+            .pinned(tenant, version, store.config_version(tenant, version))
+            .await
+            .unwrap_or(current)
+    }
+}
+
+/// The built-in configuration, parsed once per process.
+pub fn builtin_config() -> Arc<TenantConfig> {
+    static BUILTIN: std::sync::OnceLock<Arc<TenantConfig>> = std::sync::OnceLock::new();
+    BUILTIN
+        .get_or_init(|| Arc::new(TenantConfig::builtin()))
+        .clone()
 }
 
 /// What publishing a version did.

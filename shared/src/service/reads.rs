@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::domain::config::TenantConfig;
 use crate::domain::conversation::{Cursor, Exchange, OutcomeRecord};
 use crate::domain::ids::{ConversationId, TenantId};
 use crate::domain::labels::StoredLabel;
@@ -106,8 +107,30 @@ pub struct ReportView {
     pub version: u64,
     pub published_at: Option<Millis>,
     pub outcomes_learned: u64,
+    /// Set when the current version is an admin's copy of an older one (a rollback).
+    pub activated_from: Option<u64>,
     pub report: Option<RunReport>,
+    /// The configuration new conversations start under, and the latest changes to it.
+    pub config: ConfigSummary,
 }
+
+/// A tenant's configuration as the report shows it: the current version and what the newest
+/// versions changed, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConfigSummary {
+    pub version: u64,
+    pub history: Vec<ConfigChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConfigChange {
+    pub version: u64,
+    pub published_at: Millis,
+    pub changes: Vec<String>,
+}
+
+/// Configuration versions the report lists.
+pub const CONFIG_HISTORY_SHOWN: usize = 10;
 
 /// A conversation's stored log and labels; `NotFound` when it has no message (in this tenant:
 /// another tenant's id names nothing here).
@@ -267,21 +290,47 @@ pub fn model_view(version: &ModelVersion) -> ModelView {
     }
 }
 
-/// The report of the tenant's current version.
-pub fn report_view(tenant: &TenantId, current: Option<&ModelVersion>) -> ReportView {
+/// The report of the tenant's current version, with its newest configuration versions
+/// (`configs`, newest first; none: the built-in version 0).
+pub fn report_view(
+    tenant: &TenantId,
+    current: Option<&ModelVersion>,
+    configs: &[TenantConfig],
+) -> ReportView {
+    let builtin = crate::service::builtin_config();
+    let shown: Vec<&TenantConfig> = if configs.is_empty() {
+        vec![&builtin]
+    } else {
+        configs.iter().take(CONFIG_HISTORY_SHOWN).collect()
+    };
     ReportView {
         tenant: tenant.clone(),
         version: current.map_or(0, |v| v.version),
         published_at: current.map(|v| v.published_at),
         outcomes_learned: current.map_or(0, |v| v.outcomes_learned),
+        activated_from: current.and_then(|v| v.activated_from),
         report: current.and_then(|v| v.report.clone()),
+        config: ConfigSummary {
+            version: shown.first().map_or(0, |c| c.version),
+            history: shown
+                .iter()
+                .map(|c| ConfigChange {
+                    version: c.version,
+                    published_at: c.published_at,
+                    changes: c.changes.clone(),
+                })
+                .collect(),
+        },
     }
 }
 
 /// The report of the tenant's current version, read from the store.
 pub async fn report<S: Store>(store: &S, tenant: &TenantId) -> Result<ReportView, StoreError> {
     let current = store.current_model(tenant).await?;
-    Ok(report_view(tenant, current.as_ref()))
+    let configs = store
+        .config_history(tenant, None, CONFIG_HISTORY_SHOWN)
+        .await?;
+    Ok(report_view(tenant, current.as_ref(), &configs))
 }
 
 #[cfg(test)]

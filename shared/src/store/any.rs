@@ -5,6 +5,7 @@ use super::EmbeddedStore;
 use super::{
     ConversationEntry, ConversationLog, DynamoStore, FailedWrite, Lease, Store, StoreError, Write,
 };
+use crate::domain::config::TenantConfig;
 use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
 use crate::domain::ids::{ConversationId, MessageId, TenantId};
 use crate::domain::labels::{LabelCursor, StoredLabel};
@@ -187,6 +188,35 @@ impl Store for AnyStore {
         version: u64,
     ) -> Result<Option<ModelVersion>, StoreError> {
         delegate!(self, store => store.model_version(tenant, version))
+    }
+
+    async fn current_config(&self, tenant: &TenantId) -> Result<Option<TenantConfig>, StoreError> {
+        delegate!(self, store => store.current_config(tenant))
+    }
+
+    async fn config_version(
+        &self,
+        tenant: &TenantId,
+        version: u64,
+    ) -> Result<Option<TenantConfig>, StoreError> {
+        delegate!(self, store => store.config_version(tenant, version))
+    }
+
+    async fn config_history(
+        &self,
+        tenant: &TenantId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<TenantConfig>, StoreError> {
+        delegate!(self, store => store.config_history(tenant, before, limit))
+    }
+
+    async fn publish_config(
+        &self,
+        tenant: &TenantId,
+        config: &TenantConfig,
+    ) -> Result<Write, StoreError> {
+        delegate!(self, store => store.publish_config(tenant, config))
     }
 
     async fn conversations(

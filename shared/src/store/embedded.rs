@@ -13,6 +13,7 @@ use super::{
     ConversationEntry, ConversationLog, FailedWrite, Lease, Store, StoreError, Write,
     check_label_batch, from_json, to_json,
 };
+use crate::domain::config::TenantConfig;
 use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
 use crate::domain::ids::{ConversationId, MessageId, TenantId};
 use crate::domain::labels::{LabelCursor, StoredLabel};
@@ -52,6 +53,10 @@ CREATE TABLE IF NOT EXISTS conversations (
     PRIMARY KEY (tenant, started_at, conversation)
 );
 CREATE TABLE IF NOT EXISTS models (
+    tenant TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (tenant, version)
+);
+CREATE TABLE IF NOT EXISTS configs (
     tenant TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY (tenant, version)
 );
@@ -225,14 +230,97 @@ fn counter(conn: &Connection, tenant: &TenantId, name: &str) -> Result<u64, Stor
     Ok(count.map(to_u64).unwrap_or(0))
 }
 
-fn newest_model_body(conn: &Connection, tenant: &TenantId) -> Result<Option<String>, StoreError> {
+/// The versioned tables: a document's whole history, one row per version.
+#[derive(Clone, Copy)]
+enum Versions {
+    Models,
+    Configs,
+}
+
+impl Versions {
+    fn table(self) -> &'static str {
+        match self {
+            Versions::Models => "models",
+            Versions::Configs => "configs",
+        }
+    }
+}
+
+fn newest_body(
+    conn: &Connection,
+    versions: Versions,
+    tenant: &TenantId,
+) -> Result<Option<String>, StoreError> {
+    history_bodies(conn, versions, tenant, None, 1).map(|bodies| bodies.into_iter().next())
+}
+
+fn history_bodies(
+    conn: &Connection,
+    versions: Versions,
+    tenant: &TenantId,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let mut statement = conn
+        .prepare_cached(&format!(
+            "SELECT body FROM {} WHERE tenant = ?1 AND version < ?2
+             ORDER BY version DESC LIMIT ?3",
+            versions.table()
+        ))
+        .map_err(unavailable)?;
+    let below = before.map_or(i64::MAX, to_i64);
+    let rows = statement
+        .query_map(
+            params![tenant.as_str(), below, to_i64(limit as u64)],
+            |row| row.get::<_, String>(0),
+        )
+        .map_err(unavailable)?;
+    rows.map(|body| body.map_err(unavailable)).collect()
+}
+
+fn version_body(
+    conn: &Connection,
+    versions: Versions,
+    tenant: &TenantId,
+    version: u64,
+) -> Result<Option<String>, StoreError> {
     conn.query_row(
-        "SELECT body FROM models WHERE tenant = ?1 ORDER BY version DESC LIMIT 1",
-        params![tenant.as_str()],
+        &format!(
+            "SELECT body FROM {} WHERE tenant = ?1 AND version = ?2",
+            versions.table()
+        ),
+        params![tenant.as_str(), to_i64(version)],
         |row| row.get(0),
     )
     .optional()
     .map_err(unavailable)
+}
+
+/// Inserts version `version` if `version - 1` is the newest (none for version 1).
+fn publish_body(
+    tx: &Transaction<'_>,
+    versions: Versions,
+    tenant: &TenantId,
+    version: u64,
+    body: &str,
+) -> Result<Write, StoreError> {
+    let table = versions.table();
+    let current: Option<i64> = tx
+        .query_row(
+            &format!("SELECT MAX(version) FROM {table} WHERE tenant = ?1"),
+            params![tenant.as_str()],
+            |row| row.get(0),
+        )
+        .map_err(unavailable)?;
+    if version == 0 || current.map(to_u64).unwrap_or(0) + 1 != version {
+        return Ok(Write::Lost);
+    }
+    tx.execute(
+        &format!("INSERT INTO {table} (tenant, version, body) VALUES (?1, ?2, ?3)"),
+        params![tenant.as_str(), to_i64(version), body],
+    )
+    .map_err(unavailable)?;
+    Ok(Write::Done)
 }
 
 impl Store for EmbeddedStore {
@@ -588,13 +676,13 @@ impl Store for EmbeddedStore {
     }
 
     async fn current_model(&self, tenant: &TenantId) -> Result<Option<ModelVersion>, StoreError> {
-        self.read(|conn| newest_model_body(conn, tenant))?
+        self.read(|conn| newest_body(conn, Versions::Models, tenant))?
             .map(|body| from_json(&body))
             .transpose()
     }
 
     async fn served_model(&self, tenant: &TenantId) -> Result<Option<ServedModel>, StoreError> {
-        self.read(|conn| newest_model_body(conn, tenant))?
+        self.read(|conn| newest_body(conn, Versions::Models, tenant))?
             .map(|body| from_json(&body))
             .transpose()
     }
@@ -605,24 +693,7 @@ impl Store for EmbeddedStore {
         model: &ModelVersion,
     ) -> Result<Write, StoreError> {
         let body = to_json(model)?;
-        self.write(|tx| {
-            let current: Option<i64> = tx
-                .query_row(
-                    "SELECT MAX(version) FROM models WHERE tenant = ?1",
-                    params![tenant.as_str()],
-                    |row| row.get(0),
-                )
-                .map_err(unavailable)?;
-            if current.map(to_u64).unwrap_or(0) + 1 != model.version {
-                return Ok(Write::Lost);
-            }
-            tx.execute(
-                "INSERT INTO models (tenant, version, body) VALUES (?1, ?2, ?3)",
-                params![tenant.as_str(), to_i64(model.version), body],
-            )
-            .map_err(unavailable)?;
-            Ok(Write::Done)
-        })
+        self.write(|tx| publish_body(tx, Versions::Models, tenant, model.version, &body))
     }
 
     async fn model_history(
@@ -631,23 +702,10 @@ impl Store for EmbeddedStore {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<ModelVersion>, StoreError> {
-        self.read(|conn| {
-            let mut statement = conn
-                .prepare_cached(
-                    "SELECT body FROM models WHERE tenant = ?1 AND version < ?2
-                     ORDER BY version DESC LIMIT ?3",
-                )
-                .map_err(unavailable)?;
-            let below = before.map_or(i64::MAX, to_i64);
-            let rows = statement
-                .query_map(
-                    params![tenant.as_str(), below, to_i64(limit as u64)],
-                    |row| row.get::<_, String>(0),
-                )
-                .map_err(unavailable)?;
-            rows.map(|body| from_json(&body.map_err(unavailable)?))
-                .collect()
-        })
+        self.read(|conn| history_bodies(conn, Versions::Models, tenant, before, limit))?
+            .iter()
+            .map(|body| from_json(body))
+            .collect()
     }
 
     async fn model_version(
@@ -655,16 +713,46 @@ impl Store for EmbeddedStore {
         tenant: &TenantId,
         version: u64,
     ) -> Result<Option<ModelVersion>, StoreError> {
-        let body: Option<String> = self.read(|conn| {
-            conn.query_row(
-                "SELECT body FROM models WHERE tenant = ?1 AND version = ?2",
-                params![tenant.as_str(), to_i64(version)],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(unavailable)
-        })?;
-        body.map(|body| from_json(&body)).transpose()
+        self.read(|conn| version_body(conn, Versions::Models, tenant, version))?
+            .map(|body| from_json(&body))
+            .transpose()
+    }
+
+    async fn current_config(&self, tenant: &TenantId) -> Result<Option<TenantConfig>, StoreError> {
+        self.read(|conn| newest_body(conn, Versions::Configs, tenant))?
+            .map(|body| from_json(&body))
+            .transpose()
+    }
+
+    async fn config_version(
+        &self,
+        tenant: &TenantId,
+        version: u64,
+    ) -> Result<Option<TenantConfig>, StoreError> {
+        self.read(|conn| version_body(conn, Versions::Configs, tenant, version))?
+            .map(|body| from_json(&body))
+            .transpose()
+    }
+
+    async fn config_history(
+        &self,
+        tenant: &TenantId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<TenantConfig>, StoreError> {
+        self.read(|conn| history_bodies(conn, Versions::Configs, tenant, before, limit))?
+            .iter()
+            .map(|body| from_json(body))
+            .collect()
+    }
+
+    async fn publish_config(
+        &self,
+        tenant: &TenantId,
+        config: &TenantConfig,
+    ) -> Result<Write, StoreError> {
+        let body = to_json(config)?;
+        self.write(|tx| publish_body(tx, Versions::Configs, tenant, config.version, &body))
     }
 
     async fn conversations(

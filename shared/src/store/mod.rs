@@ -23,6 +23,7 @@ pub use dynamo::{
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
 
+use crate::domain::config::TenantConfig;
 use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
 use crate::domain::ids::{ConversationId, MessageId, TenantId};
 use crate::domain::labels::{LabelCursor, StoredLabel};
@@ -263,6 +264,37 @@ pub trait Store: Send + Sync {
         tenant: &TenantId,
         version: u64,
     ) -> impl Future<Output = Result<Option<ModelVersion>, StoreError>> + Send;
+
+    /// The tenant's newest configuration version, if it has published any (else the built-in
+    /// version 0 applies).
+    fn current_config(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<Option<TenantConfig>, StoreError>> + Send;
+
+    /// One published configuration version; `None` when the tenant has no such version.
+    fn config_version(
+        &self,
+        tenant: &TenantId,
+        version: u64,
+    ) -> impl Future<Output = Result<Option<TenantConfig>, StoreError>> + Send;
+
+    /// Up to `limit` configuration versions, newest first; only versions below `before` when
+    /// given.
+    fn config_history(
+        &self,
+        tenant: &TenantId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<TenantConfig>, StoreError>> + Send;
+
+    /// Writes `config` if `config.version - 1` is the newest version (or, for version 1, if
+    /// none exists): a compare-and-set, so of two racing admins exactly one gets `Done`.
+    fn publish_config(
+        &self,
+        tenant: &TenantId,
+        config: &TenantConfig,
+    ) -> impl Future<Output = Result<Write, StoreError>> + Send;
 
     /// Up to `limit` of the tenant's conversations that started at or after `since`, newest
     /// first (by start, then by id, both descending); only those strictly before `before` when

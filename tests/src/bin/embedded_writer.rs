@@ -36,6 +36,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 patterns: Vec::new(),
                 experiments: Default::default(),
                 latency_us: 0,
+                config_version: 0,
+                treatment: None,
             })
             .await?;
     }

@@ -113,6 +113,11 @@ pub(super) fn model_pk(tenant: &TenantId) -> String {
     format!("T#{tenant}#MODEL")
 }
 
+pub(super) fn config_pk(tenant: &TenantId) -> String {
+    format!("T#{tenant}#CONFIG")
+}
+
+/// The sort key of version `version` of a versioned document (a model or a configuration).
 pub(super) fn model_sk(version: u64) -> String {
     format!("V#{version:010}")
 }

@@ -9,10 +9,11 @@
 //! | counters | `T#{tenant}#COUNTER` | `ended_conversations` | `value`, `failed_exchanges`, `failed_ends`; `gsi1pk` = `TENANTS` lists tenants |
 //! | lease | `T#{tenant}#LEASE` | lease name | `holder`, `until` (ms) |
 //! | model | `T#{tenant}#MODEL` | `V#{version:010}` | the whole history is kept |
+//! | configuration | `T#{tenant}#CONFIG` | `V#{version:010}` | experiments and playbook; the whole history is kept |
 //!
 //! One file per concern: `keys` (key and item shapes), `errors` (lost races, unavailability,
 //! the client's retry settings), `table` (creating it), `log` (exchanges and ends),
-//! `conversations` (the tenant's list), `labels`, `counters`, `leases`, `outcomes`, `models`.
+//! `conversations` (the tenant's list), `labels`, `counters`, `leases`, `outcomes`, `models` (models and configurations: versioned documents).
 
 mod conversations;
 mod counters;
@@ -33,6 +34,7 @@ pub use errors::retry_settings;
 pub use keys::{MESSAGE_INDEX, START_INDEX, TIME_INDEX};
 
 use super::{ConversationEntry, ConversationLog, FailedWrite, Lease, Store, StoreError, Write};
+use crate::domain::config::TenantConfig;
 use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
 use crate::domain::ids::{ConversationId, MessageId, TenantId};
 use crate::domain::labels::{LabelCursor, StoredLabel};
@@ -40,7 +42,7 @@ use crate::domain::learning::ModelVersion;
 use crate::domain::model::ServedModel;
 use crate::domain::time::Millis;
 use errors::unavailable;
-use keys::s;
+use keys::{config_pk, model_pk, s};
 
 /// How the adapter is set up.
 #[derive(Debug, Clone)]
@@ -225,11 +227,13 @@ impl Store for DynamoStore {
     }
 
     async fn current_model(&self, tenant: &TenantId) -> Result<Option<ModelVersion>, StoreError> {
-        Ok(self.query_models(tenant, None, 1).await?.into_iter().next())
+        let newest = self.query_versions(model_pk(tenant), None, 1).await?;
+        Ok(newest.into_iter().next())
     }
 
     async fn served_model(&self, tenant: &TenantId) -> Result<Option<ServedModel>, StoreError> {
-        Ok(self.query_models(tenant, None, 1).await?.into_iter().next())
+        let newest = self.query_versions(model_pk(tenant), None, 1).await?;
+        Ok(newest.into_iter().next())
     }
 
     async fn publish_model(
@@ -237,7 +241,8 @@ impl Store for DynamoStore {
         tenant: &TenantId,
         model: &ModelVersion,
     ) -> Result<Write, StoreError> {
-        self.put_model(tenant, model).await
+        self.put_version(model_pk(tenant), model.version, model)
+            .await
     }
 
     async fn model_history(
@@ -246,7 +251,7 @@ impl Store for DynamoStore {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<ModelVersion>, StoreError> {
-        self.query_models(tenant, before, limit).await
+        self.query_versions(model_pk(tenant), before, limit).await
     }
 
     async fn model_version(
@@ -254,7 +259,38 @@ impl Store for DynamoStore {
         tenant: &TenantId,
         version: u64,
     ) -> Result<Option<ModelVersion>, StoreError> {
-        self.get_model(tenant, version).await
+        self.get_version(model_pk(tenant), version).await
+    }
+
+    async fn current_config(&self, tenant: &TenantId) -> Result<Option<TenantConfig>, StoreError> {
+        let newest = self.query_versions(config_pk(tenant), None, 1).await?;
+        Ok(newest.into_iter().next())
+    }
+
+    async fn config_version(
+        &self,
+        tenant: &TenantId,
+        version: u64,
+    ) -> Result<Option<TenantConfig>, StoreError> {
+        self.get_version(config_pk(tenant), version).await
+    }
+
+    async fn config_history(
+        &self,
+        tenant: &TenantId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<TenantConfig>, StoreError> {
+        self.query_versions(config_pk(tenant), before, limit).await
+    }
+
+    async fn publish_config(
+        &self,
+        tenant: &TenantId,
+        config: &TenantConfig,
+    ) -> Result<Write, StoreError> {
+        self.put_version(config_pk(tenant), config.version, config)
+            .await
     }
 
     async fn conversations(

@@ -1,22 +1,22 @@
-//! Model versions: `V#{version:010}` items under the tenant's model partition, the whole
-//! history kept; a new version is written only beside its predecessor (compare-and-set).
+//! Versioned documents (model versions, configuration versions): `V#{version:010}` items under
+//! one of the tenant's partitions, the whole history kept; a new version is written only beside
+//! its predecessor (compare-and-set).
 
 use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::DynamoStore;
 use super::errors::{lost_race, malformed, unavailable};
-use super::keys::{BodyItem, from_item, key, model_pk, model_sk, s};
-use crate::domain::ids::TenantId;
-use crate::domain::learning::ModelVersion;
+use super::keys::{BodyItem, from_item, key, model_sk, s};
 use crate::store::{StoreError, Write, from_json, to_json};
 
 impl DynamoStore {
-    /// Up to `limit` versions, newest first, below `before` when given, each read as `T` (the
-    /// whole version, or the part the API functions use).
-    pub(super) async fn query_models<T: DeserializeOwned>(
+    /// Up to `limit` versions of the partition `pk`, newest first, below `before` when given,
+    /// each read as `T` (the whole version, or the part the API functions use).
+    pub(super) async fn query_versions<T: DeserializeOwned>(
         &self,
-        tenant: &TenantId,
+        pk: String,
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<T>, StoreError> {
@@ -27,7 +27,7 @@ impl DynamoStore {
             .client
             .query()
             .table_name(&self.config.table)
-            .expression_attribute_values(":pk", s(model_pk(tenant)));
+            .expression_attribute_values(":pk", s(pk));
         let query = match before {
             Some(before) => query
                 .key_condition_expression("pk = :pk AND sk < :before")
@@ -48,17 +48,17 @@ impl DynamoStore {
             .collect()
     }
 
-    /// One version, whole, read strongly consistently.
-    pub(super) async fn get_model(
+    /// One version of the partition `pk`, whole, read strongly consistently.
+    pub(super) async fn get_version<T: DeserializeOwned>(
         &self,
-        tenant: &TenantId,
+        pk: String,
         version: u64,
-    ) -> Result<Option<ModelVersion>, StoreError> {
+    ) -> Result<Option<T>, StoreError> {
         let output = self
             .client
             .get_item()
             .table_name(&self.config.table)
-            .set_key(Some(key(model_pk(tenant), model_sk(version))))
+            .set_key(Some(key(pk, model_sk(version))))
             .consistent_read(true)
             .send()
             .await
@@ -69,17 +69,19 @@ impl DynamoStore {
             .transpose()
     }
 
-    pub(super) async fn put_model(
+    /// Writes `body` as version `version` of the partition `pk` if `version - 1` is its newest
+    /// (or, for version 1, if it has none).
+    pub(super) async fn put_version<T: Serialize>(
         &self,
-        tenant: &TenantId,
-        model: &ModelVersion,
+        pk: String,
+        version: u64,
+        body: &T,
     ) -> Result<Write, StoreError> {
-        if model.version == 0 {
+        if version == 0 {
             return Ok(Write::Lost);
         }
-        let pk = model_pk(tenant);
-        let mut item = key(pk.clone(), model_sk(model.version));
-        item.insert("body".to_owned(), s(to_json(model)?));
+        let mut item = key(pk.clone(), model_sk(version));
+        item.insert("body".to_owned(), s(to_json(body)?));
         let put = Put::builder()
             .table_name(&self.config.table)
             .set_item(Some(item))
@@ -91,10 +93,10 @@ impl DynamoStore {
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(put).build());
         // Version n+1 may only follow version n: check that it exists in the same transaction.
-        if model.version > 1 {
+        if version > 1 {
             let predecessor = ConditionCheck::builder()
                 .table_name(&self.config.table)
-                .set_key(Some(key(pk, model_sk(model.version - 1))))
+                .set_key(Some(key(pk, model_sk(version - 1))))
                 .condition_expression("attribute_exists(pk)")
                 .build()
                 .map_err(malformed)?;
