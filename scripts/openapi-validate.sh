@@ -79,9 +79,25 @@ for error in errors[:20]:
     print(f"openapi: {path}: {location}: {error.message}", file=sys.stderr)
 if errors:
     sys.exit(f"openapi: the API Gateway import is not a valid OpenAPI 3.0 document ({len(errors)} errors)")
-operations = [op for item in spec["paths"].values() for m, op in item.items() if m in ("get", "post")]
+methods = ("get", "put", "post", "delete", "patch")
+operations = [op for item in spec["paths"].values() for m, op in item.items() if m in methods]
 missing = [op.get("operationId") for op in operations if "x-amazon-apigateway-integration" not in op]
 if missing:
     sys.exit(f"openapi: operations without an integration: {missing}")
-print(f"openapi: its API Gateway import ({path}) is a valid OpenAPI 3.0 document, {len(operations)} routes with their integrations")
+# The admin routes go to admin_api and need the authorizer with the admin scope; no other route
+# goes there or needs a scope.
+admin = [op for op in operations if "admin" in op.get("tags", [])]
+wrong = [
+    op.get("operationId")
+    for op in operations
+    if (op in admin)
+    != (
+        op["x-amazon-apigateway-integration"]["uri"].endswith(":function:admin_api")
+        and op.get("security") == [{"Jwt": ["salesloop/admin"]}]
+    )
+    or (op not in admin and op.get("security") not in ([], [{"Jwt": []}]))
+]
+if not admin or wrong:
+    sys.exit(f"openapi: admin routes without admin_api and the admin scope, or others with them: {wrong}")
+print(f"openapi: its API Gateway import ({path}) is a valid OpenAPI 3.0 document, {len(operations)} routes with their integrations ({len(admin)} admin routes with the admin scope)")
 EOF2

@@ -5,13 +5,17 @@ for `aws apigatewayv2 import-api --body file://OUT` (or `reimport-api --api-id .
 
     python3 scripts/openapi_apigateway.py --region eu-west-1 --account 123456789012 \\
         --issuer https://cognito-idp.eu-west-1.amazonaws.com/POOL --audience CLIENT_ID \\
-        [--prefix STACK-] [--out build/openapi-apigateway.json]
+        [--admin-scope salesloop/admin] [--prefix STACK-] [--out build/openapi-apigateway.json]
 
 Each operation's integration is `aws_proxy`, payload format 2.0, to the function that serves it
-(process_message, end_conversation or read_api; `--prefix` names deployed functions
-`PREFIX + name`). Every route but `GET /dashboard` requires the authorizer. Importing creates
-routes and integrations only: the functions must exist and API Gateway must be allowed to invoke
-them (`aws lambda add-permission`), which the SAM template does by itself.
+(process_message, end_conversation, read_api or admin_api, the template's
+ProcessMessageFunction, EndConversationFunction, ReadApiFunction and AdminApiFunction;
+`--prefix` names deployed functions `PREFIX + name`). Every route but `GET /dashboard` requires
+the authorizer; the admin routes (`ADMIN_ROUTES`, tagged `admin` in the spec) require it with
+the admin scope too (`--admin-scope`: the stack's `AdminScope`, the admin function's
+`ADMIN_SCOPE`, default `salesloop/admin`; a token without it is API Gateway's own 403). Importing creates routes and
+integrations only: the functions must exist and API Gateway must be allowed to invoke them
+(`aws lambda add-permission`), which the SAM template does by itself.
 
 The 3.1 features the spec uses become their 3.0 forms: a type list with "null" becomes the
 type with `nullable: true`, `const` an `enum` of one, `prefixItems` pairs `items` with two
@@ -30,10 +34,22 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPEC = os.path.join(HERE, "..", "api", "openapi.yaml")
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+# admin_api's routes, as `shared/src/edge/admin.rs` (ADMIN_ROUTES) and the template name them.
+ADMIN_ROUTES = {
+    "/experiments",
+    "/experiments/{name}",
+    "/experiments/{name}/stop",
+    "/experiments/{name}/ship",
+    "/playbook",
+    "/models/{version}/activate",
+}
+DEFAULT_ADMIN_SCOPE = "salesloop/admin"
 
 
 def function_of(method, path):
     """The function that serves a route, as the template routes it."""
+    if path in ADMIN_ROUTES:
+        return "admin_api"
     if method == "post" and path.endswith("/messages"):
         return "process_message"
     if method == "post":
@@ -114,7 +130,14 @@ def convert(spec, opts):
                 "uri": arn,
                 "payloadFormatVersion": "2.0",
             }
-            if operation.get("security") != []:
+            admin = path in ADMIN_ROUTES
+            if admin != ("admin" in operation.get("tags", [])):
+                raise SystemExit(f"{method} {path}: tagged admin, or an admin route, not both")
+            if admin:
+                # The authorizer's scope check (the route's authorizationScopes) before the
+                # function's own.
+                operation["security"] = [{"Jwt": [opts.admin_scope]}]
+            elif operation.get("security") != []:
                 operation["security"] = [{"Jwt": []}]
     return doc
 
@@ -147,6 +170,7 @@ def main():
     args.add_argument("--account", required=True)
     args.add_argument("--issuer", required=True)
     args.add_argument("--audience", required=True, action="append")
+    args.add_argument("--admin-scope", default=DEFAULT_ADMIN_SCOPE)
     args.add_argument("--prefix", default="")
     args.add_argument("--spec", default=SPEC)
     args.add_argument("--out", default="-")

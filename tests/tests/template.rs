@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use salesloop::edge::admin::ADMIN_ROUTES;
 use salesloop::edge::http::{Action, READ_ROUTES, ROUTES};
 use salesloop::store::{MESSAGE_INDEX, START_INDEX, TIME_INDEX};
 use salesloop_tests::workspace_root;
@@ -126,7 +127,7 @@ fn no_statement_anywhere_grants_a_wildcard_action_or_resource() {
             "{name:?}: only X-Ray's write-only policy may be attached"
         );
     }
-    assert_eq!(roles, 4, "one role per function");
+    assert_eq!(roles, 5, "one role per function");
     // No function lets SAM generate a role (which would attach broader managed policies).
     for (name, resource) in resources(&template) {
         if resource["Type"].as_str() == Some("AWS::Serverless::Function") {
@@ -197,6 +198,23 @@ fn each_function_may_do_exactly_what_its_code_does() {
                     ),
                     (&["sqs:SendMessage"], &["!GetAtt FeedbackFailures.Arn"]),
                 ]),
+            ),
+        ),
+        (
+            // Configuration and model versions only: the leading-key condition is pinned in
+            // `admin_api_reaches_only_configuration_and_model_items`.
+            "AdminApiFunction",
+            (
+                "admin_api",
+                grants(&[(
+                    &[
+                        "dynamodb:Query",
+                        "dynamodb:GetItem",
+                        "dynamodb:PutItem",
+                        "dynamodb:ConditionCheckItem",
+                    ],
+                    &[table.as_str()],
+                )]),
             ),
         ),
         (
@@ -344,6 +362,10 @@ fn functions_run_on_arm64_al2023_at_128_mb_with_tracing_and_json_logs() {
         set(&["TABLE_NAME", "FEEDBACK_SETTLE_SECONDS"])
     );
     assert_eq!(env("ReadApiFunction"), set(&["TABLE_NAME", "TENANT_CLAIM"]));
+    assert_eq!(
+        env("AdminApiFunction"),
+        set(&["TABLE_NAME", "TENANT_CLAIM", "ADMIN_SCOPE"])
+    );
     // Every API route requires the JWT authorizer, except the dashboard page (which holds no
     // data: the page sends the user's token with each read).
     let api = &resource(&template, "Api")["Properties"];
@@ -366,6 +388,17 @@ fn functions_run_on_arm64_al2023_at_128_mb_with_tracing_and_json_logs() {
             let auth = &event["Properties"]["Auth"];
             if path == "/dashboard" {
                 assert_eq!(auth["Authorizer"].as_str(), Some("NONE"));
+            } else if *function == *"AdminApiFunction" {
+                // The admin routes: the authorizer, and the admin scope in the token.
+                assert_eq!(auth["Authorizer"].as_str(), Some("Jwt"), "{path}");
+                assert_eq!(
+                    list(&auth["AuthorizationScopes"])
+                        .into_iter()
+                        .map(text)
+                        .collect::<Vec<_>>(),
+                    ["!Ref AdminScope"],
+                    "{path}"
+                );
             } else {
                 assert!(
                     auth.is_null(),
@@ -511,7 +544,73 @@ fn routes_by_function() -> BTreeMap<&'static str, BTreeSet<String>> {
             .or_default()
             .insert(format!("GET {path}"));
     }
+    for (method, path) in admin_routes() {
+        routes
+            .entry("AdminApiFunction")
+            .or_default()
+            .insert(format!("{method} {path}"));
+    }
     routes
+}
+
+/// Every admin route with its method: each of `ADMIN_ROUTES` as `admin_route` answers it.
+fn admin_routes() -> Vec<(&'static str, &'static str)> {
+    let methods = |path: &str| -> &'static [&'static str] {
+        match path {
+            "/experiments" => &["GET"],
+            "/experiments/{name}" => &["PUT"],
+            "/playbook" => &["GET", "PUT"],
+            _ => &["POST"],
+        }
+    };
+    let routes: Vec<(&str, &str)> = ADMIN_ROUTES
+        .into_iter()
+        .flat_map(|path| methods(path).iter().map(move |m| (*m, path)))
+        .collect();
+    // Each method is the one the code takes for that route, and no other.
+    for path in ADMIN_ROUTES {
+        let concrete = path
+            .replace("{name}", "reply_tone")
+            .replace("{version}", "3");
+        for method in ["GET", "PUT", "POST", "DELETE"] {
+            let request = lambda_http::http::Request::builder()
+                .method(method)
+                .uri(&concrete)
+                .body(lambda_http::Body::Empty)
+                .unwrap();
+            let request = lambda_http::RequestExt::with_raw_http_path(request, &concrete);
+            let answered = salesloop::edge::admin::admin_route(&request).is_ok();
+            assert_eq!(answered, methods(path).contains(&method), "{method} {path}");
+        }
+    }
+    routes
+}
+
+#[test]
+fn admin_api_reaches_only_configuration_and_model_items() {
+    let template = template();
+    let role = resource(&template, "AdminApiRole");
+    let tables: Vec<&Value> = conditional_statements(role)
+        .into_iter()
+        .map(|(_, statement)| statement)
+        .filter(|statement| text(&statement["Resource"]) == "!GetAtt Table.Arn")
+        .collect();
+    assert_eq!(tables.len(), 1);
+    let condition = &tables[0]["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"];
+    assert_eq!(
+        list(condition).into_iter().map(text).collect::<Vec<_>>(),
+        ["T#*#CONFIG", "T#*#MODEL"],
+        "the tenants' configuration and model partitions, nothing else"
+    );
+    // The scope the template asks of admins is the one the code checks by default.
+    assert_eq!(
+        text(&template["Parameters"]["AdminScope"]["Default"]),
+        salesloop::edge::admin::DEFAULT_ADMIN_SCOPE
+    );
+    let env = &resource(&template, "AdminApiFunction")["Properties"]["Environment"]["Variables"];
+    assert_eq!(text(&env["ADMIN_SCOPE"]), "!Ref AdminScope");
+    // No other function reads or writes the configuration but process_message (reads, on its
+    // whole-table grant) and feedback_loop (reads): admin_api alone publishes it.
 }
 
 #[test]
@@ -536,6 +635,14 @@ fn make_run_routes_every_route_of_the_code_to_its_function() {
         })
         .chain(READ_ROUTES.into_iter().map(|path| {
             format!(r#""{path}" = [{{ method = "GET", function = "read_api" }}]"#)
+        }))
+        .chain(ADMIN_ROUTES.into_iter().map(|path| {
+            let methods: Vec<String> = admin_routes()
+                .into_iter()
+                .filter(|(_, p)| *p == path)
+                .map(|(m, _)| format!(r#"{{ method = "{m}", function = "admin_api" }}"#))
+                .collect();
+            format!(r#""{path}" = [{}]"#, methods.join(", "))
         }))
         .collect();
     assert_eq!(
@@ -617,14 +724,14 @@ fn the_table_is_the_one_the_code_expects_and_is_protected() {
         .collect();
     assert_eq!(
         alarms.iter().filter(|a| *a == "AWS/Lambda:Errors").count(),
-        4
+        5
     );
     assert_eq!(
         alarms
             .iter()
             .filter(|a| *a == "AWS/Lambda:Throttles")
             .count(),
-        4
+        5
     );
     assert!(alarms.contains(&"AWS/SQS:ApproximateNumberOfMessagesVisible".to_owned()));
 }
@@ -675,6 +782,14 @@ fn prospects_getting_server_errors_or_slow_replies_raise_an_alarm() {
     assert!(has("salesloop", "ServerErrors", "process_message", "Sum"));
     assert!(has("salesloop", "ServerErrors", "end_conversation", "Sum"));
     assert!(has("salesloop", "ServerErrors", "read_api", "Sum"));
+    assert!(has("salesloop", "ServerErrors", "admin_api", "Sum"));
+    assert!(has("AWS/Lambda", "Errors", "!Ref AdminApiFunction", "Sum"));
+    assert!(has(
+        "AWS/Lambda",
+        "Throttles",
+        "!Ref AdminApiFunction",
+        "Sum"
+    ));
     assert!(has("AWS/ApiGateway", "5xx", "!Ref Api", "Sum"));
     assert!(has("salesloop", "Latency", "process_message", "p99"));
     let latency = resource(&template, "ProcessMessageLatencyP99");
