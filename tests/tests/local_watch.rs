@@ -334,6 +334,8 @@ fn the_local_run_command_answers_real_http_requests() {
             "[data-chart=detection]>=1",
             "--expect",
             "[data-chart=tracking]>=1",
+            "--expect",
+            "[data-chart=configuration]>=1",
         ])
         .args(["--expect", "[data-conversation]>=2", "--expect", ".turn>=1"])
         .args([

@@ -407,7 +407,10 @@ async fn another_tenants_ids_name_nothing<B: Backend>(backend: &B) {
     let (_, report) = api.get(Some("globex"), "/report").await;
     assert_eq!(
         report,
-        json!({"tenant": "globex", "version": 0, "published_at": null, "outcomes_learned": 0, "report": null})
+        json!({"tenant": "globex", "version": 0, "published_at": null, "outcomes_learned": 0,
+               "activated_from": null, "report": null,
+               "config": {"version": 0, "history": [{"version": 0, "published_at": 0,
+                          "changes": ["the built-in experiments and playbook"]}]}})
     );
     // A cursor made from acme's list reads globex's list, which is empty: a cursor is a
     // position, never a key of another tenant.

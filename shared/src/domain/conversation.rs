@@ -278,6 +278,12 @@ impl OutcomeRecord {
             .map(|e| e.draft.experiments.clone())
             .unwrap_or_default();
         let config_version = exchanges.last().map_or(0, |e| e.draft.config_version);
+        // A pinned conversation was served by one model version from start to end: its outcome
+        // counts for that version. Older conversations count for the version current at the end.
+        let model_version = exchanges
+            .last()
+            .and_then(|e| e.summary.pin.as_ref())
+            .map_or(request.model_version, |pin| pin.model_version);
         let labels = request
             .labels
             .into_iter()
@@ -298,7 +304,7 @@ impl OutcomeRecord {
         OutcomeRecord {
             conversation_id,
             at: request.at,
-            model_version: request.model_version,
+            model_version,
             outcome: request.outcome,
             value: request.value,
             reason: request.reason,

@@ -167,7 +167,8 @@ pub struct LearningState {
     /// split, so a sample-ratio check never mixes two (the newest [`CONFIGS_KEPT`] versions).
     #[serde(default)]
     pub experiments_by_config: BTreeMap<u64, BTreeMap<String, BTreeMap<String, Tally>>>,
-    /// Conversations by the model version that served them (the version of their end): the
+    /// Conversations by the model version that served them (the one pinned at their first
+    /// message; for conversations older than pins, the version current at their end): the
     /// learning curve.
     #[serde(default)]
     pub by_model_version: BTreeMap<u64, Tally>,
@@ -1514,5 +1515,97 @@ mod tests {
         assert_eq!(value.greedy_estimate, None);
         assert_eq!(value.effective_sample_size, 0.0);
         assert_eq!(value.logged, Some(0.0));
+    }
+
+    #[test]
+    fn each_configuration_version_gets_its_own_table_and_sample_ratio_check() {
+        use crate::domain::config::{ConfigVersions, TenantConfig};
+        // Version 1 moves reply_tone from 50/50 to 90/10.
+        let v1 = TenantConfig::builtin()
+            .next(Millis(1), |config| {
+                let tone = &mut config.experiments[0];
+                assert_eq!(tone.name, "reply_tone");
+                tone.variants[0].weight = 90;
+                tone.variants[1].weight = 10;
+                Ok(())
+            })
+            .unwrap();
+        let configs = ConfigVersions::new(vec![v1]);
+        let playbook = Playbook::builtin();
+        let mut learner = Learner::new(&playbook, None);
+        // 200 conversations under version 0, split 100/100; 200 under version 1, split 180/20.
+        let mut n = 0;
+        for (config_version, neutral, warm) in [(0, 100, 100), (1, 180, 20)] {
+            for i in 0..(neutral + warm) {
+                n += 1;
+                let mut record = outcome(n, Outcome::Won, Vec::new());
+                record.config_version = config_version;
+                let variant = if i < neutral { "neutral" } else { "warm" };
+                record.experiments = [("reply_tone".to_owned(), variant.to_owned())].into();
+                learner.learn(&record);
+            }
+        }
+        let version = learner.finish(&configs, None, Millis(10_000));
+        let tables: Vec<&ExperimentResults> = version
+            .report
+            .as_ref()
+            .unwrap()
+            .experiments
+            .iter()
+            .filter(|t| t.experiment == "reply_tone")
+            .collect();
+        // The current version first, then the older one.
+        let versions: Vec<u64> = tables.iter().map(|t| t.config_version).collect();
+        assert_eq!(versions, [1, 0]);
+        for table in &tables {
+            let srm = table.srm.expect("a check");
+            assert!(!srm.mismatch, "{table:?}");
+            assert_eq!(
+                table.variants.iter().map(|v| v.conversations).sum::<u64>(),
+                200
+            );
+        }
+        assert_eq!(
+            (tables[0].variants[0].weight, tables[1].variants[0].weight),
+            (90, 50)
+        );
+        // Mixed into one sample, either split's weights would call the split broken.
+        let all = &version.state.experiments["reply_tone"];
+        let mixed: Vec<(String, u32, Tally)> = [("neutral", 90), ("warm", 10)]
+            .iter()
+            .map(|(v, w)| ((*v).to_owned(), *w, all[*v]))
+            .collect();
+        assert!(table("reply_tone", 1, "neutral", &mixed).srm.unwrap().mismatch);
+    }
+
+    #[test]
+    fn a_stopped_experiment_checks_no_split() {
+        use crate::domain::config::{ConfigVersions, TenantConfig};
+        let v1 = TenantConfig::builtin()
+            .next(Millis(1), |config| {
+                config.experiments[0].status = crate::domain::experiments::Status::Stopped;
+                Ok(())
+            })
+            .unwrap();
+        let configs = ConfigVersions::new(vec![v1]);
+        let playbook = Playbook::builtin();
+        let mut learner = Learner::new(&playbook, None);
+        for n in 0..50 {
+            let mut record = outcome(n, Outcome::Lost, Vec::new());
+            record.config_version = 1;
+            record.experiments = [("reply_tone".to_owned(), "neutral".to_owned())].into();
+            learner.learn(&record);
+        }
+        let version = learner.finish(&configs, None, Millis(10_000));
+        let report = version.report.unwrap();
+        let tone = report
+            .experiments
+            .iter()
+            .find(|t| t.experiment == "reply_tone" && t.config_version == 1)
+            .unwrap();
+        // Every new conversation goes to the control by design: no sample-ratio check applies.
+        assert_eq!(tone.srm, None, "{tone:?}");
+        let weights: Vec<u32> = tone.variants.iter().map(|v| v.weight).collect();
+        assert_eq!(weights, [1, 0]);
     }
 }
