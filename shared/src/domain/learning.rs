@@ -1575,7 +1575,12 @@ mod tests {
             .iter()
             .map(|(v, w)| ((*v).to_owned(), *w, all[*v]))
             .collect();
-        assert!(table("reply_tone", 1, "neutral", &mixed).srm.unwrap().mismatch);
+        assert!(
+            table("reply_tone", 1, "neutral", &mixed)
+                .srm
+                .unwrap()
+                .mismatch
+        );
     }
 
     #[test]
