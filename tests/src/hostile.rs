@@ -40,15 +40,19 @@ pub struct HostileRequest {
     pub body: Option<String>,
     #[serde(default)]
     pub body_base64: Option<String>,
-    /// Per handler (`process_message`, `end_conversation`, and `read_api` unless the request is
-    /// one it serves): the status and error code.
+    /// Per handler (`process_message`, `end_conversation`, and `read_api` and `admin_api` unless
+    /// the request is one they serve): the status and error code.
     pub expect: BTreeMap<String, Expected>,
 }
 
+/// `[status, code]`, or `[status, code, field]` for an `invalid_config` whose `field` is known.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Expected {
     pub status: u16,
     pub code: String,
+    /// The `field` an `invalid_config` names, when the entry says.
+    #[serde(default)]
+    pub field: Option<String>,
 }
 
 impl HostileRequest {

@@ -911,9 +911,9 @@ async fn admin_flow<S: Store>(api: &Api<S>) {
     let mut wrong_type = playbook.clone();
     wrong_type["contexts"]["none"] = json!("ask_discovery_question");
     for (body, field) in [
-        (&no_momentum, "playbook.contexts.momentum"),
-        (&no_warm, "playbook.strategies.brand_new.warm"),
-        (&bad_prior, "playbook.priors.none.propose_demo"),
+        (&no_momentum, "contexts.momentum"),
+        (&no_warm, "strategies.brand_new.warm"),
+        (&bad_prior, "priors.none.propose_demo"),
         (&unknown, "colour"),
         (&wrong_type, "contexts.none"),
     ] {

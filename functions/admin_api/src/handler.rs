@@ -9,7 +9,8 @@
 //!   `POST /models/{version}/activate`: `If-Match` optional.
 //!
 //! A stale `If-Match` is a 412 with the current version's `ETag`; a refused configuration a
-//! 400 `invalid_config` naming the field; in both cases nothing is written.
+//! 400 `invalid_config` naming the field; in both cases nothing is written. A body whose object
+//! names a key twice is refused too (`invalid_config`): no one of the two is picked silently.
 
 use lambda_http::{Body, Request, Response};
 use salesloop::domain::config::TenantConfig;
@@ -116,7 +117,7 @@ async fn answer<S: Store>(
             struct Ship {
                 variant: String,
             }
-            let text = json_object_text(request, MAX_ADMIN_BODY_BYTES)?;
+            let text = admin_body(request)?;
             let ship: Ship = parse_json(text).map_err(invalid)?;
             let changed = admin::change_config(store, tenant, expected, now, |config| {
                 let experiment = find(config, &name)?;
@@ -138,13 +139,23 @@ async fn answer<S: Store>(
         }
         AdminRoute::PutPlaybook => {
             require_if_match(request)?;
-            let text = json_object_text(request, MAX_ADMIN_BODY_BYTES)?;
+            let text = admin_body(request)?;
             let playbook: Playbook = parse_json(text).map_err(invalid)?;
             let changed = admin::change_config(store, tenant, expected, now, |config| {
                 config.playbook = playbook.clone();
                 Ok(())
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // The body is the playbook: name its fields as the body has them.
+                AdminError::Invalid(mut invalid) => {
+                    if let Some(inner) = invalid.field.strip_prefix("playbook.") {
+                        invalid.field = inner.to_owned();
+                    }
+                    AdminError::Invalid(invalid)
+                }
+                other => other,
+            })?;
             Ok(changed_response(&changed, playbook_view(&changed.current)))
         }
         AdminRoute::ActivateModel(version) => {
@@ -157,7 +168,7 @@ async fn answer<S: Store>(
 
 /// The experiment in the body, named by the path: the body may leave `name` out, or repeat it.
 fn experiment_body(request: &Request, name: &str) -> Result<Experiment, ApiError> {
-    let text = json_object_text(request, MAX_ADMIN_BODY_BYTES)?;
+    let text = admin_body(request)?;
     let mut value: Value =
         serde_json::from_str(text).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     let object = value.as_object_mut().ok_or(ApiError::InvalidField(
@@ -178,6 +189,76 @@ fn experiment_body(request: &Request, name: &str) -> Result<Experiment, ApiError
     let experiment: Experiment = parse_json(&value.to_string()).map_err(invalid)?;
     experiment.validate().map_err(invalid)?;
     Ok(experiment)
+}
+
+/// The body of a route that takes one: a JSON object of at most [`MAX_ADMIN_BODY_BYTES`] in
+/// which no object names a key twice. serde would keep one of the two without a word (the last,
+/// in a map such as the playbook's contexts, or in the experiment's trip through `Value`), so
+/// that what is stored could differ from what a reviewer of the request saw.
+fn admin_body(request: &Request) -> Result<&str, ApiError> {
+    let text = json_object_text(request, MAX_ADMIN_BODY_BYTES)?;
+    parse_json::<UniqueKeys>(text).map_err(invalid)?;
+    Ok(text)
+}
+
+/// Any JSON value whose objects name each key once; the value itself is not kept.
+struct UniqueKeys;
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeys)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(self)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        let mut keys = std::collections::BTreeSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if keys.contains(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate field `{key}`"
+                )));
+            }
+            map.next_value::<UniqueKeys>()?;
+            keys.insert(key);
+        }
+        Ok(self)
+    }
 }
 
 fn find<'c>(config: &'c mut TenantConfig, name: &str) -> Result<&'c mut Experiment, AdminError> {

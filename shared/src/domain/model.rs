@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::detector::LinearModel;
 
-/// A Beta posterior over a win probability.
+/// A Beta posterior over a win probability. Exactly `alpha` and `beta`: a playbook's prior with
+/// another field is refused, not read in part.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Beta {
     pub alpha: f64,
     pub beta: f64,

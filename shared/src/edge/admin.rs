@@ -148,8 +148,9 @@ fn has_scope(request: &Request, scope: &str) -> bool {
 }
 
 /// The version a write is made against, from `If-Match`: `None` without the header (or with
-/// `*`: any current version); a strong entity tag `"N"` names version N. A tag that can be no
-/// version's (weak, malformed, a list) matches none, so the write answers 412 with the current
+/// `*`: any current version); a strong entity tag `"N"` names version N, written as [`etag`]
+/// writes it. A tag that can be no version's (weak, malformed, a list, `"07"`: strong tags
+/// compare character by character) matches none, so the write answers 412 with the current
 /// version, as RFC 9110 asks of a failed `If-Match`.
 pub fn if_match(request: &Request) -> Option<u64> {
     let mut values = request.headers().get_all("if-match").iter();
@@ -167,7 +168,12 @@ pub fn if_match(request: &Request) -> Option<u64> {
     Some(
         text.strip_prefix('"')
             .and_then(|t| t.strip_suffix('"'))
-            .filter(|t| !t.is_empty() && t.len() <= 19 && t.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|t| {
+                !t.is_empty()
+                    && t.len() <= 19
+                    && t.bytes().all(|b| b.is_ascii_digit())
+                    && (*t == "0" || !t.starts_with('0'))
+            })
             .and_then(|t| t.parse().ok())
             .unwrap_or(u64::MAX),
     )
@@ -271,6 +277,7 @@ mod tests {
         assert_eq!(if_match(&request(Method::PUT, "/playbook", &[])), None);
         assert_eq!(with("\"7\""), Some(7));
         assert_eq!(with("*"), None);
+        assert_eq!(with("\"0\""), Some(0));
         for never in [
             "7",
             "W/\"7\"",
@@ -278,6 +285,8 @@ mod tests {
             "\"\"",
             "\"-1\"",
             "\"99999999999999999999\"",
+            "\"07\"",
+            "\"00\"",
         ] {
             assert_eq!(with(never), Some(u64::MAX), "{never}");
         }
