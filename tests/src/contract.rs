@@ -912,6 +912,16 @@ async fn racing_admins_with_if_match_have_one_winner<B: Backend>(backend: &B) {
         100 + winners[0],
         "the winner's change is current"
     );
+    // An experiment that does not exist is not found, whatever the If-Match says.
+    let unknown =
+        admin::change_config(&*stores[0], &t, Some(0), Millis(2), |config| {
+            match config.experiments.iter_mut().find(|e| e.name == "nope") {
+                Some(_) => Ok(()),
+                None => Err(AdminError::ExperimentNotFound("nope".into())),
+            }
+        })
+        .await;
+    assert_eq!(unknown, Err(AdminError::ExperimentNotFound("nope".into())));
 }
 
 async fn an_activated_model_is_a_copy_published_next<B: Backend>(backend: &B) {

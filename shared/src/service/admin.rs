@@ -69,6 +69,13 @@ where
 {
     for attempt in 0..MAX_ATTEMPTS {
         let current = current_config(store, tenant).await?;
+        let mut edited = current.clone();
+        let applied = edit(&mut edited);
+        // What the request names must exist before its precondition counts (RFC 9110, 13.2.1):
+        // an unknown experiment is a 404 whatever the If-Match.
+        if let Err(AdminError::ExperimentNotFound(name)) = applied {
+            return Err(AdminError::ExperimentNotFound(name));
+        }
         if let Some(expected) = expected
             && expected != current.version
         {
@@ -76,8 +83,7 @@ where
                 current: current.version,
             });
         }
-        let mut edited = current.clone();
-        edit(&mut edited)?;
+        applied?;
         let next = current
             .next(at, |config| {
                 *config = edited;
