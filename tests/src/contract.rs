@@ -149,6 +149,7 @@ crate::store_cases! {
         racing_admins_without_if_match_lose_no_change,
         racing_admins_with_if_match_have_one_winner,
         an_activated_model_is_a_copy_published_next,
+        the_caches_keep_the_current_version_for_their_age_and_read_a_pinned_one_once,
         tenants_never_see_each_others_data,
         labels_read_back_in_turn_and_pattern_order,
         a_taken_label_loses_the_whole_write,
@@ -967,6 +968,47 @@ async fn an_activated_model_is_a_copy_published_next<B: Backend>(backend: &B) {
     assert_eq!(
         admin::activate_model(&**store, &t, 9, None, Millis(8)).await,
         Err(AdminError::ModelNotFound(9))
+    );
+}
+
+async fn the_caches_keep_the_current_version_for_their_age_and_read_a_pinned_one_once<
+    B: Backend,
+>(
+    backend: &B,
+) {
+    use salesloop::service::{ConfigCache, ModelCache};
+    use std::time::Duration;
+    let store = &backend.fresh(1).await[0];
+    let t = tenant("acme");
+    let configs = ConfigCache::new(Duration::from_secs(3600));
+    let models = ModelCache::new(Duration::from_secs(3600));
+    // Nothing stored: the built-in configuration and the priors.
+    assert_eq!(configs.current(&**store, &t).await.version, 0);
+    assert_eq!(models.current(&**store, &t).await.version, 0);
+    assert_eq!(
+        store.publish_config(&t, &config_with("first", 1)).await,
+        Ok(Write::Done)
+    );
+    assert_eq!(
+        store.publish_model(&t, &model_version(1)).await,
+        Ok(Write::Done)
+    );
+    // Within its age the cache answers what it read, without reading again.
+    assert_eq!(configs.current(&**store, &t).await.version, 0);
+    assert_eq!(models.current(&**store, &t).await.version, 0);
+    // A pinned version is read from the store, whatever the current one is.
+    let pinned = configs.version(&**store, &t, 1).await;
+    assert_eq!(*pinned, config_with("first", 1));
+    assert_eq!(models.version(&**store, &t, 1).await.version, 1);
+    // A version that does not exist falls back to the current one.
+    assert_eq!(configs.version(&**store, &t, 9).await.version, 0);
+    // A cache of age zero reads every time.
+    let fresh = ConfigCache::new(Duration::ZERO);
+    assert_eq!(fresh.current(&**store, &t).await.version, 1);
+    assert_eq!(
+        fresh.version(&**store, &t, 0).await.version,
+        0,
+        "the built-in one"
     );
 }
 

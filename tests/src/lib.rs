@@ -7,6 +7,7 @@ pub mod contract;
 pub mod detector_training;
 pub mod dynamo_local;
 pub mod events;
+pub mod fake_llm;
 pub mod fault_proxy;
 pub mod flows;
 pub mod hostile;

@@ -20,7 +20,7 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ssm::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
@@ -31,9 +31,9 @@ use process_message::handler::{App, handle};
 use process_message::llm_key;
 use salesloop::clients::aws::SdkConfig;
 use salesloop_tests::events::{Flavor, request};
+use salesloop_tests::fake_llm::{LlmMode, fake_llm};
 use salesloop_tests::workspace_root;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 
 /// moto's server in its own process group, stopped on drop (and killed with this process).
@@ -160,55 +160,6 @@ async fn put(moto: &Moto, name: &str, value: &str, kind: ParameterType) {
         .unwrap_or_else(|e| panic!("put {name} into moto: {e:?}"));
 }
 
-/// A stand-in LLM that answers every request with one chat completion and keeps each request.
-async fn fake_llm() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut raw = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    let n = socket.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    raw.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&raw).to_string();
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let length = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if body.len() >= length {
-                            break;
-                        }
-                    }
-                }
-                log.lock()
-                    .unwrap()
-                    .push(String::from_utf8_lossy(&raw).to_string());
-                let body = json!({"choices": [{"message": {"content": "Written by the model."}}]})
-                    .to_string();
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-    (format!("http://{address}/v1"), seen)
-}
-
 /// process_message's environment on the embedded store in `dir`, with `pairs` added.
 fn env(dir: &std::path::Path, pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     let mut all: Vec<(String, String)> =
@@ -232,7 +183,7 @@ async fn init_reads_the_key_from_a_secure_string_and_the_llm_gets_it(moto: &Moto
         ParameterType::SecureString,
     )
     .await;
-    let (base, seen) = fake_llm().await;
+    let (base, seen) = fake_llm(LlmMode::Answer).await;
     let dir = tempfile::tempdir().unwrap();
     let app = App::from_env(&env(
         dir.path(),

@@ -107,6 +107,48 @@ impl<T: Send + Sync> TenantCache<T> {
     }
 }
 
+impl<T: Versioned + Send + Sync> TenantCache<T> {
+    /// Version `version`: `current` when it is that version, `zero()` for version 0 (nothing is
+    /// stored for it), else the pinned copy, read by `read` once; `current` when that version
+    /// cannot be read.
+    async fn at_version<F>(
+        &self,
+        tenant: &TenantId,
+        version: u64,
+        current: Arc<T>,
+        zero: impl FnOnce() -> Arc<T>,
+        read: F,
+    ) -> Arc<T>
+    where
+        F: Future<Output = Result<Option<T>, StoreError>>,
+    {
+        if current.number() == version {
+            return current;
+        }
+        if version == 0 {
+            return zero();
+        }
+        self.pinned(tenant, version, read).await.unwrap_or(current)
+    }
+}
+
+/// A document with a version number.
+trait Versioned {
+    fn number(&self) -> u64;
+}
+
+impl Versioned for ServedModel {
+    fn number(&self) -> u64 {
+        self.version
+    }
+}
+
+impl Versioned for TenantConfig {
+    fn number(&self) -> u64 {
+        self.version
+    }
+}
+
 fn lock<V>(mutex: &Mutex<V>) -> std::sync::MutexGuard<'_, V> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -137,12 +179,6 @@ impl ModelCache {
         version: u64,
     ) -> Arc<ServedModel> {
         let current = self.current(store, tenant).await;
-        if current.version == version {
-            return current;
-        }
-        if version == 0 {
-            return Arc::default();
-        }
         let read = async {
             let found = store.model_version(tenant, version).await?;
             Ok(found.map(|m| ServedModel {
@@ -151,9 +187,8 @@ impl ModelCache {
             }))
         };
         self.0
-            .pinned(tenant, version, read)
+            .at_version(tenant, version, current, Arc::default, read)
             .await
-            .unwrap_or(current)
     }
 }
 
@@ -181,16 +216,10 @@ impl ConfigCache {
         version: u64,
     ) -> Arc<TenantConfig> {
         let current = self.current(store, tenant).await;
-        if current.version == version {
-            return current;
-        }
-        if version == 0 {
-            return builtin_config();
-        }
+        let read = store.config_version(tenant, version);
         self.0
-            .pinned(tenant, version, store.config_version(tenant, version))
+            .at_version(tenant, version, current, builtin_config, read)
             .await
-            .unwrap_or(current)
     }
 }
 
