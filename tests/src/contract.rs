@@ -19,8 +19,8 @@ use salesloop::domain::labels::{LabelCursor, MAX_LABELS_PER_REQUEST, StoredLabel
 use salesloop::store::TIME_INDEX;
 use salesloop::{
     ConversationId, ConversationState, Cursor, Detection, EndRequest, ExchangeDraft, MessageId,
-    Millis, Model, ModelVersion, Outcome, Reply, ReplySource, ServiceError, Store, StrategyChoice,
-    TenantId, Write,
+    Millis, Model, ModelVersion, Outcome, Reply, ReplySource, ServiceError, Store, StoreError,
+    StrategyChoice, TenantId, Write,
 };
 
 use crate::flows::Flows;
@@ -983,8 +983,8 @@ async fn the_caches_keep_the_current_version_for_their_age_and_read_a_pinned_one
     let configs = ConfigCache::new(Duration::from_secs(3600));
     let models = ModelCache::new(Duration::from_secs(3600));
     // Nothing stored: the built-in configuration and the priors.
-    assert_eq!(configs.current(&**store, &t).await.version, 0);
-    assert_eq!(models.current(&**store, &t).await.version, 0);
+    assert_eq!(configs.current(&**store, &t).await.unwrap().version, 0);
+    assert_eq!(models.current(&**store, &t).await.unwrap().version, 0);
     assert_eq!(
         store.publish_config(&t, &config_with("first", 1)).await,
         Ok(Write::Done)
@@ -994,22 +994,22 @@ async fn the_caches_keep_the_current_version_for_their_age_and_read_a_pinned_one
         Ok(Write::Done)
     );
     // Within its age the cache answers what it read, without reading again.
-    assert_eq!(configs.current(&**store, &t).await.version, 0);
-    assert_eq!(models.current(&**store, &t).await.version, 0);
+    assert_eq!(configs.current(&**store, &t).await.unwrap().version, 0);
+    assert_eq!(models.current(&**store, &t).await.unwrap().version, 0);
     // A pinned version is read from the store, whatever the current one is.
-    let pinned = configs.version(&**store, &t, 1).await;
+    let pinned = configs.version(&**store, &t, 1).await.unwrap();
     assert_eq!(*pinned, config_with("first", 1));
-    assert_eq!(models.version(&**store, &t, 1).await.version, 1);
-    // A version that does not exist falls back to the current one.
-    assert_eq!(configs.version(&**store, &t, 9).await.version, 0);
+    assert_eq!(models.version(&**store, &t, 1).await.unwrap().version, 1);
+    // A version that is not stored is an error, never a stand-in.
+    assert!(matches!(
+        configs.version(&**store, &t, 9).await,
+        Err(StoreError::Corrupt(_))
+    ));
     // A cache of age zero reads every time.
     let fresh = ConfigCache::new(Duration::ZERO);
-    assert_eq!(fresh.current(&**store, &t).await.version, 1);
-    assert_eq!(
-        fresh.version(&**store, &t, 0).await.version,
-        0,
-        "the built-in one"
-    );
+    assert_eq!(fresh.current(&**store, &t).await.unwrap().version, 1);
+    let builtin = fresh.version(&**store, &t, 0).await.unwrap();
+    assert_eq!(builtin.version, 0, "the built-in one");
 }
 
 async fn tenants_never_see_each_others_data<B: Backend>(backend: &B) {

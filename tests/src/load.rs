@@ -581,6 +581,29 @@ pub async fn verify<S: Store>(
                 .entry(draft.strategy.name.clone())
                 .or_default() += 1;
             summary.last_strategy = Some(draft.strategy.name.clone());
+            // The first exchange pins the conversation's configuration, model and variants;
+            // every later one runs under the same.
+            if summary.pin.is_none()
+                && let Some(treatment) = &draft.treatment
+            {
+                summary.pin = Some(salesloop::domain::conversation::Pin {
+                    config_version: draft.config_version,
+                    model_version: draft.model_version,
+                    variants: draft.experiments.clone(),
+                    treatment: treatment.clone(),
+                });
+            }
+            if let Some(pin) = &summary.pin
+                && (draft.experiments != pin.variants
+                    || draft.config_version != pin.config_version
+                    || draft.model_version != pin.model_version
+                    || draft.treatment.as_ref() != Some(&pin.treatment))
+            {
+                verdict.problems.push(format!(
+                    "{name} turn {}: decided under another pin than its first turn's ({pin:?})",
+                    exchange.turn
+                ));
+            }
             if exchange.summary != summary {
                 verdict.problems.push(format!(
                     "{name} turn {}: summary {:?} does not follow from the turns before ({summary:?})",

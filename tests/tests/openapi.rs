@@ -696,10 +696,14 @@ async fn admin_flow<S: Store>(api: &Api<S>) {
             .await
             .expect(412, Some("precondition_failed"));
     }
-    for same in ["\"1\"", "*"] {
-        let unchanged = put(reply_tone, tone.clone(), Some(same)).await.version(1);
-        assert_eq!(unchanged.body["published"], false);
-    }
+    let unchanged = put(reply_tone, tone.clone(), Some("\"1\""))
+        .await
+        .version(1);
+    assert_eq!(unchanged.body["published"], false);
+    // `*` names no version: a PUT must say which one it replaces.
+    put(reply_tone, tone.clone(), Some("*"))
+        .await
+        .expect(428, Some("precondition_required"));
 
     // Refused experiments: each names its field, and nothing is written.
     let experiment = |variants: Value| json!({"variants": variants});
@@ -1161,7 +1165,7 @@ async fn faults_answer_as_the_spec_says() -> Result<(), Failed> {
             "PUT",
             "/playbook",
             r#"{"contexts": {}, "strategies": {}}"#,
-            &[("if-match", "*")],
+            &[("if-match", "\"1\"")],
         ),
         ("POST", "/models/1/activate", "", &[]),
     ];

@@ -79,10 +79,13 @@ fn conditional_statements(role: &Value) -> Vec<(Option<String>, &Value)> {
         .collect()
 }
 
-/// Every statement of every inline policy of a role, conditional or not: (actions, resources).
+/// Every statement that grants, of every inline policy of a role, conditional or not:
+/// (actions, resources). (A `Deny` only narrows; `admin_api_reaches_only_configuration_and_model_items`
+/// pins the one there is.)
 fn statements(role: &Value) -> Vec<(Vec<String>, Vec<String>)> {
     conditional_statements(role)
         .into_iter()
+        .filter(|(_, statement)| statement["Effect"].as_str() != Some("Deny"))
         .map(|(_, statement)| {
             assert_eq!(statement["Effect"].as_str(), Some("Allow"), "{statement:?}");
             assert!(statement.get("NotAction").is_none() && statement.get("NotResource").is_none());
@@ -364,7 +367,12 @@ fn functions_run_on_arm64_al2023_at_128_mb_with_tracing_and_json_logs() {
     assert_eq!(env("ReadApiFunction"), set(&["TABLE_NAME", "TENANT_CLAIM"]));
     assert_eq!(
         env("AdminApiFunction"),
-        set(&["TABLE_NAME", "TENANT_CLAIM", "ADMIN_SCOPE"])
+        set(&[
+            "TABLE_NAME",
+            "TENANT_CLAIM",
+            "ADMIN_SCOPE",
+            "SALESLOOP_WARM_UP"
+        ])
     );
     // Every API route requires the JWT authorizer, except the dashboard page (which holds no
     // data: the page sends the user's token with each read).
@@ -590,12 +598,55 @@ fn admin_routes() -> Vec<(&'static str, &'static str)> {
 fn admin_api_reaches_only_configuration_and_model_items() {
     let template = template();
     let role = resource(&template, "AdminApiRole");
-    let tables: Vec<&Value> = conditional_statements(role)
+    let (tables, denied): (Vec<&Value>, Vec<&Value>) = conditional_statements(role)
         .into_iter()
         .map(|(_, statement)| statement)
         .filter(|statement| text(&statement["Resource"]) == "!GetAtt Table.Arn")
-        .collect();
+        .partition(|statement| statement["Effect"].as_str() == Some("Allow"));
     assert_eq!(tables.len(), 1);
+    // `T#*#CONFIG` also matches `T#acme#C#CONFIG`, a conversation named CONFIG: a Deny of every
+    // key with three `#` (a conversation's) covers every action the Allow grants.
+    assert_eq!(denied.len(), 1);
+    assert_eq!(
+        list(&denied[0]["Condition"]["ForAnyValue:StringLike"]["dynamodb:LeadingKeys"])
+            .into_iter()
+            .map(text)
+            .collect::<Vec<_>>(),
+        ["T#*#*#*"]
+    );
+    let actions = |statement: &Value| -> BTreeSet<String> {
+        list(&statement["Action"]).into_iter().map(text).collect()
+    };
+    assert_eq!(actions(denied[0]), actions(tables[0]));
+    let like = |pattern: &str, key: &str| {
+        // IAM's StringLike: `*` matches any run of characters.
+        let parts: Vec<&str> = pattern.split('*').collect();
+        let mut rest = key;
+        for (i, part) in parts.iter().enumerate() {
+            match rest.find(part) {
+                Some(at) if i > 0 || at == 0 => rest = &rest[at + part.len()..],
+                _ => return false,
+            }
+        }
+        parts
+            .last()
+            .is_none_or(|last| last.is_empty() || key.ends_with(last))
+    };
+    let allowed =
+        |key: &str| (like("T#*#CONFIG", key) || like("T#*#MODEL", key)) && !like("T#*#*#*", key);
+    for (key, ok) in [
+        ("T#acme#CONFIG", true),
+        ("T#acme#MODEL", true),
+        ("T#acme#C#CONFIG", false),
+        ("T#acme#C#MODEL", false),
+        ("T#acme#C#c-1", false),
+        ("T#acme#OUTCOME", false),
+        ("T#acme#COUNTER", false),
+        ("T#acme#LEASE", false),
+        ("WARMUP", false),
+    ] {
+        assert_eq!(allowed(key), ok, "{key}");
+    }
     let condition = &tables[0]["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"];
     assert_eq!(
         list(condition).into_iter().map(text).collect::<Vec<_>>(),

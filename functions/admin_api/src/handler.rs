@@ -276,12 +276,16 @@ fn invalid(e: Invalid) -> ApiError {
     }
 }
 
-/// A PUT replaces a whole document: it must say which version it replaces.
+/// A PUT replaces a whole document: it must say which version it replaces. `*` names none (it
+/// would let the PUT overwrite another admin's change unseen), so it counts as no `If-Match`.
 fn require_if_match(request: &Request) -> Result<(), ApiError> {
-    if request.headers().contains_key("if-match") {
-        Ok(())
-    } else {
-        Err(ApiError::PreconditionRequired)
+    let mut values = request.headers().get_all("if-match").iter();
+    match (values.next(), values.next()) {
+        (None, _) => Err(ApiError::PreconditionRequired),
+        (Some(value), None) if value.to_str().is_ok_and(|v| v.trim() == "*") => {
+            Err(ApiError::PreconditionRequired)
+        }
+        _ => Ok(()),
     }
 }
 

@@ -152,8 +152,17 @@ async fn record_end<S: Store>(
     conversation: ConversationId,
     mut end: EndRequest,
 ) -> Result<Response<Body>, ApiError> {
-    end.model_version = app.models.current(&app.store, &tenant).await.version;
-    let ended = match end_conversation(&app.store, &tenant, &conversation, end).await {
+    // The version current now, for a conversation older than pins (a pinned one counts for
+    // its pinned version: `OutcomeRecord::from_exchanges`).
+    let current = app.models.current(&app.store, &tenant).await;
+    let ended = match current {
+        Ok(model) => {
+            end.model_version = model.version;
+            end_conversation(&app.store, &tenant, &conversation, end).await
+        }
+        Err(e) => Err(ServiceError::Store(e)),
+    };
+    let ended = match ended {
         Ok(ended) => ended,
         Err(ServiceError::Store(e)) if e.is_transient() => {
             tracing::error!(error = %e, "ending the conversation failed");

@@ -1,8 +1,6 @@
 //! Lambda entry point of end_conversation: settings, the store client and the trigger's
 //! Lambda client are built once per process.
 
-use std::time::Duration;
-
 use lambda_http::Error;
 use salesloop::domain::patterns::DEFAULT_CATALOG;
 use salesloop::edge::settings::{ConfigError, EndSettings};
@@ -38,7 +36,7 @@ async fn main() -> Result<(), Error> {
         pattern_names(catalog).map_err(|message| ConfigError::new("PATTERN_CATALOG", message))?;
     let app = App {
         store,
-        models: ModelCache::new(Duration::from_secs(30)),
+        models: ModelCache::new(settings.api.cache_age),
         tenants: settings.api.tenants.clone(),
         patterns,
         feedback_every: settings.feedback_every,

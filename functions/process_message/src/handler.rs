@@ -63,8 +63,8 @@ impl<S> App<S> {
         Ok(App {
             store,
             engine,
-            models: ModelCache::new(settings.cache_age),
-            configs: ConfigCache::new(settings.cache_age),
+            models: ModelCache::new(settings.api.cache_age),
+            configs: ConfigCache::new(settings.api.cache_age),
             tenants: settings.api.tenants.clone(),
             llm,
             text_storage: settings.text_storage,
@@ -240,20 +240,25 @@ struct TurnPlanner<'a, S> {
 }
 
 impl<S: Store> Plan for TurnPlanner<'_, S> {
-    async fn plan(&mut self, state: &ConversationState) -> ExchangeDraft {
+    async fn plan(&mut self, state: &ConversationState) -> Result<ExchangeDraft, ServiceError> {
         let (app, tenant) = (self.app, self.message.tenant);
-        let (config, model) = match state.summary().and_then(|s| s.pin.as_ref()) {
+        let (store, pin) = (&app.store, state.summary().and_then(|s| s.pin.as_ref()));
+        let (config, model) = match pin {
             Some(pin) => (
                 app.configs
-                    .version(&app.store, tenant, pin.config_version)
-                    .await,
-                app.models
-                    .version(&app.store, tenant, pin.model_version)
-                    .await,
+                    .version(store, tenant, pin.config_version)
+                    .await?,
+                app.models.version(store, tenant, pin.model_version).await?,
+            ),
+            // A conversation that started before pins existed ran under the built-in
+            // configuration: it keeps it (and is pinned to it from this message on).
+            None if state.turns() > 0 => (
+                app.configs.version(store, tenant, 0).await?,
+                app.models.current(store, tenant).await?,
             ),
             None => (
-                app.configs.current(&app.store, tenant).await,
-                app.models.current(&app.store, tenant).await,
+                app.configs.current(store, tenant).await?,
+                app.models.current(store, tenant).await?,
             ),
         };
         let (mut draft, _) =
@@ -283,7 +288,7 @@ impl<S: Store> Plan for TurnPlanner<'_, S> {
         }
         draft.user_text = self.stored_text.to_owned();
         draft.latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        draft
+        Ok(draft)
     }
 }
 

@@ -64,12 +64,19 @@ impl TenantConfig {
         self.playbook
             .validate(&experiments.tones())
             .map_err(|e| e.within("playbook"))?;
-        let size = serde_json::to_vec(self)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
+        fn bytes<T: Serialize>(value: &T) -> usize {
+            serde_json::to_vec(value).map_or(usize::MAX, |v| v.len())
+        }
+        let size = bytes(self);
         if size > MAX_CONFIG_BYTES {
+            // Name the larger part: the one to trim.
+            let field = if bytes(&self.playbook) >= bytes(&self.experiments) {
+                "playbook"
+            } else {
+                "experiments"
+            };
             return Err(Invalid::new(
-                "",
+                field,
                 format!("the configuration would take {size} bytes; at most {MAX_CONFIG_BYTES}"),
             ));
         }
@@ -283,8 +290,17 @@ mod tests {
             .err();
         // 32 experiments (the most) with long descriptions fit: the bound on bytes is far above.
         assert!(refused.is_none(), "{refused:?}");
+        // 40 spare strategies of 8 templates of 1,000 characters each: every part within its
+        // own bound, the whole over the item's.
+        let mut playbook = serde_json::to_value(&TenantConfig::builtin().playbook).unwrap();
+        for i in 0..40 {
+            playbook["strategies"][format!("spare_{i}")] =
+                serde_json::json!({ "neutral": vec!["x".repeat(1_000); 8] });
+        }
         let mut big = TenantConfig::builtin();
-        big.changes = vec!["x".repeat(MAX_CONFIG_BYTES)];
-        assert_eq!(big.validate().unwrap_err().field, "");
+        big.playbook = serde_json::from_value(playbook).unwrap();
+        let refused = big.validate().unwrap_err();
+        assert_eq!(refused.field, "playbook", "{refused}");
+        assert!(refused.reason.contains("at most 300000"), "{refused}");
     }
 }

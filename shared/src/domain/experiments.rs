@@ -69,7 +69,16 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(raw: &str) -> Result<T, Invali
             .next()
             .unwrap_or(&message)
             .to_owned();
-        Invalid::new(field, reason)
+        // A missing field is named by the object that lacks it: name the field itself.
+        let missing = reason
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned);
+        match missing {
+            Some(name) if field.is_empty() => Invalid::new(name, reason),
+            Some(name) => Invalid::new(format!("{field}.{name}"), reason),
+            None => Invalid::new(field, reason),
+        }
     })?;
     deserializer
         .end()
@@ -475,6 +484,8 @@ mod tests {
             "shipped": "zz", "variants": [
             {"name": "a", "weight": 1, "control": true}, {"name": "b", "weight": 1}]}]}"#;
         assert_eq!(refused(shipped_unknown).field, "experiments[0].shipped");
+        let missing = r#"{"experiments": [{"name": "x"}]}"#;
+        assert_eq!(refused(missing).field, "experiments[0].variants");
         let unknown_field = r#"{"experiments": [{"name": "x", "colour": 1, "variants": []}]}"#;
         assert_eq!(refused(unknown_field).field, "experiments[0].colour");
     }

@@ -513,6 +513,12 @@ impl<'a> Learner<'a> {
         while self.state.experiments_by_config.len() > CONFIGS_KEPT {
             self.state.experiments_by_config.pop_first();
         }
+        // A model version is one DynamoDB item (400 KB): the oldest versions' tallies go first.
+        while self.state.experiments_by_config.len() > 1
+            && json_len(&self.state.experiments_by_config) > MAX_TALLY_BYTES
+        {
+            self.state.experiments_by_config.pop_first();
+        }
 
         self.count_events(outcome);
         self.credit(outcome, won);
@@ -872,10 +878,21 @@ fn policy_value(
     }
 }
 
-/// Configuration versions whose tallies a model version keeps, the newest.
-pub const CONFIGS_KEPT: usize = 50;
-/// Configuration versions a report shows tables for, the newest with conversations.
+/// Configuration versions whose tallies a model version keeps, the newest, within
+/// [`MAX_TALLY_BYTES`].
+pub const CONFIGS_KEPT: usize = 20;
+/// Configuration versions a report shows tables for, the newest with conversations, within
+/// [`MAX_RESULTS_BYTES`].
 pub const CONFIGS_REPORTED: usize = 10;
+/// The most JSON the per-version tallies and the report's A/B tables may take in a model
+/// version (a DynamoDB item holds 400 KB, and the rest of the version needs room): past it,
+/// the oldest configuration versions are left out (the current one always stays).
+pub const MAX_TALLY_BYTES: usize = 60_000;
+pub const MAX_RESULTS_BYTES: usize = 120_000;
+
+fn json_len<T: Serialize>(value: &T) -> usize {
+    serde_json::to_vec(value).map_or(usize::MAX, |v| v.len())
+}
 
 /// The results tables: one per experiment and configuration version, so that each compares
 /// conversations assigned under one split. The current version comes first, with every
@@ -902,6 +919,9 @@ pub fn experiment_results(
     );
     let mut results = Vec::new();
     for version in versions {
+        if version != current && json_len(&results) > MAX_RESULTS_BYTES {
+            break;
+        }
         let tallies = state.experiments_by_config.get(&version).unwrap_or(&empty);
         let configured = configs
             .get(version)

@@ -192,6 +192,10 @@ pub struct ApiSettings {
     /// `ADMIN_SCOPE` (default `salesloop/admin`), and `SALESLOOP_LOCAL=1` for
     /// `x-salesloop-role: admin`.
     pub admin: AdminSource,
+    /// `CACHE_SECONDS` (default 30, 0 to 3600): how stale a tenant's current model and
+    /// configuration may be when a conversation starts or ends (one read per tenant per
+    /// period).
+    pub cache_age: Duration,
 }
 
 impl ApiSettings {
@@ -211,6 +215,7 @@ impl ApiSettings {
                 local,
             },
             admin: AdminSource { scope, local },
+            cache_age: Duration::from_secs(number(env, "CACHE_SECONDS", 30, 0, 3_600)?),
         })
     }
 }
@@ -230,9 +235,6 @@ pub struct MessageSettings {
     pub llm: Option<LlmConfig>,
     /// `SALESLOOP_MESSAGE_TEXT` (`text` or `hash`).
     pub text_storage: TextStorage,
-    /// `CACHE_SECONDS` (default 30, 0 to 3600): how stale a tenant's current model and
-    /// configuration may be when a conversation starts (one read per tenant per period).
-    pub cache_age: Duration,
 }
 
 impl MessageSettings {
@@ -254,7 +256,6 @@ impl MessageSettings {
             detector: detector_file(env)?,
             llm: llm(env)?,
             text_storage: text_storage(env)?,
-            cache_age: Duration::from_secs(number(env, "CACHE_SECONDS", 30, 0, 3_600)?),
         })
     }
 }

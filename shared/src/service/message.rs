@@ -13,7 +13,12 @@ use crate::store::{Store, Write};
 /// Decides the draft of the turn that follows a conversation's state. Called once per
 /// attempt: once, unless the append lost a race.
 pub trait Plan: Send {
-    fn plan(&mut self, state: &ConversationState) -> impl Future<Output = ExchangeDraft> + Send;
+    /// The draft, or why the turn cannot be planned now (what it is decided with could not be
+    /// read): then nothing is written.
+    fn plan(
+        &mut self,
+        state: &ConversationState,
+    ) -> impl Future<Output = Result<ExchangeDraft, ServiceError>> + Send;
 }
 
 /// A plan from a plain closure (tests, tools).
@@ -23,8 +28,8 @@ impl<F> Plan for PlanFn<F>
 where
     F: FnMut(&ConversationState) -> ExchangeDraft + Send,
 {
-    async fn plan(&mut self, state: &ConversationState) -> ExchangeDraft {
-        (self.0)(state)
+    async fn plan(&mut self, state: &ConversationState) -> Result<ExchangeDraft, ServiceError> {
+        Ok((self.0)(state))
     }
 }
 
@@ -63,7 +68,7 @@ pub async fn record_exchange<S: Store>(
         if state.turns() >= MAX_TURNS {
             return Err(ServiceError::TooLong);
         }
-        let mut draft = plan.plan(&state).await;
+        let mut draft = plan.plan(&state).await?;
         draft.message_id = message_id.clone();
         let exchange = state.next_exchange(draft);
         match store

@@ -5,7 +5,8 @@
 //! of a warm function and re-reads it at most once per `max_age`: new conversations start under
 //! a version at most that stale, and messages do not pay a read each. A conversation stays on
 //! the versions it started under (`conversation::Pin`); those never change, so each is read
-//! once. A failed read keeps the cached version (or the built-in one) and is logged.
+//! once. A failed read keeps the cached version and is logged; with nothing cached it is an
+//! error, never a stand-in that a new conversation would be pinned to.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -43,13 +44,15 @@ impl<T: Send + Sync> TenantCache<T> {
     }
 
     /// The tenant's current version: cached, or read by `read` (`fallback` when the tenant
-    /// has none). A failed read keeps the cached one (or the fallback) and is logged.
+    /// has none). A failed read keeps the cached one, however old, and is logged; with none
+    /// cached it is an error: a conversation must never start (and be pinned) under a version
+    /// that only stands in for the tenant's.
     async fn current<F>(
         &self,
         tenant: &TenantId,
         read: F,
         fallback: impl FnOnce() -> Arc<T>,
-    ) -> Arc<T>
+    ) -> Result<Arc<T>, StoreError>
     where
         F: Future<Output = Result<Option<T>, StoreError>>,
     {
@@ -57,13 +60,14 @@ impl<T: Send + Sync> TenantCache<T> {
         if let Some((value, fetched)) = &cached
             && fetched.elapsed() < self.max_age
         {
-            return value.clone();
+            return Ok(value.clone());
         }
         let fresh = match read.await {
             Ok(found) => found.map_or_else(fallback, Arc::new),
             Err(e) => {
+                let (value, _) = cached.ok_or(e.clone())?;
                 tracing::warn!(error = %e, "read failed; deciding with the cached version");
-                return cached.map_or_else(fallback, |(value, _)| value);
+                return Ok(value);
             }
         };
         let mut entries = lock(&self.current);
@@ -71,31 +75,43 @@ impl<T: Send + Sync> TenantCache<T> {
             entries.clear();
         }
         entries.insert(tenant.clone(), (fresh.clone(), Instant::now()));
-        fresh
+        Ok(fresh)
     }
+}
 
-    /// A published version, which never changes: read once by `read`, then kept. `None` when
-    /// it cannot be read (the caller decides with the current version then).
-    async fn pinned<F>(&self, tenant: &TenantId, version: u64, read: F) -> Option<Arc<T>>
+impl<T: Versioned + Send + Sync> TenantCache<T> {
+    /// Version `version`, which never changes once published: `zero()` for version 0 (nothing
+    /// is stored for it), the cached current one when it is that version, else a copy read by
+    /// `read` once and kept. One read on a miss, none on a hit. A version the store does not
+    /// have is an error (a conversation is pinned only to published versions).
+    async fn at_version<F>(
+        &self,
+        tenant: &TenantId,
+        version: u64,
+        zero: impl FnOnce() -> Arc<T>,
+        read: F,
+    ) -> Result<Arc<T>, StoreError>
     where
         F: Future<Output = Result<Option<T>, StoreError>>,
     {
+        if version == 0 {
+            return Ok(zero());
+        }
+        if let Some((current, _)) = lock(&self.current).get(tenant)
+            && current.number() == version
+        {
+            return Ok(current.clone());
+        }
         let key = (tenant.clone(), version);
         if let Some(value) = lock(&self.pinned).get(&key) {
-            return Some(value.clone());
+            return Ok(value.clone());
         }
-        let value = match read.await {
-            Ok(Some(value)) => Arc::new(value),
-            Ok(None) => {
-                tracing::warn!(
-                    version,
-                    "a pinned version is missing; deciding with the current"
-                );
-                return None;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, version, "reading a pinned version failed");
-                return None;
+        let value = match read.await? {
+            Some(value) => Arc::new(value),
+            None => {
+                return Err(StoreError::Corrupt(format!(
+                    "version {version}, which a conversation is pinned to, is not stored"
+                )));
             }
         };
         let mut entries = lock(&self.pinned);
@@ -103,32 +119,7 @@ impl<T: Send + Sync> TenantCache<T> {
             entries.clear();
         }
         entries.insert(key, value.clone());
-        Some(value)
-    }
-}
-
-impl<T: Versioned + Send + Sync> TenantCache<T> {
-    /// Version `version`: `current` when it is that version, `zero()` for version 0 (nothing is
-    /// stored for it), else the pinned copy, read by `read` once; `current` when that version
-    /// cannot be read.
-    async fn at_version<F>(
-        &self,
-        tenant: &TenantId,
-        version: u64,
-        current: Arc<T>,
-        zero: impl FnOnce() -> Arc<T>,
-        read: F,
-    ) -> Arc<T>
-    where
-        F: Future<Output = Result<Option<T>, StoreError>>,
-    {
-        if current.number() == version {
-            return current;
-        }
-        if version == 0 {
-            return zero();
-        }
-        self.pinned(tenant, version, read).await.unwrap_or(current)
+        Ok(value)
     }
 }
 
@@ -163,22 +154,25 @@ impl ModelCache {
     }
 
     /// The tenant's model, read from the store when the cached one is older than `max_age`;
-    /// version 0 (the priors) before the first publish.
-    pub async fn current<S: Store>(&self, store: &S, tenant: &TenantId) -> Arc<ServedModel> {
+    /// version 0 (the priors) before the first publish. An error only when the read fails
+    /// and nothing is cached.
+    pub async fn current<S: Store>(
+        &self,
+        store: &S,
+        tenant: &TenantId,
+    ) -> Result<Arc<ServedModel>, StoreError> {
         self.0
             .current(tenant, store.served_model(tenant), Arc::default)
             .await
     }
 
-    /// Version `version` of the tenant's model (the priors for 0); the current one when that
-    /// version cannot be read.
+    /// Version `version` of the tenant's model (the priors for 0).
     pub async fn version<S: Store>(
         &self,
         store: &S,
         tenant: &TenantId,
         version: u64,
-    ) -> Arc<ServedModel> {
-        let current = self.current(store, tenant).await;
+    ) -> Result<Arc<ServedModel>, StoreError> {
         let read = async {
             let found = store.model_version(tenant, version).await?;
             Ok(found.map(|m| ServedModel {
@@ -186,9 +180,7 @@ impl ModelCache {
                 model: m.model,
             }))
         };
-        self.0
-            .at_version(tenant, version, current, Arc::default, read)
-            .await
+        self.0.at_version(tenant, version, Arc::default, read).await
     }
 }
 
@@ -201,24 +193,26 @@ impl ConfigCache {
         ConfigCache(TenantCache::new(max_age))
     }
 
-    pub async fn current<S: Store>(&self, store: &S, tenant: &TenantId) -> Arc<TenantConfig> {
+    pub async fn current<S: Store>(
+        &self,
+        store: &S,
+        tenant: &TenantId,
+    ) -> Result<Arc<TenantConfig>, StoreError> {
         self.0
             .current(tenant, store.current_config(tenant), builtin_config)
             .await
     }
 
-    /// Version `version` of the tenant's configuration; the current one when that version
-    /// cannot be read.
+    /// Version `version` of the tenant's configuration (the built-in one for 0).
     pub async fn version<S: Store>(
         &self,
         store: &S,
         tenant: &TenantId,
         version: u64,
-    ) -> Arc<TenantConfig> {
-        let current = self.current(store, tenant).await;
+    ) -> Result<Arc<TenantConfig>, StoreError> {
         let read = store.config_version(tenant, version);
         self.0
-            .at_version(tenant, version, current, builtin_config, read)
+            .at_version(tenant, version, builtin_config, read)
             .await
     }
 }
