@@ -611,6 +611,78 @@ async fn llm_replies_are_used_and_any_failure_falls_back_to_the_template() {
     );
 }
 
+/// A conversation is pinned to what its first message is decided under, so it must never be
+/// decided under a stand-in: with the tenant's configuration unreadable and none cached, the
+/// message is refused (503 while the store cannot answer, 500 for data it cannot read) and
+/// nothing is written; once it can be read, the same message is answered under it.
+async fn a_configuration_that_cannot_be_read_is_never_stood_in_for() {
+    let (store, dir) = embedded();
+    let t = acme();
+    // Version 1: every new conversation gets reply_tone's warm variant.
+    let changed = salesloop::service::admin::change_config(
+        &store,
+        &t,
+        None,
+        salesloop::Millis(1),
+        |config| {
+            let tone = &mut config.experiments[0];
+            tone.status = salesloop::domain::experiments::Status::Shipped;
+            tone.shipped = Some("warm".into());
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(changed.current.version, 1);
+    let raw = rusqlite::Connection::open(dir.path().join("salesloop.sqlite3")).unwrap();
+    let app = app(store, false);
+    let body = json!({"message_id": "m-1", "text": "too expensive for us"});
+    let send = || handle(&app, message(Flavor::HttpApi, "c-1", &body));
+    // The configuration's table is gone: the store cannot answer.
+    raw.execute_batch("ALTER TABLE configs RENAME TO configs_away;")
+        .unwrap();
+    let (status, answer, retry) = parts(send().await);
+    assert_eq!((status, retry.as_deref()), (503, Some("1")), "{answer}");
+    // Stored, but unreadable: a permanent fault.
+    raw.execute_batch(
+        "ALTER TABLE configs_away RENAME TO configs;
+         UPDATE configs SET body = '{\"not\": \"a configuration\"}';",
+    )
+    .unwrap();
+    let (status, answer, _) = parts(send().await);
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (500, Some("internal"))
+    );
+    let c = ConversationId::parse("c-1").unwrap();
+    assert_eq!(
+        app.store.conversation(&t, &c).await.unwrap(),
+        ConversationState::New,
+        "nothing was written"
+    );
+    // Readable again: the message is decided under version 1, not the built-in one.
+    raw.execute_batch("DELETE FROM configs;").unwrap();
+    let restored = salesloop::service::admin::change_config(
+        &app.store,
+        &t,
+        None,
+        salesloop::Millis(2),
+        |config| {
+            let tone = &mut config.experiments[0];
+            tone.status = salesloop::domain::experiments::Status::Shipped;
+            tone.shipped = Some("warm".into());
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(restored.current.version, 1);
+    let (status, answer, _) = parts(send().await);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["config_version"], 1);
+    assert_eq!(answer["experiments"]["reply_tone"], "warm");
+}
+
 salesloop_tests::store_cases! {
     fn trials;
     stores: [
@@ -623,7 +695,10 @@ salesloop_tests::store_cases! {
         a_message_to_an_ended_conversation_is_a_conflict,
     ],
     dynamodb: [a_store_outage_is_a_503_and_the_retry_succeeds_once],
-    plain: [llm_replies_are_used_and_any_failure_falls_back_to_the_template],
+    plain: [
+        llm_replies_are_used_and_any_failure_falls_back_to_the_template,
+        a_configuration_that_cannot_be_read_is_never_stood_in_for,
+    ],
 }
 
 fn main() {
