@@ -683,6 +683,64 @@ async fn a_configuration_that_cannot_be_read_is_never_stood_in_for() {
     assert_eq!(answer["experiments"]["reply_tone"], "warm");
 }
 
+/// "One read on a miss, none on a hit", counted on the wire: every call the store makes passes
+/// a proxy (with no fault) in front of DynamoDB Local, which counts them.
+async fn the_caches_read_once_on_a_miss_and_never_on_a_hit(backend: &DynamoBackend) {
+    use salesloop_tests::fault_proxy::{FaultProxy, FaultRates};
+    let server = backend.server();
+    let direct = backend.open().await;
+    let proxy = FaultProxy::start(&server.endpoint(), FaultRates::default(), 1)
+        .await
+        .expect("the proxy starts");
+    let store = DynamoStore::new(
+        salesloop_tests::dynamo_local::DynamoLocal::production_client(&proxy.endpoint()),
+        DynamoStoreConfig {
+            table: direct.table().to_owned(),
+            retention: None,
+        },
+    );
+    let t = acme();
+    for at in [1, 2] {
+        salesloop::service::admin::change_config(&direct, &t, None, salesloop::Millis(at), |c| {
+            c.experiments[0].variants[0].weight += 1;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+    let configs = ConfigCache::new(Duration::from_secs(3600));
+    let calls = || proxy.injected().calls;
+    let before = calls();
+    assert_eq!(configs.current(&store, &t).await.unwrap().version, 2);
+    assert_eq!(
+        calls() - before,
+        1,
+        "the current version: one read on a miss"
+    );
+    for _ in 0..5 {
+        configs.current(&store, &t).await.unwrap();
+    }
+    assert_eq!(calls() - before, 1, "none on a hit");
+    assert_eq!(configs.version(&store, &t, 2).await.unwrap().version, 2);
+    assert_eq!(configs.version(&store, &t, 0).await.unwrap().version, 0);
+    assert_eq!(
+        calls() - before,
+        1,
+        "the current and the built-in versions cost nothing"
+    );
+    for _ in 0..5 {
+        assert_eq!(configs.version(&store, &t, 1).await.unwrap().version, 1);
+    }
+    assert_eq!(calls() - before, 2, "a pinned version: one read, then none");
+    // Past its age the current version is read again, once.
+    let fresh = ConfigCache::new(Duration::ZERO);
+    let before = calls();
+    for _ in 0..3 {
+        fresh.current(&store, &t).await.unwrap();
+    }
+    assert_eq!(calls() - before, 3, "an age of zero reads every time");
+}
+
 salesloop_tests::store_cases! {
     fn trials;
     stores: [
@@ -694,7 +752,10 @@ salesloop_tests::store_cases! {
         bad_requests_get_a_json_4xx_and_change_nothing,
         a_message_to_an_ended_conversation_is_a_conflict,
     ],
-    dynamodb: [a_store_outage_is_a_503_and_the_retry_succeeds_once],
+    dynamodb: [
+        a_store_outage_is_a_503_and_the_retry_succeeds_once,
+        the_caches_read_once_on_a_miss_and_never_on_a_hit,
+    ],
     plain: [
         llm_replies_are_used_and_any_failure_falls_back_to_the_template,
         a_configuration_that_cannot_be_read_is_never_stood_in_for,
