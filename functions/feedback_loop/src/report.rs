@@ -246,10 +246,21 @@ fn render_report(out: &mut String, report: &RunReport) {
                 )
             },
         );
+        let versions = match experiment.config_versions.as_slice() {
+            [] => format!("version {}", experiment.config_version),
+            [one] => format!("version {one}"),
+            many => format!(
+                "versions {}",
+                many.iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         let _ = writeln!(
             out,
-            "\nA/B {} under configuration version {} (control {}; {srm})",
-            experiment.experiment, experiment.config_version, experiment.control
+            "\nA/B {} under configuration {versions} (control {}; {srm})",
+            experiment.experiment, experiment.control
         );
         let _ = writeln!(
             out,

@@ -282,6 +282,10 @@ pub struct ExperimentResults {
     /// and every table written before versions existed).
     #[serde(default)]
     pub config_version: u64,
+    /// Every configuration version the table counts, newest first: those with the same split
+    /// of this experiment (`config_version` is the first).
+    #[serde(default)]
+    pub config_versions: Vec<u64>,
     pub control: String,
     pub srm: Option<SampleRatio>,
     pub variants: Vec<VariantResult>,
@@ -894,17 +898,29 @@ fn json_len<T: Serialize>(value: &T) -> usize {
     serde_json::to_vec(value).map_or(usize::MAX, |v| v.len())
 }
 
-/// The results tables: one per experiment and configuration version, so that each compares
-/// conversations assigned under one split. The current version comes first, with every
-/// experiment it configures (empty rows before conversations arrive), then older versions with
-/// conversations, newest first. A table lists the version's variants first, with the weights
-/// the version gave new conversations (all to the control once stopped, to the shipped variant
-/// once shipped), then any variant seen but not configured (weight 0). A version the run could
-/// not read shows its variants with weight 0 and no sample-ratio check.
+/// The results tables: one per experiment and split, where a split is what a configuration
+/// version gave new conversations of that experiment (its variants and the weight each got:
+/// all to the control once stopped, all to the shipped variant once shipped). Versions with the
+/// same split of an experiment (a playbook change leaves every split as it was) count in one
+/// table; versions with different splits never do, so no sample-ratio check mixes two. The
+/// current version's tables come first, with every experiment it configures (empty rows before
+/// conversations arrive), then older splits with conversations, newest first. A table lists its
+/// variants first, with their weights, then any variant seen but not configured (weight 0).
+/// A version the run could not read, or an experiment no longer configured, gets a table of its
+/// own with weight 0 everywhere and no sample-ratio check.
 pub fn experiment_results(
     configs: &ConfigVersions,
     state: &LearningState,
 ) -> Vec<ExperimentResults> {
+    /// Tables being filled: (experiment, split: (variant, weight) in order, or none), control,
+    /// rows, and the versions counted, newest first.
+    type Pool = (
+        String,
+        Option<Vec<(String, u32)>>,
+        String,
+        Vec<(String, u32, Tally)>,
+        Vec<u64>,
+    );
     let (empty, none) = (BTreeMap::new(), BTreeMap::new());
     let current = configs.current().version;
     let mut versions: Vec<u64> = vec![current];
@@ -917,9 +933,30 @@ pub fn experiment_results(
             .filter(|&v| v != current)
             .take(CONFIGS_REPORTED.saturating_sub(1)),
     );
-    let mut results = Vec::new();
+    let mut pools: Vec<Pool> = Vec::new();
+    let add = |pools: &mut Vec<Pool>, pool: Pool| {
+        let (experiment, split, _, rows, versions) = &pool;
+        let same = pools
+            .iter_mut()
+            .find(|p| split.is_some() && &p.0 == experiment && &p.1 == split);
+        match same {
+            Some(existing) => {
+                for (name, weight, tally) in rows {
+                    match existing.3.iter_mut().find(|r| &r.0 == name) {
+                        Some(row) => {
+                            row.2.conversations += tally.conversations;
+                            row.2.wins += tally.wins;
+                        }
+                        None => existing.3.push((name.clone(), *weight, *tally)),
+                    }
+                }
+                existing.4.extend(versions.iter().copied());
+            }
+            None => pools.push(pool),
+        }
+    };
     for version in versions {
-        if version != current && json_len(&results) > MAX_RESULTS_BYTES {
+        if version != current && json_len(&pools) > MAX_RESULTS_BYTES {
             break;
         }
         let tallies = state.experiments_by_config.get(&version).unwrap_or(&empty);
@@ -929,16 +966,26 @@ pub fn experiment_results(
             .unwrap_or_default();
         for experiment in configured {
             let seen = tallies.get(&experiment.name).unwrap_or(&none);
+            if version != current && seen.is_empty() {
+                continue;
+            }
             let control = experiment
                 .control()
                 .map(|v| v.name.clone())
                 .unwrap_or_default();
-            let mut rows: Vec<(String, u32, Tally)> = experiment
+            let split: Vec<(String, u32)> = experiment
                 .variants
                 .iter()
-                .map(|v| {
-                    let tally = seen.get(&v.name).copied().unwrap_or_default();
-                    (v.name.clone(), experiment.effective_weight(v), tally)
+                .map(|v| (v.name.clone(), experiment.effective_weight(v)))
+                .collect();
+            let mut rows: Vec<(String, u32, Tally)> = split
+                .iter()
+                .map(|(name, weight)| {
+                    (
+                        name.clone(),
+                        *weight,
+                        seen.get(name).copied().unwrap_or_default(),
+                    )
                 })
                 .collect();
             for (name, tally) in seen {
@@ -946,7 +993,16 @@ pub fn experiment_results(
                     rows.push((name.clone(), 0, *tally));
                 }
             }
-            results.push(table(&experiment.name, version, &control, &rows));
+            add(
+                &mut pools,
+                (
+                    experiment.name.clone(),
+                    Some(split),
+                    control,
+                    rows,
+                    vec![version],
+                ),
+            );
         }
         for (name, seen) in tallies {
             if configured.iter().any(|e| &e.name == name) {
@@ -957,10 +1013,20 @@ pub fn experiment_results(
                 .map(|(variant, tally)| (variant.clone(), 0, *tally))
                 .collect();
             let control = rows.first().map(|r| r.0.clone()).unwrap_or_default();
-            results.push(table(name, version, &control, &rows));
+            add(
+                &mut pools,
+                (name.clone(), None, control, rows, vec![version]),
+            );
         }
     }
-    results
+    pools
+        .into_iter()
+        .map(|(experiment, _, control, rows, versions)| {
+            let mut results = table(&experiment, versions[0], &control, &rows);
+            results.config_versions = versions;
+            results
+        })
+        .collect()
 }
 
 /// One experiment's table from its rows (variant, weight, tally). The sample-ratio check covers
@@ -1032,6 +1098,7 @@ pub fn table(
     ExperimentResults {
         experiment: experiment.to_owned(),
         config_version,
+        config_versions: vec![config_version],
         control: control.to_owned(),
         srm,
         variants,
@@ -1632,5 +1699,46 @@ mod tests {
         assert_eq!(tone.srm, None, "{tone:?}");
         let weights: Vec<u32> = tone.variants.iter().map(|v| v.weight).collect();
         assert_eq!(weights, [1, 0]);
+    }
+
+    #[test]
+    fn versions_that_left_a_split_alone_count_in_one_table() {
+        use crate::domain::config::{ConfigVersions, TenantConfig};
+        // Version 1 changes the playbook only (a prior): every split stays as version 0's.
+        let v1 = TenantConfig::builtin()
+            .next(Millis(1), |config| {
+                let mut playbook = serde_json::to_value(&config.playbook).unwrap();
+                playbook["priors"] =
+                    serde_json::json!({"none": {"social_proof": {"alpha": 3.0, "beta": 1.0}}});
+                config.playbook = serde_json::from_value(playbook).unwrap();
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(v1.changes, ["playbook replaced"]);
+        let configs = ConfigVersions::new(vec![v1]);
+        let playbook = Playbook::builtin();
+        let mut learner = Learner::new(&playbook, None);
+        for n in 0..40u64 {
+            let mut record = outcome(n, Outcome::Won, Vec::new());
+            record.config_version = n % 2;
+            let variant = if n % 4 < 2 { "neutral" } else { "warm" };
+            record.experiments = [("reply_tone".to_owned(), variant.to_owned())].into();
+            learner.learn(&record);
+        }
+        let version = learner.finish(&configs, None, Millis(10_000));
+        let tables: Vec<&ExperimentResults> = version
+            .report
+            .as_ref()
+            .unwrap()
+            .experiments
+            .iter()
+            .filter(|t| t.experiment == "reply_tone")
+            .collect();
+        assert_eq!(tables.len(), 1, "{tables:?}");
+        assert_eq!(tables[0].config_version, 1);
+        assert_eq!(tables[0].config_versions, [1, 0]);
+        let counted: Vec<u64> = tables[0].variants.iter().map(|v| v.conversations).collect();
+        assert_eq!(counted, [20, 20]);
+        assert!(!tables[0].srm.unwrap().mismatch);
     }
 }
