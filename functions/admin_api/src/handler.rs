@@ -21,7 +21,7 @@ use salesloop::domain::time::Millis;
 use salesloop::edge::admin::{AdminRoute, AdminSource, admin_route, etag, if_match, require_admin};
 use salesloop::edge::error::ApiError;
 use salesloop::edge::http::{
-    TenantSource, json_object_text, json_response, query_parameters, tenant,
+    TenantSource, json_object_text, private_json_response, query_parameters, tenant,
 };
 use salesloop::service::admin::{self, AdminError, Changed};
 use salesloop::{Store, TenantId};
@@ -338,14 +338,9 @@ fn changed_response(changed: &Changed<TenantConfig>, view: Value) -> Response<Bo
 
 /// A 200 JSON answer with the version's `ETag`, which no shared cache may keep.
 fn versioned(version: u64, view: Value) -> Response<Body> {
-    let mut response = json_response(200, &view);
-    let headers = response.headers_mut();
+    let mut response = private_json_response(&view);
     if let Ok(tag) = lambda_http::http::HeaderValue::from_str(&etag(version)) {
-        headers.insert("etag", tag);
+        response.headers_mut().insert("etag", tag);
     }
-    headers.insert(
-        "cache-control",
-        lambda_http::http::HeaderValue::from_static("private, no-store"),
-    );
     response
 }

@@ -11,8 +11,8 @@ use salesloop::domain::time::Millis;
 use salesloop::edge::dashboard;
 use salesloop::edge::error::ApiError;
 use salesloop::edge::http::{
-    ReadRoute, TenantSource, json_response, limit_parameter, parse_version, query_parameters,
-    read_route, tenant,
+    ReadRoute, TenantSource, limit_parameter, parse_version, private_json_response,
+    query_parameters, read_route, tenant,
 };
 use salesloop::service::ServiceError;
 use salesloop::service::reads::{self, DEFAULT_PAGE, MAX_PAGE, parse_conversation_cursor};
@@ -117,10 +117,5 @@ fn since_parameter(parameters: &BTreeMap<String, String>) -> Result<Millis, ApiE
 /// A 200 JSON answer that no shared cache may keep: it is one tenant's data.
 fn ok<T: Serialize>(value: &T) -> Result<Response<Body>, ApiError> {
     let value = serde_json::to_value(value).map_err(|_| ApiError::Internal)?;
-    let mut response = json_response(200, &value);
-    response.headers_mut().insert(
-        "cache-control",
-        lambda_http::http::HeaderValue::from_static("private, no-store"),
-    );
-    Ok(response)
+    Ok(private_json_response(&value))
 }

@@ -105,8 +105,15 @@ impl TenantConfig {
         at: Millis,
         edit: impl FnOnce(&mut TenantConfig) -> Result<(), Invalid>,
     ) -> Result<TenantConfig, Invalid> {
-        let mut next = self.clone();
-        edit(&mut next)?;
+        let mut edited = self.clone();
+        edit(&mut edited)?;
+        self.followed_by(at, edited)
+    }
+
+    /// `edited` (this version with an admin's changes) as the next version: numbered, dated,
+    /// its changes described, and checked.
+    pub fn followed_by(&self, at: Millis, edited: TenantConfig) -> Result<TenantConfig, Invalid> {
+        let mut next = edited;
         next.version = self.version + 1;
         next.published_at = at;
         next.changes = describe(self, &next);

@@ -49,6 +49,16 @@ pub fn json_response(status: u16, value: &serde_json::Value) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(Body::Text(body)))
 }
 
+/// A 200 JSON answer that no shared cache may keep: one tenant's data.
+pub fn private_json_response(value: &serde_json::Value) -> Response<Body> {
+    let mut response = json_response(200, value);
+    response.headers_mut().insert(
+        "cache-control",
+        lambda_http::http::HeaderValue::from_static("private, no-store"),
+    );
+    response
+}
+
 /// Where the tenant comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantSource {

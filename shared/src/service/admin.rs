@@ -85,10 +85,7 @@ where
         }
         applied?;
         let next = current
-            .next(at, |config| {
-                *config = edited;
-                Ok(())
-            })
+            .followed_by(at, edited)
             .map_err(AdminError::Invalid)?;
         if next.changes.is_empty() {
             return Ok(Changed {
