@@ -6,7 +6,7 @@ use salesloop::domain::config::TenantConfig;
 use salesloop::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
 use salesloop::domain::labels::{LabelCursor, StoredLabel};
 use salesloop::domain::model::ServedModel;
-use salesloop::store::{ConversationEntry, ConversationLog, FailedWrite};
+use salesloop::store::{ConversationEntry, ConversationLog, Tracked, TrackingCounts};
 use salesloop::{
     ConversationId, Lease, MessageId, Millis, ModelVersion, Store, StoreError, TenantId, Write,
 };
@@ -67,17 +67,12 @@ impl Store for NoStore {
         nothing()
     }
 
-    async fn count_failed_writes(
-        &self,
-        _: &TenantId,
-        _: FailedWrite,
-        _: u64,
-    ) -> Result<(), StoreError> {
+    async fn count_tracking(&self, _: &TenantId, _: Tracked, _: u64) -> Result<(), StoreError> {
         nothing()
     }
 
-    async fn failed_writes(&self, _: &TenantId) -> Result<u64, StoreError> {
-        Ok(0)
+    async fn tracking_counts(&self, _: &TenantId) -> Result<TrackingCounts, StoreError> {
+        Ok(TrackingCounts::default())
     }
 
     async fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {
@@ -217,6 +212,9 @@ pub fn app_with<S>(store: S) -> process_message::handler::App<S> {
         },
         llm: None,
         text_storage: salesloop::domain::privacy::TextStorage::Text,
-        failed_writes: Default::default(),
+        unrecorded: Default::default(),
+        record_budget: std::time::Duration::from_millis(salesloop::edge::settings::DEFAULT_RECORD_BUDGET_MS),
+        spool: None,
+        last_resort: Default::default(),
     }
 }

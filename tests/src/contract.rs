@@ -84,6 +84,7 @@ pub fn draft(message_id: &MessageId, text: &str, state: &ConversationState) -> E
         latency_us: 100,
         config_version: 0,
         treatment: None,
+        via: Default::default(),
     }
 }
 

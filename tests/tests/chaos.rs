@@ -89,7 +89,10 @@ fn app<S: Store>(store: S) -> App<S> {
         },
         llm: None,
         text_storage: Default::default(),
-        failed_writes: Default::default(),
+        unrecorded: Default::default(),
+        record_budget: std::time::Duration::from_millis(salesloop::edge::settings::DEFAULT_RECORD_BUDGET_MS),
+        spool: None,
+        last_resort: Default::default(),
     }
 }
 
@@ -301,7 +304,6 @@ async fn end_every_conversation<S: Store + 'static>(plan: &Plan, store: S) -> En
         patterns: pattern_names(DEFAULT_CATALOG).expect("the catalog's pattern names"),
         feedback_every: 0,
         trigger: None,
-        failed_writes: Default::default(),
         text_storage: Default::default(),
     });
     let mut ends = Ends::default();

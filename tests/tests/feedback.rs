@@ -80,7 +80,10 @@ fn apis<S: Store>(
             tenants: tenants.clone(),
             llm: None,
             text_storage: Default::default(),
-            failed_writes: Default::default(),
+            unrecorded: Default::default(),
+            record_budget: std::time::Duration::from_millis(salesloop::edge::settings::DEFAULT_RECORD_BUDGET_MS),
+            spool: None,
+            last_resort: Default::default(),
         },
         ends: EndApp {
             store: make(),
@@ -89,7 +92,6 @@ fn apis<S: Store>(
             patterns: pattern_names(DEFAULT_CATALOG).unwrap(),
             feedback_every: every,
             trigger,
-            failed_writes: Default::default(),
             text_storage: Default::default(),
         },
     }

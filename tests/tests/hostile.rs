@@ -72,7 +72,10 @@ fn handlers<S: Store>(make: impl Fn() -> S) -> Handlers<S> {
         tenants: tenants(local),
         llm: None,
         text_storage: Default::default(),
-        failed_writes: Default::default(),
+        unrecorded: Default::default(),
+        record_budget: std::time::Duration::from_millis(salesloop::edge::settings::DEFAULT_RECORD_BUDGET_MS),
+        spool: None,
+        last_resort: Default::default(),
     };
     let end = |local| EndApp {
         store: make(),
@@ -81,7 +84,6 @@ fn handlers<S: Store>(make: impl Fn() -> S) -> Handlers<S> {
         patterns: pattern_names(DEFAULT_CATALOG).expect("catalog names"),
         feedback_every: 1,
         trigger: None,
-        failed_writes: Default::default(),
         text_storage: Default::default(),
     };
     let read = |local| ReadApp {

@@ -67,7 +67,10 @@ fn apis<S: Store>(make: impl Fn() -> S, text_storage: TextStorage) -> Api<S> {
             tenants: tenants.clone(),
             llm: None,
             text_storage,
-            failed_writes: Default::default(),
+            unrecorded: Default::default(),
+            record_budget: std::time::Duration::from_millis(salesloop::edge::settings::DEFAULT_RECORD_BUDGET_MS),
+            spool: None,
+            last_resort: Default::default(),
         },
         ends: EndApp {
             store: make(),
@@ -76,7 +79,6 @@ fn apis<S: Store>(make: impl Fn() -> S, text_storage: TextStorage) -> Api<S> {
             patterns: pattern_names(DEFAULT_CATALOG).unwrap(),
             feedback_every: 0,
             trigger: None,
-            failed_writes: Default::default(),
             text_storage,
         },
     }

@@ -51,7 +51,10 @@ fn json_logs_name_the_request_tenant_and_conversation_and_never_the_text() {
         tenants: tenants.clone(),
         llm: None,
         text_storage: Default::default(),
-        failed_writes: Default::default(),
+        unrecorded: Default::default(),
+        record_budget: std::time::Duration::from_millis(salesloop::edge::settings::DEFAULT_RECORD_BUDGET_MS),
+        spool: None,
+        last_resort: Default::default(),
     };
     let ends = end_conversation::handler::App {
         store: salesloop::EmbeddedStore::open_dir(dir.path()).unwrap(),
@@ -63,7 +66,6 @@ fn json_logs_name_the_request_tenant_and_conversation_and_never_the_text() {
         .unwrap(),
         feedback_every: 100,
         trigger: None,
-        failed_writes: Default::default(),
         text_storage: Default::default(),
     };
     let secret = "our CFO Jane Doe says it is too expensive";

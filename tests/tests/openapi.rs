@@ -293,7 +293,10 @@ fn apis<S: Store>(make: impl Fn() -> S) -> Api<S> {
         tenants: tenants(local),
         llm: None,
         text_storage,
-        failed_writes: Default::default(),
+        unrecorded: Default::default(),
+        record_budget: std::time::Duration::from_millis(salesloop::edge::settings::DEFAULT_RECORD_BUDGET_MS),
+        spool: None,
+        last_resort: Default::default(),
     };
     let end = |local| EndApp {
         store: make(),
@@ -302,7 +305,6 @@ fn apis<S: Store>(make: impl Fn() -> S) -> Api<S> {
         patterns: pattern_names(DEFAULT_CATALOG).unwrap(),
         feedback_every: 0,
         trigger: None,
-        failed_writes: Default::default(),
         text_storage: TextStorage::Text,
     };
     let read = |local| ReadApp {

@@ -35,7 +35,10 @@ fn app<S: Store>(store: S, local: bool) -> App<S> {
         },
         llm: None,
         text_storage: Default::default(),
-        failed_writes: Default::default(),
+        unrecorded: Default::default(),
+        record_budget: std::time::Duration::from_millis(salesloop::edge::settings::DEFAULT_RECORD_BUDGET_MS),
+        spool: None,
+        last_resort: Default::default(),
     }
 }
 

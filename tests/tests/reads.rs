@@ -51,7 +51,10 @@ fn apis<S: Store>(make: impl Fn() -> S) -> Api<S> {
             tenants: tenants.clone(),
             llm: None,
             text_storage: Default::default(),
-            failed_writes: Default::default(),
+            unrecorded: Default::default(),
+            record_budget: std::time::Duration::from_millis(salesloop::edge::settings::DEFAULT_RECORD_BUDGET_MS),
+            spool: None,
+            last_resort: Default::default(),
         },
         ends: EndApp {
             store: make(),
@@ -60,7 +63,6 @@ fn apis<S: Store>(make: impl Fn() -> S) -> Api<S> {
             patterns: pattern_names(DEFAULT_CATALOG).unwrap(),
             feedback_every: 0,
             trigger: None,
-            failed_writes: Default::default(),
             text_storage: Default::default(),
         },
         reads: ReadApp {

@@ -14,9 +14,7 @@ use salesloop::edge::http::{
     Action, TenantSource, has_control_characters, is_blank, json_body, json_response, request_span,
     route, tenant,
 };
-use salesloop::service::tracking::FailedWrites;
 use salesloop::service::{ModelCache, ServiceError, end_conversation};
-use salesloop::store::FailedWrite;
 use salesloop::{ConversationId, EndRequest, Millis, Outcome, OutcomeRecord, Store, TenantId};
 use serde::Deserialize;
 use serde_json::json;
@@ -41,8 +39,6 @@ pub struct App<S> {
     /// Ended conversations between triggered feedback runs; 0 turns the trigger off.
     pub feedback_every: u64,
     pub trigger: Option<Trigger>,
-    /// Writes that failed, until they are counted in the store.
-    pub failed_writes: FailedWrites,
     /// Whether message texts are kept (a label then carries its turn's text) or only hashes.
     pub text_storage: TextStorage,
 }
@@ -165,8 +161,8 @@ async fn record_end<S: Store>(
     let ended = match ended {
         Ok(ended) => ended,
         Err(ServiceError::Store(e)) if e.is_transient() => {
+            // The caller retries after Retry-After: nothing is lost, so nothing is counted.
             tracing::error!(error = %e, "ending the conversation failed");
-            app.failed_writes.note(&tenant, FailedWrite::End);
             return Err(ApiError::StoreUnavailable);
         }
         Err(e) => {
@@ -176,7 +172,6 @@ async fn record_end<S: Store>(
             return Err(e.into());
         }
     };
-    app.failed_writes.flush(&app.store, &tenant).await;
     tracing::info!(
         outcome = %ended.record.outcome,
         first_time = ended.first_time,

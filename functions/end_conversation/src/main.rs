@@ -5,7 +5,6 @@ use lambda_http::Error;
 use salesloop::domain::patterns::DEFAULT_CATALOG;
 use salesloop::edge::settings::{ConfigError, EndSettings};
 use salesloop::service::ModelCache;
-use salesloop::service::tracking::FailedWrites;
 
 use end_conversation::handler::{App, handle, pattern_names};
 use end_conversation::trigger::Trigger;
@@ -41,7 +40,6 @@ async fn main() -> Result<(), Error> {
         patterns,
         feedback_every: settings.feedback_every,
         trigger,
-        failed_writes: FailedWrites::default(),
         text_storage: settings.text_storage,
     };
     let app = &app;

@@ -183,13 +183,13 @@ impl<S: Store> Feedback<'_, S> {
             if outcomes == 0 && labels.is_empty() {
                 break;
             }
-            // The failed-write counter only grows: a read that fails now is made up by a later
-            // run, so it never costs this run its batch.
-            match self.store.failed_writes(tenant).await {
-                Ok(count) => learner.note_failed_writes(count),
+            // The tracking counters only grow: a read that fails now is made up by a later run,
+            // so it never costs this run its batch.
+            match self.store.tracking_counts(tenant).await {
+                Ok(counts) => learner.note_tracking(counts),
                 Err(e) => tracing::warn!(
                     error = %e,
-                    "reading the failed-write counter failed; a later version counts them"
+                    "reading the tracking counters failed; a later version counts them"
                 ),
             }
             let next = learner.finish(&configs, previous.as_ref(), clock());

@@ -1,8 +1,14 @@
 //! `POST /conversations/{conversation_id}/messages`: parse, then one flow: read the
 //! conversation, plan the turn once (the LLM's reply included), append it with its events in
 //! one conditional write, answer. Generic over the store, so tests drive it with either adapter.
+//!
+//! The reply never waits on tracking (docs/spool.md): when the store cannot record the exchange
+//! within the record budget (down, throttled past the retries, or slow), the message is
+//! answered anyway, `"recorded": false`, and the exchange goes to the spool (an SQS FIFO
+//! queue) to be recorded later, or, if the spool fails too, to one log line a command replays.
 
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use lambda_http::{Body, Request, Response};
 use salesloop::clients::llm::LlmClient;
@@ -14,11 +20,13 @@ use salesloop::edge::http::{
     route, tenant,
 };
 use salesloop::edge::settings::{ConfigError, MessageSettings};
-use salesloop::service::tracking::FailedWrites;
+use salesloop::clients::sqs::FifoQueue;
+use salesloop::domain::spool::SpooledExchange;
+use salesloop::service::tracking::UnrecordedAnswers;
 use salesloop::service::{ConfigCache, ModelCache, Plan, ServiceError, record_message};
-use salesloop::store::{AnyStore, FailedWrite};
+use salesloop::store::AnyStore;
 use salesloop::{
-    ConversationId, ConversationState, Exchange, ExchangeDraft, MessageId, Millis, Reply,
+    ConversationId, ConversationState, ExchangeDraft, MessageId, Millis, Reply,
     ReplySource, Store, TenantId,
 };
 use serde::Deserialize;
@@ -40,8 +48,37 @@ pub struct App<S> {
     pub llm: Option<LlmClient>,
     /// Whether the store keeps the message text or only its hash.
     pub text_storage: TextStorage,
-    /// Writes that failed, until they are counted in the store.
-    pub failed_writes: FailedWrites,
+    /// Exchanges answered without a record, until they are counted in the store.
+    pub unrecorded: UnrecordedAnswers,
+    /// How long the store may take to record an exchange before the answer goes without it.
+    pub record_budget: Duration,
+    /// Where an unrecorded exchange goes; `None`: straight to the last resort.
+    pub spool: Option<FifoQueue>,
+    /// The last resort's log.
+    pub last_resort: LastResort,
+}
+
+/// Where the last-resort lines go: standard output (CloudWatch Logs on Lambda), or a list a
+/// test reads.
+#[derive(Clone, Default)]
+pub enum LastResort {
+    #[default]
+    Stdout,
+    Memory(Arc<Mutex<Vec<String>>>),
+}
+
+impl LastResort {
+    fn write(&self, line: String) {
+        match self {
+            LastResort::Stdout => {
+                use std::io::Write;
+                // One write of one line: Lambda's log capture keeps it whole.
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+            }
+            LastResort::Memory(lines) => lines.lock().unwrap_or_else(|p| p.into_inner()).push(line),
+        }
+    }
 }
 
 impl<S> App<S> {
@@ -68,7 +105,10 @@ impl<S> App<S> {
             tenants: settings.api.tenants.clone(),
             llm,
             text_storage: settings.text_storage,
-            failed_writes: FailedWrites::default(),
+            unrecorded: UnrecordedAnswers::default(),
+            record_budget: settings.record_budget,
+            spool: None,
+            last_resort: LastResort::Stdout,
         })
     }
 }
@@ -90,7 +130,12 @@ impl App<AnyStore> {
         if let Some(key) = key? {
             crate::llm_key::set(&mut settings, key);
         }
-        App::new(store?, &settings)
+        let mut app = App::new(store?, &settings)?;
+        if let Some(url) = &settings.spool_queue {
+            let sdk = salesloop::clients::aws::sdk_config(settings.api.store.native_roots).await;
+            app.spool = Some(FifoQueue::new(sdk, url.clone()));
+        }
+        Ok(app)
     }
 }
 
@@ -173,69 +218,191 @@ async fn answer_message<S: Store>(
         text,
     } = parsed;
     let stored_text = app.text_storage.stored(&tenant, &text);
+    let message = UserMessage {
+        tenant: &tenant,
+        conversation: &conversation,
+        message_id: &message_id,
+        text: &text,
+        at: Millis::now(),
+    };
+    let memo = Mutex::new(Memo::default());
     let planner = TurnPlanner {
         app,
-        message: UserMessage {
-            tenant: &tenant,
-            conversation: &conversation,
-            message_id: &message_id,
-            text: &text,
-            at: Millis::now(),
-        },
+        message: message.clone(),
         stored_text: &stored_text,
-        llm_asked: false,
-        llm_reply: None,
+        memo: &memo,
         started,
     };
-    let recorded = record_message(
+    let record = record_message(
         &app.store,
         &tenant,
         &conversation,
         &message_id,
         &stored_text,
         planner,
-    )
-    .await;
-    let recorded = match recorded {
-        Ok(recorded) => recorded,
-        Err(ServiceError::Store(e)) if e.is_transient() => {
-            tracing::error!(error = %e, "recording the exchange failed");
-            app.failed_writes.note(&tenant, FailedWrite::Exchange);
-            return Err(ApiError::StoreUnavailable);
+    );
+    let why = match within_budget(record, &memo, started, app.record_budget).await {
+        Some(Ok(recorded)) => {
+            app.unrecorded.flush(&app.store, &tenant).await;
+            tracing::info!(
+                turn = recorded.exchange.turn,
+                duplicate = recorded.duplicate,
+                strategy = %recorded.exchange.draft.strategy.name,
+                "message answered"
+            );
+            return Ok(json_response(
+                200,
+                &answer(&conversation, Some(recorded.exchange.turn), &recorded.exchange.draft),
+            ));
         }
-        Err(e) => {
+        Some(Err(ServiceError::Store(e))) if e.is_transient() => e.to_string(),
+        Some(Err(e)) => {
             if matches!(e, ServiceError::Store(_) | ServiceError::Contention(_)) {
                 tracing::error!(error = %e, "recording the exchange failed");
             }
             return Err(e.into());
         }
+        None => format!("the store took longer than {:?}", app.record_budget),
     };
-    app.failed_writes.flush(&app.store, &tenant).await;
-    tracing::info!(
-        turn = recorded.exchange.turn,
-        duplicate = recorded.duplicate,
-        strategy = %recorded.exchange.draft.strategy.name,
-        "message answered"
-    );
-    Ok(json_response(
-        200,
-        &answer(&conversation, &recorded.exchange),
-    ))
+    // The store cannot record it now: answer anyway, and hand the exchange on.
+    let draft = degraded_draft(app, &message, &stored_text, &memo, started).await;
+    app.unrecorded.note(&tenant);
+    let response = json_response(200, &answer(&conversation, None, &draft));
+    let record = SpooledExchange::new(tenant, conversation, draft);
+    match &app.spool {
+        Some(spool) => match spool.spool(&record).await {
+            Ok(()) => tracing::warn!(error = %why, "the exchange was not recorded; spooled"),
+            Err(e) => {
+                tracing::error!(
+                    error = %why, spool_error = %e,
+                    "the exchange was not recorded and could not be spooled; logged"
+                );
+                app.last_resort.write(record.log_line());
+            }
+        },
+        None => {
+            tracing::error!(error = %why, "the exchange was not recorded (no spool); logged");
+            app.last_resort.write(record.log_line());
+        }
+    }
+    Ok(response)
 }
 
-/// Plans a turn on the state the service read: detection, decision and template under the
-/// conversation's configuration and model (those it is pinned to, or the tenant's current ones
-/// for a new conversation), then the LLM's reply when one is configured, asked once. If the append loses a race and the turn is
-/// planned again, the LLM's reply is kept when the strategy is the same, and the template
-/// answers otherwise.
-struct TurnPlanner<'a, S> {
-    app: &'a App<S>,
-    message: UserMessage<'a>,
-    stored_text: &'a str,
+/// Runs `record` until it finishes or has spent `budget` since `started` outside the LLM's
+/// calls; `None` when the budget ran out first (and the record, dropped, stops where it was:
+/// an append already sent may still land, and the spooled copy is then a duplicate).
+async fn within_budget<F: std::future::Future>(
+    record: F,
+    memo: &Mutex<Memo>,
+    started: Instant,
+    budget: Duration,
+) -> Option<F::Output> {
+    tokio::pin!(record);
+    let mut wait = budget;
+    loop {
+        tokio::select! {
+            done = &mut record => return Some(done),
+            () = tokio::time::sleep(wait) => {
+                let llm = lock(memo).llm_time();
+                let spent = started.elapsed().saturating_sub(llm);
+                if spent >= budget {
+                    return None;
+                }
+                wait = (budget - spent).max(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+/// The draft of an answer the store could not record: the one planned for the append, if the
+/// planner got that far (so what is spooled is what the prospect was answered), else one
+/// decided now as for a new conversation, under the tenant's cached configuration and model
+/// (the built-in ones and the priors when none is cached), with the LLM's reply when it
+/// answered (or, if it was not asked yet, answers now).
+async fn degraded_draft<S: Store>(
+    app: &App<S>,
+    message: &UserMessage<'_>,
+    stored_text: &str,
+    memo: &Mutex<Memo>,
+    started: Instant,
+) -> ExchangeDraft {
+    if let Some(draft) = lock(memo).draft.clone() {
+        return draft;
+    }
+    let config = app.configs.cached_or_builtin(message.tenant);
+    let model = app.models.cached_or_priors(message.tenant);
+    let (mut draft, _) = app.engine.plan(
+        message,
+        &ConversationState::New,
+        model.version,
+        &model.model,
+        &config,
+    );
+    let asked = std::mem::replace(&mut lock(memo).llm_asked, true);
+    let written = match (&app.llm, asked) {
+        (Some(llm), false) => ask_llm(llm, message.text, &draft).await,
+        _ => lock(memo).llm_reply.clone(),
+    };
+    if let Some((strategy, text)) = written
+        && strategy == draft.strategy.name
+    {
+        draft.reply = Reply {
+            text,
+            source: ReplySource::Llm,
+        };
+    }
+    draft.user_text = stored_text.to_owned();
+    draft.latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    draft
+}
+
+async fn ask_llm(llm: &LlmClient, text: &str, draft: &ExchangeDraft) -> Option<(String, String)> {
+    match llm
+        .reply(text, &draft.strategy.name, &draft.reply.text)
+        .await
+    {
+        Ok(text) => Some((draft.strategy.name.clone(), text)),
+        Err(e) => {
+            tracing::warn!(error = %e, "LLM reply failed; answering with the template");
+            None
+        }
+    }
+}
+
+/// What the planner leaves behind for the answer that goes without a record.
+#[derive(Default)]
+struct Memo {
     /// Whether the LLM was asked (once per message, whatever it answered).
     llm_asked: bool,
     /// The strategy the LLM wrote for, and its text.
     llm_reply: Option<(String, String)>,
+    /// Time spent in LLM calls, and the start of the one in flight.
+    llm_spent: Duration,
+    llm_since: Option<Instant>,
+    /// The newest draft planned for an append.
+    draft: Option<ExchangeDraft>,
+}
+
+impl Memo {
+    fn llm_time(&self) -> Duration {
+        self.llm_spent + self.llm_since.map_or(Duration::ZERO, |s| s.elapsed())
+    }
+}
+
+fn lock(memo: &Mutex<Memo>) -> std::sync::MutexGuard<'_, Memo> {
+    memo.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Plans a turn on the state the service read: detection, decision and template under the
+/// conversation's configuration and model (those it is pinned to, or the tenant's current ones
+/// for a new conversation), then the LLM's reply when one is configured, asked once. If the
+/// append loses a race and the turn is planned again, the LLM's reply is kept when the strategy
+/// is the same, and the template answers otherwise.
+struct TurnPlanner<'a, S> {
+    app: &'a App<S>,
+    message: UserMessage<'a>,
+    stored_text: &'a str,
+    memo: &'a Mutex<Memo>,
     started: Instant,
 }
 
@@ -265,39 +432,41 @@ impl<S: Store> Plan for TurnPlanner<'_, S> {
             app.engine
                 .plan(&self.message, state, model.version, &model.model, &config);
         if let Some(llm) = &self.app.llm
-            && !self.llm_asked
+            && !std::mem::replace(&mut lock(self.memo).llm_asked, true)
         {
-            self.llm_asked = true;
-            match llm
-                .reply(self.message.text, &draft.strategy.name, &draft.reply.text)
-                .await
-            {
-                Ok(text) => self.llm_reply = Some((draft.strategy.name.clone(), text)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "LLM reply failed; answering with the template")
-                }
+            lock(self.memo).llm_since = Some(Instant::now());
+            let written = ask_llm(llm, self.message.text, &draft).await;
+            let mut memo = lock(self.memo);
+            if let Some(since) = memo.llm_since.take() {
+                memo.llm_spent += since.elapsed();
             }
+            memo.llm_reply = written;
         }
-        if let Some((strategy, text)) = &self.llm_reply
-            && *strategy == draft.strategy.name
+        if let Some((strategy, text)) = lock(self.memo).llm_reply.clone()
+            && strategy == draft.strategy.name
         {
             draft.reply = Reply {
-                text: text.clone(),
+                text,
                 source: ReplySource::Llm,
             };
         }
         draft.user_text = self.stored_text.to_owned();
         draft.latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let mut stamped = draft.clone();
+        stamped.message_id = self.message.message_id.clone();
+        lock(self.memo).draft = Some(stamped);
         Ok(draft)
     }
 }
 
-fn answer(conversation: &ConversationId, exchange: &Exchange) -> serde_json::Value {
-    let draft = &exchange.draft;
+/// The answer: `turn` is the exchange's when it was recorded, null when it was not (the store
+/// gives it one when the spooled record gets there).
+fn answer(conversation: &ConversationId, turn: Option<u32>, draft: &ExchangeDraft) -> serde_json::Value {
     json!({
         "conversation_id": conversation,
         "message_id": draft.message_id,
-        "turn": exchange.turn,
+        "turn": turn,
+        "recorded": turn.is_some(),
         "patterns": draft.patterns.iter().map(|d| json!({
             "name": d.pattern, "confidence": d.confidence, "evidence": d.evidence,
         })).collect::<Vec<_>>(),

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::experiments::Treatment;
 use crate::domain::ids::{ConversationId, MessageId};
 use crate::domain::labels::label_detection;
+use crate::domain::spool::Via;
 use crate::domain::time::Millis;
 
 /// The longest conversation we keep; the outcome item lists every turn, and DynamoDB items stop
@@ -132,6 +133,10 @@ pub struct ExchangeDraft {
     /// The settings the conversation's variants gave (exchanges stored before it have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub treatment: Option<Treatment>,
+    /// Where the exchange was recorded from: directly (absent), the spool, or a replayed log
+    /// line. Its `at` is the time it was answered either way.
+    #[serde(default, skip_serializing_if = "Via::is_direct")]
+    pub via: Via,
 }
 
 /// What a conversation keeps from its first message for its whole life: the configuration

@@ -160,6 +160,7 @@ impl Engine {
                 .and_then(|s| s.pin.as_ref())
                 .map_or(config.version, |pin| pin.config_version),
             treatment: Some(assignment.treatment.clone()),
+            via: Default::default(),
         };
         (draft, decision)
     }

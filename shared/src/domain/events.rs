@@ -247,6 +247,7 @@ mod tests {
             latency_us: 120,
             config_version: 0,
             treatment: None,
+            via: Default::default(),
         }
     }
 

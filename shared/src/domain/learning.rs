@@ -39,6 +39,7 @@ use crate::domain::detector::Weights;
 use crate::domain::detector::layer::{self, LayerExample, LayerSettings};
 use crate::domain::labels::{LabelCursor, StoredLabel};
 use crate::domain::model::{DetectorLayer, Model};
+use crate::domain::spool::TrackingCounts;
 use crate::domain::stats::{
     Correlation, Proportion, chi_square_gof, lift, phi, probability_to_beat, wilson,
 };
@@ -139,11 +140,11 @@ impl LabelTally {
     }
 }
 
-/// Writes the API functions attempted against writes recorded. Each exchange and each end is
-/// one write carrying its events (`message_exchange` with its `pattern_detected`;
-/// `conversation_outcome` with its `ab_test_results`). Recorded writes are counted from the
-/// outcomes learned (an end and its `turns` exchanges); attempted adds the writes the API
-/// functions answered with a 503, as they counted them in the store.
+/// Exchanges answered against exchanges recorded (docs/architecture.md, the event tracking
+/// rate). Recorded: the `turns` exchanges of each outcome learned, wherever they were recorded
+/// from (directly, the spool, a replayed log line). Answered adds the exchanges answered
+/// `"recorded": false` that are still unrecorded: the growth of the tenant's backlog
+/// (`TrackingCounts::backlog`, written by the code paths that answer and that recover).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventTally {
     pub expected: u64,
@@ -173,11 +174,14 @@ pub struct LearningState {
     #[serde(default)]
     pub by_model_version: BTreeMap<u64, Tally>,
     pub labels: BTreeMap<String, LabelTally>,
-    pub events: EventTally,
-    /// The tenant's failed-write counter as the previous run read it: a run counts the
-    /// failures since.
+    /// Exchanges recorded, all time (models published before the spool counted writes, ends
+    /// included, under another name: they start this tally at 0).
     #[serde(default)]
-    pub failed_writes_seen: u64,
+    pub exchanges: EventTally,
+    /// The tenant's backlog of unrecorded exchanges as the previous run read it: a run counts
+    /// its growth since as answered and not recorded.
+    #[serde(default)]
+    pub backlog_seen: u64,
     /// Publish times of the newest versions, oldest first.
     pub publishes: Vec<Millis>,
 }
@@ -530,23 +534,23 @@ impl<'a> Learner<'a> {
     }
 
     fn count_events(&mut self, outcome: &OutcomeRecord) {
-        // The end and the exchanges at log positions 1..=turns: each was written, or the
+        // The exchanges at log positions 1..=turns: each was recorded and answered, or the
         // outcome could not have been built from them.
-        let writes = u64::from(outcome.turns) + 1;
-        for tally in [&mut self.run_events, &mut self.state.events] {
-            tally.expected += writes;
-            tally.recorded += writes;
+        let exchanges = u64::from(outcome.turns);
+        for tally in [&mut self.run_events, &mut self.state.exchanges] {
+            tally.expected += exchanges;
+            tally.recorded += exchanges;
         }
     }
 
-    /// Takes the tenant's failed-write counter as read now: the failures since the previous
-    /// run count as attempted writes that were not recorded.
-    pub fn note_failed_writes(&mut self, counter: u64) {
-        let new = counter.saturating_sub(self.state.failed_writes_seen);
-        self.state.failed_writes_seen = self.state.failed_writes_seen.max(counter);
-        for tally in [&mut self.run_events, &mut self.state.events] {
-            tally.expected += new;
-        }
+    /// Takes the tenant's tracking counters as read now. The backlog's growth since the
+    /// previous run counts as answered and not recorded in this run; the all-time rate sets
+    /// every exchange recorded against those and the backlog as it stands, so recovering the
+    /// backlog (the spool drained, a log replayed) brings it back to 1.
+    pub fn note_tracking(&mut self, counts: TrackingCounts) {
+        let backlog = counts.backlog();
+        self.run_events.expected += backlog.saturating_sub(self.state.backlog_seen);
+        self.state.backlog_seen = backlog;
     }
 
     fn credit(&mut self, outcome: &OutcomeRecord, won: bool) {
@@ -730,7 +734,10 @@ impl<'a> Learner<'a> {
             outcomes: self.outcomes,
             tracking: Tracking {
                 run: Proportion::new(self.run_events.recorded, self.run_events.expected),
-                all_time: Proportion::new(self.state.events.recorded, self.state.events.expected),
+                all_time: Proportion::new(
+                    self.state.exchanges.recorded,
+                    self.state.exchanges.expected + self.state.backlog_seen,
+                ),
             },
             accuracy: accuracy(&self.state, &self.model, self.run_labels),
             updates: update_frequency(&self.state.publishes, now, version, outcomes_learned),

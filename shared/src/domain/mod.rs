@@ -16,5 +16,6 @@ pub mod model;
 pub mod patterns;
 pub mod privacy;
 pub mod random;
+pub mod spool;
 pub mod stats;
 pub mod time;

@@ -235,6 +235,12 @@ pub struct MessageSettings {
     pub llm: Option<LlmConfig>,
     /// `SALESLOOP_MESSAGE_TEXT` (`text` or `hash`).
     pub text_storage: TextStorage,
+    /// `SPOOL_QUEUE_URL`: the SQS FIFO queue an exchange the store could not record goes to;
+    /// without it such an exchange is written to the log (docs/spool.md).
+    pub spool_queue: Option<String>,
+    /// `RECORD_BUDGET_MS` (default 1000, 50 to 8000): how long the store may take to record an
+    /// exchange (an LLM call's time not counted) before the message is answered without it.
+    pub record_budget: Duration,
 }
 
 impl MessageSettings {
@@ -256,9 +262,21 @@ impl MessageSettings {
             detector: detector_file(env)?,
             llm: llm(env)?,
             text_storage: text_storage(env)?,
+            spool_queue: get(env, "SPOOL_QUEUE_URL"),
+            record_budget: Duration::from_millis(number(
+                env,
+                "RECORD_BUDGET_MS",
+                DEFAULT_RECORD_BUDGET_MS,
+                50,
+                8_000,
+            )?),
         })
     }
 }
+
+/// The default `RECORD_BUDGET_MS`: with the spool's own 1 s at most, a message whose store
+/// hangs is answered in about 1 s, inside the function's timeout.
+pub const DEFAULT_RECORD_BUDGET_MS: u64 = 1_000;
 
 /// end_conversation's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -185,6 +185,7 @@ mod tests {
                 latency_us: 0,
                 config_version: 0,
                 treatment: None,
+                via: Default::default(),
             },
             summary: ConversationSummary::default(),
         }

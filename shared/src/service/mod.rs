@@ -9,6 +9,7 @@ pub mod labels;
 pub mod message;
 pub mod models;
 pub mod reads;
+pub mod spool;
 pub mod tracking;
 
 use std::hash::{BuildHasher, Hasher};
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub use end::{Ended, end_conversation};
 pub use labels::{LabelsRecorded, record_labels};
 pub use message::{Plan, PlanFn, Recorded, record_exchange, record_message};
+pub use spool::{SpoolFailure, SpoolOutcome, record_spooled};
 pub use models::{ConfigCache, ModelCache, Published, builtin_config, publish_model};
 
 use crate::domain::conversation::OutcomeRecord;

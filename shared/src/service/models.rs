@@ -79,6 +79,13 @@ impl<T: Send + Sync> TenantCache<T> {
     }
 }
 
+impl<T> TenantCache<T> {
+    /// The tenant's current version as cached, however old, without a read.
+    fn cached(&self, tenant: &TenantId) -> Option<Arc<T>> {
+        lock(&self.current).get(tenant).map(|(value, _)| value.clone())
+    }
+}
+
 impl<T: Versioned + Send + Sync> TenantCache<T> {
     /// Version `version`, which never changes once published: `zero()` for version 0 (nothing
     /// is stored for it), the cached current one when it is that version, else a copy read by
@@ -166,6 +173,12 @@ impl ModelCache {
             .await
     }
 
+    /// The tenant's model as cached, however old, or the priors (version 0) when none is:
+    /// what an answer the store could not record is decided with. No read.
+    pub fn cached_or_priors(&self, tenant: &TenantId) -> Arc<ServedModel> {
+        self.0.cached(tenant).unwrap_or_default()
+    }
+
     /// Version `version` of the tenant's model (the priors for 0).
     pub async fn version<S: Store>(
         &self,
@@ -201,6 +214,12 @@ impl ConfigCache {
         self.0
             .current(tenant, store.current_config(tenant), builtin_config)
             .await
+    }
+
+    /// The tenant's configuration as cached, however old, or the built-in one (version 0)
+    /// when none is. No read.
+    pub fn cached_or_builtin(&self, tenant: &TenantId) -> Arc<TenantConfig> {
+        self.0.cached(tenant).unwrap_or_else(builtin_config)
     }
 
     /// Version `version` of the tenant's configuration (the built-in one for 0).

@@ -3,7 +3,8 @@
 #[cfg(feature = "embedded")]
 use super::EmbeddedStore;
 use super::{
-    ConversationEntry, ConversationLog, DynamoStore, FailedWrite, Lease, Store, StoreError, Write,
+    ConversationEntry, ConversationLog, DynamoStore, Lease, Store, StoreError, Tracked,
+    TrackingCounts, Write,
 };
 use crate::domain::config::TenantConfig;
 use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
@@ -90,17 +91,17 @@ impl Store for AnyStore {
         delegate!(self, store => store.append_end(tenant, record, ended_before))
     }
 
-    async fn count_failed_writes(
+    async fn count_tracking(
         &self,
         tenant: &TenantId,
-        kind: FailedWrite,
+        what: Tracked,
         count: u64,
     ) -> Result<(), StoreError> {
-        delegate!(self, store => store.count_failed_writes(tenant, kind, count))
+        delegate!(self, store => store.count_tracking(tenant, what, count))
     }
 
-    async fn failed_writes(&self, tenant: &TenantId) -> Result<u64, StoreError> {
-        delegate!(self, store => store.failed_writes(tenant))
+    async fn tracking_counts(&self, tenant: &TenantId) -> Result<TrackingCounts, StoreError> {
+        delegate!(self, store => store.tracking_counts(tenant))
     }
 
     async fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {

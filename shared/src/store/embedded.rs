@@ -10,7 +10,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{
-    ConversationEntry, ConversationLog, FailedWrite, Lease, Store, StoreError, Write,
+    ConversationEntry, ConversationLog, Lease, Store, StoreError, Tracked, TrackingCounts, Write,
     check_label_batch, from_json, to_json,
 };
 use crate::domain::config::TenantConfig;
@@ -65,8 +65,8 @@ CREATE TABLE IF NOT EXISTS configs (
 const KIND_EXCHANGE: &str = "exchange";
 const KIND_END: &str = "end";
 const ENDED_COUNTER: &str = "ended_conversations";
-const FAILED_EXCHANGES: &str = "failed_exchanges";
-const FAILED_ENDS: &str = "failed_ends";
+const UNRECORDED_EXCHANGES: &str = "unrecorded_exchanges";
+const RECOVERED_EXCHANGES: &str = "recovered_exchanges";
 
 /// A store in one SQLite file.
 pub struct EmbeddedStore {
@@ -451,15 +451,15 @@ impl Store for EmbeddedStore {
         })
     }
 
-    async fn count_failed_writes(
+    async fn count_tracking(
         &self,
         tenant: &TenantId,
-        kind: FailedWrite,
+        what: Tracked,
         count: u64,
     ) -> Result<(), StoreError> {
-        let name = match kind {
-            FailedWrite::Exchange => FAILED_EXCHANGES,
-            FailedWrite::End => FAILED_ENDS,
+        let name = match what {
+            Tracked::Unrecorded => UNRECORDED_EXCHANGES,
+            Tracked::Recovered => RECOVERED_EXCHANGES,
         };
         self.write(|tx| {
             tx.execute(
@@ -472,9 +472,12 @@ impl Store for EmbeddedStore {
         })
     }
 
-    async fn failed_writes(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+    async fn tracking_counts(&self, tenant: &TenantId) -> Result<TrackingCounts, StoreError> {
         self.read(|conn| {
-            Ok(counter(conn, tenant, FAILED_EXCHANGES)? + counter(conn, tenant, FAILED_ENDS)?)
+            Ok(TrackingCounts {
+                unrecorded: counter(conn, tenant, UNRECORDED_EXCHANGES)?,
+                recovered: counter(conn, tenant, RECOVERED_EXCHANGES)?,
+            })
         })
     }
 

@@ -29,6 +29,7 @@ use crate::domain::ids::{ConversationId, MessageId, TenantId};
 use crate::domain::labels::{LabelCursor, StoredLabel};
 use crate::domain::learning::ModelVersion;
 use crate::domain::model::ServedModel;
+pub use crate::domain::spool::TrackingCounts;
 use crate::domain::time::Millis;
 
 /// Why a store operation failed. Losing a race is not a failure: see [`Write`].
@@ -87,12 +88,17 @@ impl ConversationEntry {
     }
 }
 
-/// Write failures the API functions count per tenant, for the event tracking rate.
+/// The tenant's two tracking counters, the event tracking rate's inputs (service/tracking.rs):
+/// exchanges answered without a record, and exchanges recorded late (from the spool or a
+/// replayed log line). Both only grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailedWrite {
-    Exchange,
-    End,
+pub enum Tracked {
+    /// Answered `"recorded": false`: counted by process_message after its next write.
+    Unrecorded,
+    /// Recorded by the spool consumer or the replay command (or found already recorded).
+    Recovered,
 }
+
 
 /// A held lease. It expires at `until`; the holder renews by acquiring again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,20 +168,19 @@ pub trait Store: Send + Sync {
         ended_before: u64,
     ) -> impl Future<Output = Result<Write, StoreError>> + Send;
 
-    /// Adds `count` to the tenant's tally of writes of this kind that failed (an answer the
-    /// client got as a 503): the event tracking rate's denominator.
-    fn count_failed_writes(
+    /// Adds `count` to one of the tenant's tracking counters (one atomic add, no condition).
+    fn count_tracking(
         &self,
         tenant: &TenantId,
-        kind: FailedWrite,
+        what: Tracked,
         count: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// The tenant's tally of failed writes of both kinds, all time.
-    fn failed_writes(
+    /// The tenant's tracking counters, all time.
+    fn tracking_counts(
         &self,
         tenant: &TenantId,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    ) -> impl Future<Output = Result<TrackingCounts, StoreError>> + Send;
 
     /// Tenants that have ended at least one conversation: the feedback loop's work list.
     fn tenants(&self) -> impl Future<Output = Result<Vec<TenantId>, StoreError>> + Send;

@@ -38,6 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 latency_us: 0,
                 config_version: 0,
                 treatment: None,
+                via: Default::default(),
             })
             .await?;
     }

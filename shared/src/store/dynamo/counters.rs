@@ -1,15 +1,16 @@
 //! The tenant's counter item: conversations ended (moved only by an end's transaction, see
-//! `log.rs`) and writes that failed, as the API functions report them; it is also the entry
+//! `log.rs`) and the tracking counters (exchanges answered without a record, exchanges
+//! recorded late: `service/tracking.rs`); it is also the entry
 //! in the tenants list the scheduled feedback run walks.
 
 use super::DynamoStore;
 use super::errors::unavailable;
 use super::keys::{
-    ENDED_COUNTER, FAILED_ENDS, FAILED_EXCHANGES, Item, TENANTS_PARTITION, TIME_INDEX, counter_pk,
-    key, n, number, s,
+    ENDED_COUNTER, Item, RECOVERED_EXCHANGES, TENANTS_PARTITION, TIME_INDEX, counter_pk,
+    UNRECORDED_EXCHANGES, key, n, number, s,
 };
 use crate::domain::ids::TenantId;
-use crate::store::{FailedWrite, StoreError};
+use crate::store::{StoreError, Tracked, TrackingCounts};
 
 impl DynamoStore {
     async fn read_counters(&self, tenant: &TenantId) -> Result<Option<Item>, StoreError> {
@@ -29,30 +30,35 @@ impl DynamoStore {
         Ok(number(self.read_counters(tenant).await?.as_ref(), "value").unwrap_or(0))
     }
 
-    pub(super) async fn read_failed_writes(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+    pub(super) async fn read_tracking(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<TrackingCounts, StoreError> {
         let item = self.read_counters(tenant).await?;
-        Ok(number(item.as_ref(), FAILED_EXCHANGES).unwrap_or(0)
-            + number(item.as_ref(), FAILED_ENDS).unwrap_or(0))
+        Ok(TrackingCounts {
+            unrecorded: number(item.as_ref(), UNRECORDED_EXCHANGES).unwrap_or(0),
+            recovered: number(item.as_ref(), RECOVERED_EXCHANGES).unwrap_or(0),
+        })
     }
 
     /// One `ADD` on the counter item. It does not list the tenant (only an end does), so the
     /// feedback run's work list stays the tenants with outcomes.
-    pub(super) async fn add_failed_writes(
+    pub(super) async fn add_tracking(
         &self,
         tenant: &TenantId,
-        kind: FailedWrite,
+        what: Tracked,
         count: u64,
     ) -> Result<(), StoreError> {
-        let attribute = match kind {
-            FailedWrite::Exchange => FAILED_EXCHANGES,
-            FailedWrite::End => FAILED_ENDS,
+        let attribute = match what {
+            Tracked::Unrecorded => UNRECORDED_EXCHANGES,
+            Tracked::Recovered => RECOVERED_EXCHANGES,
         };
         self.client
             .update_item()
             .table_name(&self.config.table)
             .set_key(Some(key(counter_pk(tenant), ENDED_COUNTER.to_owned())))
-            .update_expression("ADD #failed :count")
-            .expression_attribute_names("#failed", attribute)
+            .update_expression("ADD #counter :count")
+            .expression_attribute_names("#counter", attribute)
             .expression_attribute_values(":count", n(count))
             .send()
             .await

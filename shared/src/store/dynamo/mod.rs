@@ -33,7 +33,9 @@ use aws_sdk_dynamodb::Client;
 pub use errors::retry_settings;
 pub use keys::{MESSAGE_INDEX, START_INDEX, TIME_INDEX};
 
-use super::{ConversationEntry, ConversationLog, FailedWrite, Lease, Store, StoreError, Write};
+use super::{
+    ConversationEntry, ConversationLog, Lease, Store, StoreError, Tracked, TrackingCounts, Write,
+};
 use crate::domain::config::TenantConfig;
 use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
 use crate::domain::ids::{ConversationId, MessageId, TenantId};
@@ -159,17 +161,17 @@ impl Store for DynamoStore {
         self.put_end(tenant, record, ended_before).await
     }
 
-    async fn count_failed_writes(
+    async fn count_tracking(
         &self,
         tenant: &TenantId,
-        kind: FailedWrite,
+        what: Tracked,
         count: u64,
     ) -> Result<(), StoreError> {
-        self.add_failed_writes(tenant, kind, count).await
+        self.add_tracking(tenant, what, count).await
     }
 
-    async fn failed_writes(&self, tenant: &TenantId) -> Result<u64, StoreError> {
-        self.read_failed_writes(tenant).await
+    async fn tracking_counts(&self, tenant: &TenantId) -> Result<TrackingCounts, StoreError> {
+        self.read_tracking(tenant).await
     }
 
     async fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {

@@ -1,0 +1,79 @@
+//! Recording an exchange that was answered without a record: from the spool (its consumer) or
+//! from a last-resort log line (the replay command). The same idempotent append as a direct
+//! record: the turn is the next free position when it gets there, and a `message_id` already
+//! recorded in the conversation writes nothing. What can never be recorded is a
+//! [`Rejection`], with its reason; what may be recorded later is a retry.
+
+use super::{PlanFn, ServiceError, record_message};
+use crate::domain::conversation::Exchange;
+use crate::domain::spool::{Rejection, SpooledExchange, Via};
+use crate::store::{Store, StoreError, Tracked};
+
+/// What recording a spooled exchange did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpoolOutcome {
+    /// Recorded now, at this turn.
+    Recorded(Exchange),
+    /// Its `message_id` was already recorded with the same text (the direct write landed
+    /// after all, or the record came twice): nothing written.
+    Duplicate,
+}
+
+/// Why a spooled exchange was not recorded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpoolFailure {
+    /// It never can be: to the dead-letter queue (or the replay's report) with the reason.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The store did not answer (or the tracking counter could not be written): try again
+    /// later, and nothing after it in its conversation before it.
+    #[error("try again later: {0}")]
+    Retry(String),
+}
+
+/// Records `record` as an exchange recorded `via` the spool or a replay, then counts it as
+/// recovered for the tracking rate (a duplicate too: its answer was counted unrecorded). A
+/// counter that cannot be written is a retry: the record is in, and the retry finds it a
+/// duplicate and counts it then.
+pub async fn record_spooled<S: Store>(
+    store: &S,
+    record: &SpooledExchange,
+    via: Via,
+) -> Result<SpoolOutcome, SpoolFailure> {
+    let mut draft = record.draft.clone();
+    draft.via = via;
+    let text = draft.user_text.clone();
+    let plan = PlanFn(move |_: &_| draft.clone());
+    let outcome = match record_message(
+        store,
+        &record.tenant,
+        &record.conversation_id,
+        &record.draft.message_id,
+        &text,
+        plan,
+    )
+    .await
+    {
+        Ok(recorded) if recorded.duplicate => SpoolOutcome::Duplicate,
+        Ok(recorded) => SpoolOutcome::Recorded(recorded.exchange),
+        Err(e) => return Err(failure(e)),
+    };
+    store
+        .count_tracking(&record.tenant, Tracked::Recovered, 1)
+        .await
+        .map_err(|e| SpoolFailure::Retry(format!("counting the recovered exchange: {e}")))?;
+    Ok(outcome)
+}
+
+fn failure(error: ServiceError) -> SpoolFailure {
+    match error {
+        ServiceError::Ended(_) => Rejection::Ended.into(),
+        ServiceError::TooLong => Rejection::TooLong.into(),
+        ServiceError::MessageIdReused => Rejection::MessageIdReused.into(),
+        ServiceError::Store(StoreError::Unavailable(e)) => SpoolFailure::Retry(e),
+        ServiceError::Contention(n) => {
+            SpoolFailure::Retry(format!("{n} attempts lost to concurrent writers"))
+        }
+        other => Rejection::Refused(other.to_string()).into(),
+    }
+}
