@@ -13,10 +13,11 @@ esac
 
 bash scripts/cargo-lambda.sh build --release "$arch" --compiler cargo --output-format zip \
     --bin process_message --bin end_conversation --bin feedback_loop --bin read_api --bin admin_api \
+    --bin spool_consumer \
     --lambda-dir "${CARGO_TARGET_DIR:-target}/lambda" >&2
 budget=$((10 * 1000 * 1000))
 status=0
-for function in process_message end_conversation feedback_loop read_api admin_api; do
+for function in process_message end_conversation feedback_loop read_api admin_api spool_consumer; do
     zip=${CARGO_TARGET_DIR:-target}/lambda/$function/bootstrap.zip
     size=$(stat -c %s "$zip")
     printf 'package %-17s %9d bytes zipped (%.2f MB; budget 10 MB)\n' "$function" "$size" \

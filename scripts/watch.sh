@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec bash scripts/cargo-lambda.sh watch \
-    --features process_message/embedded,end_conversation/embedded,feedback_loop/embedded,read_api/embedded,admin_api/embedded "$@"
+    --features process_message/embedded,end_conversation/embedded,feedback_loop/embedded,read_api/embedded,admin_api/embedded,spool_consumer/embedded "$@"

@@ -213,7 +213,9 @@ pub fn app_with<S>(store: S) -> process_message::handler::App<S> {
         llm: None,
         text_storage: salesloop::domain::privacy::TextStorage::Text,
         unrecorded: Default::default(),
-        record_budget: std::time::Duration::from_millis(salesloop::edge::settings::DEFAULT_RECORD_BUDGET_MS),
+        record_budget: std::time::Duration::from_millis(
+            salesloop::edge::settings::DEFAULT_RECORD_BUDGET_MS,
+        ),
         spool: None,
         last_resort: Default::default(),
     }

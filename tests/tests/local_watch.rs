@@ -45,6 +45,15 @@ fn start_watch(data_dir: &std::path::Path) -> Watch {
 }
 
 fn start_watch_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Watch {
+    start_watch_to(data_dir, env, Stdio::inherit(), Stdio::inherit())
+}
+
+fn start_watch_to(
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Watch {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -63,7 +72,9 @@ fn start_watch_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Watch {
         )
         .env("FEEDBACK_EVERY", "2")
         .envs(env.iter().copied())
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
     // SAFETY: setsid and prctl only change the child's own process state.
     unsafe {
         command.pre_exec(|| {
@@ -131,6 +142,100 @@ fn post(port: u16, path: &str, body: &str, timeout: Duration) -> Option<(u16, Va
 fn get(port: u16, path: &str, timeout: Duration) -> Option<(u16, Value)> {
     let (status, _, payload) = exchange(port, "GET", path, "", timeout)?;
     Some((status, json_of(&payload)?))
+}
+
+/// The issue's check, through the README's run command: with `TABLE_NAME` set and DynamoDB's
+/// endpoint a closed port (fake credentials), a message still answers 200 with a reply,
+/// `"recorded": false`, and the exchange is written as the last-resort log line (a local run
+/// has no spool).
+#[test]
+fn a_local_run_whose_store_is_down_answers_unrecorded() {
+    let data = tempfile::tempdir().unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let endpoint = format!("http://127.0.0.1:{closed}");
+    let watch = start_watch_logged(
+        data.path(),
+        &[
+            ("TABLE_NAME", "salesloop-down"),
+            ("AWS_ENDPOINT_URL_DYNAMODB", &endpoint),
+            ("AWS_ACCESS_KEY_ID", "local"),
+            ("AWS_SECRET_ACCESS_KEY", "local"),
+            ("AWS_REGION", "us-east-1"),
+        ],
+        log.path(),
+    );
+    let message = r#"{"message_id":"m1","text":"too expensive for us"}"#;
+    // The emulator builds process_message on its first request: allow for the build.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let answer = loop {
+        let sent = Instant::now();
+        if let Some(answer) = post(
+            watch.port,
+            "/conversations/c1/messages",
+            message,
+            Duration::from_secs(600),
+        ) {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cargo lambda watch never answered ({:?})",
+            sent.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    assert_eq!(answer.1["recorded"], false);
+    assert_eq!(answer.1["turn"], Value::Null);
+    assert!(!answer.1["reply"]["text"].as_str().unwrap().is_empty());
+    // Warm: the time of one more message, printed (speed is measured by benchmarks, not here).
+    let sent = Instant::now();
+    let again = post(
+        watch.port,
+        "/conversations/c1/messages",
+        r#"{"message_id":"m2","text":"how do I sign up?"}"#,
+        Duration::from_secs(60),
+    )
+    .expect("an answer");
+    println!("a warm message with the store down: {:?}", sent.elapsed());
+    assert_eq!((again.0, &again.1["recorded"]), (200, &Value::Bool(false)));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let logged = std::fs::read_to_string(log.path()).unwrap_or_default();
+        let records: Vec<_> = logged
+            .lines()
+            .filter_map(salesloop::domain::spool::SpooledExchange::from_log_line)
+            .collect();
+        if records.len() == 2 {
+            let ids: Vec<_> = records
+                .into_iter()
+                .map(|r| r.unwrap().draft.message_id.to_string())
+                .collect();
+            assert_eq!(ids, ["m1", "m2"]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log holds {} records",
+            records.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// [`start_watch_with`], its output (the functions' logs) written to `log`.
+fn start_watch_logged(
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+    log: &std::path::Path,
+) -> Watch {
+    let out = std::fs::File::create(log).expect("the log file");
+    let err = out.try_clone().expect("the log file");
+    start_watch_to(data_dir, env, Stdio::from(out), Stdio::from(err))
 }
 
 #[test]

@@ -6,7 +6,10 @@
 //! with recovery, encryption and deletion protection on; server errors and slow replies raise
 //! alarms, and the dashboard draws metrics the code prints. The LLM's settings reach
 //! process_message alone, and so does the one secret read: `ssm:GetParameter` on the key's
-//! parameter, granted only when there is one.
+//! parameter, granted only when there is one. The spool (an SQS FIFO queue and its dead-letter
+//! queue, both encrypted) reaches its producer and its consumer alone: process_message may only
+//! send to it, spool_consumer only take from it and send to the dead-letter queue, and no other
+//! role has any SQS action but feedback_loop's send to its failure queue.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -130,7 +133,7 @@ fn no_statement_anywhere_grants_a_wildcard_action_or_resource() {
             "{name:?}: only X-Ray's write-only policy may be attached"
         );
     }
-    assert_eq!(roles, 5, "one role per function");
+    assert_eq!(roles, 6, "one role per function");
     // No function lets SAM generate a role (which would attach broader managed policies).
     for (name, resource) in resources(&template) {
         if resource["Type"].as_str() == Some("AWS::Serverless::Function") {
@@ -158,6 +161,11 @@ fn each_function_may_do_exactly_what_its_code_does() {
                         &["dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem"],
                         &[table.as_str(), index(MESSAGE_INDEX).as_str()],
                     ),
+                    // The ADD on the tenant's tracking counter (exchanges answered without a
+                    // record), `FailedWrites::flush`.
+                    (&["dynamodb:UpdateItem"], &[table.as_str()]),
+                    // An exchange the store did not record in time: to the spool, nothing else.
+                    (&["sqs:SendMessage"], &["!GetAtt SpoolQueue.Arn"]),
                     // The LLM's key, when LlmApiKeyParameter names one (see below).
                     (&["ssm:GetParameter"], &[LLM_KEY_ARN]),
                 ]),
@@ -221,6 +229,30 @@ fn each_function_may_do_exactly_what_its_code_does() {
             ),
         ),
         (
+            // process_message's append and counter add; takes from the spool, sends only to its
+            // dead-letter queue.
+            "SpoolConsumerFunction",
+            (
+                "spool_consumer",
+                grants(&[
+                    (
+                        &["dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem"],
+                        &[table.as_str(), index(MESSAGE_INDEX).as_str()],
+                    ),
+                    (&["dynamodb:UpdateItem"], &[table.as_str()]),
+                    (
+                        &[
+                            "sqs:ReceiveMessage",
+                            "sqs:DeleteMessage",
+                            "sqs:GetQueueAttributes",
+                        ],
+                        &["!GetAtt SpoolQueue.Arn"],
+                    ),
+                    (&["sqs:SendMessage"], &["!GetAtt SpoolDeadLetterQueue.Arn"]),
+                ]),
+            ),
+        ),
+        (
             // Reads never write: GetItem and Query only.
             "ReadApiFunction",
             (
@@ -232,6 +264,13 @@ fn each_function_may_do_exactly_what_its_code_does() {
             ),
         ),
     ]);
+    // Every function of the template is pinned here.
+    let functions: BTreeSet<&str> = resources(&template)
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::Serverless::Function"))
+        .map(|(name, _)| name.as_str().unwrap())
+        .collect();
+    assert_eq!(functions, expected.keys().copied().collect::<BTreeSet<_>>());
     for (function, (binary, want)) in &expected {
         let resource = resource(&template, function);
         assert_eq!(resource["Type"].as_str(), Some("AWS::Serverless::Function"));
@@ -302,6 +341,7 @@ fn functions_run_on_arm64_al2023_at_128_mb_with_tracing_and_json_logs() {
         "EndConversationFunction",
         "FeedbackLoopFunction",
         "ReadApiFunction",
+        "SpoolConsumerFunction",
     ] {
         let properties = &resource(&template, function)["Properties"];
         assert!(
@@ -346,7 +386,17 @@ fn functions_run_on_arm64_al2023_at_128_mb_with_tracing_and_json_logs() {
             "LLM_BASE_URL",
             "LLM_MODEL",
             "LLM_TIMEOUT_MS",
-            "LLM_API_KEY_PARAMETER"
+            "LLM_API_KEY_PARAMETER",
+            "RECORD_BUDGET_MS",
+            "SPOOL_QUEUE_URL"
+        ])
+    );
+    assert_eq!(
+        env("SpoolConsumerFunction"),
+        set(&[
+            "TABLE_NAME",
+            "SALESLOOP_RETENTION_DAYS",
+            "SPOOL_DEAD_LETTER_QUEUE_URL"
         ])
     );
     assert_eq!(
@@ -524,6 +574,256 @@ fn the_llm_settings_and_its_key_parameter_reach_process_message_alone() {
     assert_eq!(
         text(&resource(&template, "ProcessMessageFunction")["Properties"]["Role"]),
         "!GetAtt ProcessMessageRole.Arn"
+    );
+}
+
+/// Every SQS action any role grants, with its role and resource.
+fn sqs_grants(template: &Value) -> BTreeSet<(String, String, String)> {
+    let mut found = BTreeSet::new();
+    for (name, resource) in resources(template) {
+        if resource["Type"].as_str() != Some("AWS::IAM::Role") {
+            continue;
+        }
+        for (actions, resources) in statements(resource) {
+            for action in actions
+                .iter()
+                .filter(|a| a.to_lowercase().starts_with("sqs:"))
+            {
+                for arn in &resources {
+                    found.insert((
+                        name.as_str().unwrap().to_owned(),
+                        action.clone(),
+                        arn.clone(),
+                    ));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_spool_is_fifo_encrypted_and_reaches_only_its_producer_and_consumer() {
+    let template = template();
+    // Every queue is encrypted at rest, and no queue policy opens one to anyone.
+    let mut queues = BTreeSet::new();
+    for (name, r) in resources(&template) {
+        let kind = r["Type"].as_str().unwrap();
+        // A queue policy would grant beside the roles.
+        assert!(
+            !matches!(
+                kind,
+                "AWS::SQS::QueuePolicy" | "AWS::SQS::QueueInlinePolicy"
+            ),
+            "{name:?}: {kind}"
+        );
+        if kind != "AWS::SQS::Queue" {
+            continue;
+        }
+        queues.insert(name.as_str().unwrap());
+        let p = &r["Properties"];
+        let kms = p["KmsMasterKeyId"].as_str().is_some_and(|k| !k.is_empty());
+        let managed = p["SqsManagedSseEnabled"].as_bool() == Some(true);
+        assert!(kms || managed, "{name:?}: not encrypted at rest");
+    }
+    assert_eq!(
+        queues,
+        BTreeSet::from(["FeedbackFailures", "SpoolQueue", "SpoolDeadLetterQueue"])
+    );
+
+    // The spool: FIFO, one message group per conversation and the producer's deduplication id
+    // (high-throughput FIFO), kept 14 days.
+    let spool = &resource(&template, "SpoolQueue")["Properties"];
+    assert_eq!(spool["FifoQueue"].as_bool(), Some(true));
+    assert_eq!(spool["ContentBasedDeduplication"].as_bool(), Some(false));
+    assert_eq!(spool["DeduplicationScope"].as_str(), Some("messageGroup"));
+    assert_eq!(
+        spool["FifoThroughputLimit"].as_str(),
+        Some("perMessageGroupId")
+    );
+    assert_eq!(spool["MessageRetentionPeriod"].as_u64(), Some(1_209_600));
+    // Its dead letters: FIFO too (SQS requires it), kept 14 days from their arrival, the end
+    // of the line.
+    let dead = &resource(&template, "SpoolDeadLetterQueue")["Properties"];
+    assert_eq!(dead["FifoQueue"].as_bool(), Some(true));
+    assert_eq!(dead["MessageRetentionPeriod"].as_u64(), Some(1_209_600));
+    assert!(dead.get("RedrivePolicy").is_none());
+
+    // A record the consumer could not store comes back after each visibility timeout, at least
+    // 6 x the consumer's timeout (AWS's advice), and goes to the dead-letter queue only after
+    // enough receives to outlast a store outage of hours.
+    let redrive = &spool["RedrivePolicy"];
+    assert_eq!(
+        text(&redrive["deadLetterTargetArn"]),
+        "!GetAtt SpoolDeadLetterQueue.Arn"
+    );
+    let consumer = &resource(&template, "SpoolConsumerFunction")["Properties"];
+    let timeout = consumer["Timeout"]
+        .as_u64()
+        .expect("the consumer's own timeout");
+    let visibility = spool["VisibilityTimeout"].as_u64().unwrap();
+    assert!(
+        visibility >= 6 * timeout,
+        "{visibility} s < 6 x {timeout} s"
+    );
+    let receives = redrive["maxReceiveCount"].as_u64().unwrap();
+    assert!((1..=1_000).contains(&receives));
+    assert!(
+        receives * visibility >= 6 * 3600,
+        "{receives} receives x {visibility} s: a store outage of less than 6 hours moves good records to the dead-letter queue"
+    );
+
+    // The consumer's one event: the spool, in batches whose failures it reports one by one.
+    let events = consumer["Events"].as_mapping().unwrap();
+    assert_eq!(events.len(), 1);
+    let event = events.values().next().unwrap();
+    assert_eq!(event["Type"].as_str(), Some("SQS"));
+    let p = &event["Properties"];
+    assert_eq!(text(&p["Queue"]), "!GetAtt SpoolQueue.Arn");
+    assert_eq!(p["BatchSize"].as_u64(), Some(10));
+    assert_eq!(
+        list(&p["FunctionResponseTypes"])
+            .into_iter()
+            .map(text)
+            .collect::<Vec<_>>(),
+        ["ReportBatchItemFailures"]
+    );
+    assert!(p["ScalingConfig"]["MaximumConcurrency"].as_u64().is_some());
+    // No other function is fed by a queue, and only these two know a spool queue's URL.
+    let variables =
+        |function: &str| &resource(&template, function)["Properties"]["Environment"]["Variables"];
+    for (name, r) in resources(&template) {
+        let name = name.as_str().unwrap();
+        if r["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        if name != "SpoolConsumerFunction" {
+            for event in r["Properties"]["Events"].as_mapping().unwrap().values() {
+                assert_ne!(event["Type"].as_str(), Some("SQS"), "{name}");
+            }
+        }
+        let spool_variables: BTreeSet<String> = variables(name)
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str().unwrap().to_owned())
+            .filter(|k| k.starts_with("SPOOL_"))
+            .collect();
+        let want: &[&str] = match name {
+            "ProcessMessageFunction" => &["SPOOL_QUEUE_URL"],
+            "SpoolConsumerFunction" => &["SPOOL_DEAD_LETTER_QUEUE_URL"],
+            _ => &[],
+        };
+        assert_eq!(
+            spool_variables,
+            want.iter().map(|s| (*s).to_owned()).collect(),
+            "{name}"
+        );
+    }
+    let process_message = variables("ProcessMessageFunction");
+    assert_eq!(text(&process_message["SPOOL_QUEUE_URL"]), "!Ref SpoolQueue");
+    let consumer_env = variables("SpoolConsumerFunction");
+    assert_eq!(
+        text(&consumer_env["SPOOL_DEAD_LETTER_QUEUE_URL"]),
+        "!Ref SpoolDeadLetterQueue"
+    );
+    assert_eq!(text(&consumer_env["TABLE_NAME"]), "!Ref Table");
+    // The exchanges the consumer records expire as process_message's do.
+    assert_eq!(
+        text(&consumer_env["SALESLOOP_RETENTION_DAYS"]),
+        text(&process_message["SALESLOOP_RETENTION_DAYS"])
+    );
+    // The store's budget (which counts every moment but the LLM's), the LLM's longest wait (asked
+    // at most once per message) and the spool client's 1 s budget fit in the function's timeout.
+    let budget: u64 = process_message["RECORD_BUDGET_MS"]
+        .as_str()
+        .expect("a string, as Lambda's environment holds")
+        .parse()
+        .unwrap();
+    assert_eq!(budget, 1_000);
+    let llm_max = template["Parameters"]["LlmTimeoutMs"]["MaxValue"]
+        .as_u64()
+        .unwrap();
+    let function_timeout_ms = template["Globals"]["Function"]["Timeout"].as_u64().unwrap() * 1000;
+    let spool_budget = 1_000;
+    assert!(llm_max + budget + spool_budget < function_timeout_ms);
+
+    // The whole template's SQS grants: process_message sends to the spool, spool_consumer takes
+    // from it and sends to its dead-letter queue, feedback_loop sends to its failure queue.
+    // Nothing else, on no other queue.
+    let spool_queue = "!GetAtt SpoolQueue.Arn";
+    let grant =
+        |role: &str, action: &str, arn: &str| (role.to_owned(), action.to_owned(), arn.to_owned());
+    assert_eq!(
+        sqs_grants(&template),
+        BTreeSet::from([
+            grant("ProcessMessageRole", "sqs:SendMessage", spool_queue),
+            grant("SpoolConsumerRole", "sqs:ReceiveMessage", spool_queue),
+            grant("SpoolConsumerRole", "sqs:DeleteMessage", spool_queue),
+            grant("SpoolConsumerRole", "sqs:GetQueueAttributes", spool_queue),
+            grant(
+                "SpoolConsumerRole",
+                "sqs:SendMessage",
+                "!GetAtt SpoolDeadLetterQueue.Arn"
+            ),
+            grant(
+                "FeedbackLoopRole",
+                "sqs:SendMessage",
+                "!GetAtt FeedbackFailures.Arn"
+            ),
+        ])
+    );
+    assert_eq!(
+        text(&resource(&template, "SpoolConsumerFunction")["Properties"]["Role"]),
+        "!GetAtt SpoolConsumerRole.Arn"
+    );
+
+    // A dead letter raises an alarm at once; so does a record waiting more than 5 minutes.
+    let alarm = |name: &str| -> (String, String, String, String, f64) {
+        let r = resource(&template, name);
+        assert_eq!(r["Type"].as_str(), Some("AWS::CloudWatch::Alarm"), "{name}");
+        let p = &r["Properties"];
+        assert_eq!(text(&p["AlarmActions"]), "!Ref AlarmTopic", "{name}");
+        (
+            text(&p["Namespace"]),
+            text(&p["MetricName"]),
+            text(&p["Dimensions"][0]["Value"]),
+            text(&p["ComparisonOperator"]),
+            p["Threshold"].as_f64().unwrap(),
+        )
+    };
+    let (namespace, metric, queue, operator, threshold) = alarm("SpoolDeadLetterAlarm");
+    assert_eq!(
+        (namespace.as_str(), metric.as_str(), queue.as_str()),
+        (
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            "!GetAtt SpoolDeadLetterQueue.QueueName"
+        )
+    );
+    assert!(
+        (operator == "GreaterThanThreshold" && threshold == 0.0)
+            || (operator == "GreaterThanOrEqualToThreshold" && threshold == 1.0),
+        "the first dead letter: {operator} {threshold}"
+    );
+    let (namespace, metric, queue, operator, threshold) = alarm("SpoolBacklogAlarm");
+    assert_eq!(
+        (namespace.as_str(), metric.as_str(), queue.as_str()),
+        (
+            "AWS/SQS",
+            "ApproximateAgeOfOldestMessage",
+            "!GetAtt SpoolQueue.QueueName"
+        )
+    );
+    assert_eq!(operator, "GreaterThanThreshold");
+    assert!(threshold <= 300.0, "{threshold} s");
+
+    // The operator finds both queues in the stack's outputs.
+    let outputs = &template["Outputs"];
+    assert_eq!(text(&outputs["SpoolQueueUrl"]["Value"]), "!Ref SpoolQueue");
+    assert_eq!(
+        text(&outputs["SpoolDeadLetterQueueUrl"]["Value"]),
+        "!Ref SpoolDeadLetterQueue"
     );
 }
 
@@ -775,14 +1075,14 @@ fn the_table_is_the_one_the_code_expects_and_is_protected() {
         .collect();
     assert_eq!(
         alarms.iter().filter(|a| *a == "AWS/Lambda:Errors").count(),
-        5
+        6
     );
     assert_eq!(
         alarms
             .iter()
             .filter(|a| *a == "AWS/Lambda:Throttles")
             .count(),
-        5
+        6
     );
     assert!(alarms.contains(&"AWS/SQS:ApproximateNumberOfMessagesVisible".to_owned()));
 }
@@ -842,6 +1142,18 @@ fn prospects_getting_server_errors_or_slow_replies_raise_an_alarm() {
         "Sum"
     ));
     assert!(has("AWS/ApiGateway", "5xx", "!Ref Api", "Sum"));
+    assert!(has(
+        "AWS/Lambda",
+        "Errors",
+        "!Ref SpoolConsumerFunction",
+        "Sum"
+    ));
+    assert!(has(
+        "AWS/Lambda",
+        "Throttles",
+        "!Ref SpoolConsumerFunction",
+        "Sum"
+    ));
     assert!(has("salesloop", "Latency", "process_message", "p99"));
     let latency = resource(&template, "ProcessMessageLatencyP99");
     assert_eq!(
@@ -914,6 +1226,20 @@ fn the_dashboard_draws_latency_errors_tracking_and_learning_from_metrics_the_cod
     ] {
         assert!(body.contains(metric), "{metric} on the dashboard");
         assert!(emitted_metric(metric), "{metric} is printed by no code");
+    }
+    // The spool consumer's errors, and the spool's depth, age and dead letters.
+    assert!(body.contains(r#"["...", "${SpoolConsumerFunction}"]"#));
+    for (metric, queue) in [
+        ("ApproximateNumberOfMessagesVisible", "SpoolQueue"),
+        ("ApproximateAgeOfOldestMessage", "SpoolQueue"),
+        ("ApproximateNumberOfMessagesVisible", "SpoolDeadLetterQueue"),
+    ] {
+        assert!(
+            body.contains(&format!(
+                r#"["AWS/SQS", "{metric}", "QueueName", "${{{queue}.QueueName}}""#
+            )),
+            "{metric} of {queue} on the dashboard"
+        );
     }
     // Every alarm of the template is on it.
     for (name, r) in resources(&template) {

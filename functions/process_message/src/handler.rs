@@ -12,22 +12,22 @@ use std::time::{Duration, Instant};
 
 use lambda_http::{Body, Request, Response};
 use salesloop::clients::llm::LlmClient;
+use salesloop::clients::sqs::FifoQueue;
 use salesloop::domain::engine::{Engine, EngineError, UserMessage};
 use salesloop::domain::privacy::TextStorage;
+use salesloop::domain::spool::SpooledExchange;
 use salesloop::edge::error::ApiError;
 use salesloop::edge::http::{
     Action, TenantSource, has_control_characters, is_blank, json_body, json_response, request_span,
     route, tenant,
 };
 use salesloop::edge::settings::{ConfigError, MessageSettings};
-use salesloop::clients::sqs::FifoQueue;
-use salesloop::domain::spool::SpooledExchange;
 use salesloop::service::tracking::UnrecordedAnswers;
 use salesloop::service::{ConfigCache, ModelCache, Plan, ServiceError, record_message};
 use salesloop::store::AnyStore;
 use salesloop::{
-    ConversationId, ConversationState, ExchangeDraft, MessageId, Millis, Reply,
-    ReplySource, Store, TenantId,
+    ConversationId, ConversationState, ExchangeDraft, MessageId, Millis, Reply, ReplySource, Store,
+    TenantId,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -252,7 +252,11 @@ async fn answer_message<S: Store>(
             );
             return Ok(json_response(
                 200,
-                &answer(&conversation, Some(recorded.exchange.turn), &recorded.exchange.draft),
+                &answer(
+                    &conversation,
+                    Some(recorded.exchange.turn),
+                    &recorded.exchange.draft,
+                ),
             ));
         }
         Some(Err(ServiceError::Store(e))) if e.is_transient() => e.to_string(),
@@ -461,7 +465,11 @@ impl<S: Store> Plan for TurnPlanner<'_, S> {
 
 /// The answer: `turn` is the exchange's when it was recorded, null when it was not (the store
 /// gives it one when the spooled record gets there).
-fn answer(conversation: &ConversationId, turn: Option<u32>, draft: &ExchangeDraft) -> serde_json::Value {
+fn answer(
+    conversation: &ConversationId,
+    turn: Option<u32>,
+    draft: &ExchangeDraft,
+) -> serde_json::Value {
     json!({
         "conversation_id": conversation,
         "message_id": draft.message_id,

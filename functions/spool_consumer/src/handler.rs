@@ -122,10 +122,16 @@ async fn dead_letter<S>(
         .dead_letters
         .as_ref()
         .ok_or("no dead-letter queue is configured (SPOOL_DEAD_LETTER_QUEUE_URL)")?;
-    let deduplication =
-        attribute(message, "MessageDeduplicationId").unwrap_or_else(|| id.to_owned());
+    // The spool message's own id: a record dead-lettered twice (its batch delivered again
+    // after the consumer stopped) is kept once, and it never collides with the deduplication
+    // id the queue's redrive would carry over.
+    let deduplication = id.to_owned();
     // A group id is required on a FIFO queue; an unreadable record may have come without one.
-    let group = if group.is_empty() { "unreadable" } else { group };
+    let group = if group.is_empty() {
+        "unreadable"
+    } else {
+        group
+    };
     queue
         .send(
             message.body.clone().unwrap_or_default(),

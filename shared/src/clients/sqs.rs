@@ -55,13 +55,8 @@ impl FifoQueue {
     /// conversation and message id its deduplication id.
     pub async fn spool(&self, record: &SpooledExchange) -> Result<(), String> {
         let body = serde_json::to_string(record).map_err(|e| e.to_string())?;
-        self.send(
-            body,
-            record.group_id(),
-            record.deduplication_id(),
-            None,
-        )
-        .await
+        self.send(body, record.group_id(), record.deduplication_id(), None)
+            .await
     }
 
     /// Sends `body` as it is, with `reason` as the `reason` message attribute when given.

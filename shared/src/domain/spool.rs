@@ -183,3 +183,112 @@ impl TrackingCounts {
         self.unrecorded.saturating_sub(self.recovered)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::conversation::ConversationState;
+    use crate::domain::engine::{Engine, UserMessage};
+    use crate::domain::ids::MessageId;
+    use crate::domain::model::Model;
+    use crate::domain::time::Millis;
+
+    fn record(message_id: &str) -> SpooledExchange {
+        let (t, c) = (
+            TenantId::parse("acme").unwrap(),
+            ConversationId::parse("c-1").unwrap(),
+        );
+        let m = MessageId::parse(message_id).unwrap();
+        let message = UserMessage {
+            tenant: &t,
+            conversation: &c,
+            message_id: &m,
+            text: "too expensive for us",
+            at: Millis(1_764_720_000_000),
+        };
+        let (draft, _) = Engine::builtin().plan(
+            &message,
+            &ConversationState::New,
+            0,
+            &Model::default(),
+            &crate::domain::config::TenantConfig::builtin(),
+        );
+        SpooledExchange::new(t.clone(), c.clone(), draft)
+    }
+
+    #[test]
+    fn a_record_round_trips_through_its_body_and_its_log_line() {
+        let record = record("m-1");
+        let body = serde_json::to_string(&record).unwrap();
+        assert_eq!(SpooledExchange::parse(&body), Ok(record.clone()));
+        let line = record.log_line();
+        assert!(!line.contains('\n'));
+        assert_eq!(
+            SpooledExchange::from_log_line(&line),
+            Some(Ok(record.clone()))
+        );
+        // A CloudWatch Logs export puts a timestamp first.
+        let exported = format!("2026-12-03T02:00:00.000Z {line}");
+        assert_eq!(
+            SpooledExchange::from_log_line(&exported),
+            Some(Ok(record.clone()))
+        );
+        // Lambda's JSON log format nests the line in a string.
+        let nested =
+            serde_json::json!({"time": "2026-12-03T02:00:00Z", "message": line}).to_string();
+        assert_eq!(SpooledExchange::from_log_line(&nested), Some(Ok(record)));
+        assert_eq!(SpooledExchange::from_log_line("START RequestId: 1"), None);
+    }
+
+    #[test]
+    fn another_schema_or_a_broken_record_is_refused_with_its_reason() {
+        let mut value = serde_json::to_value(record("m-1")).unwrap();
+        value["schema"] = 2.into();
+        assert_eq!(
+            SpooledExchange::parse(&value.to_string()),
+            Err(Rejection::Schema(2))
+        );
+        value["schema"] = 1.into();
+        value["tenant"] = "no#such".into();
+        assert!(matches!(
+            SpooledExchange::parse(&value.to_string()),
+            Err(Rejection::Unreadable(_))
+        ));
+        assert!(matches!(
+            SpooledExchange::parse("{\"schema\": 1"),
+            Err(Rejection::Unreadable(_))
+        ));
+        assert!(matches!(
+            SpooledExchange::parse("{}"),
+            Err(Rejection::Unreadable(_))
+        ));
+    }
+
+    #[test]
+    fn group_and_deduplication_ids_fit_sqs_and_tell_messages_apart() {
+        let (a, b) = (record("m-1"), record("m-2"));
+        assert_eq!(a.group_id(), b.group_id());
+        assert_ne!(a.deduplication_id(), b.deduplication_id());
+        assert_ne!(a.group_id(), a.deduplication_id());
+        for id in [a.group_id(), a.deduplication_id()] {
+            assert_eq!(id.len(), 64);
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        // Parts are separated: ("ab", "c") and ("a", "bc") differ.
+        assert_ne!(hex_digest(&["ab", "c"]), hex_digest(&["a", "bc"]));
+    }
+
+    #[test]
+    fn the_backlog_is_what_was_answered_and_not_yet_recovered() {
+        let counts = TrackingCounts {
+            unrecorded: 5,
+            recovered: 3,
+        };
+        assert_eq!(counts.backlog(), 2);
+        let over = TrackingCounts {
+            unrecorded: 1,
+            recovered: 3,
+        };
+        assert_eq!(over.backlog(), 0);
+    }
+}

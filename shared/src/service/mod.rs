@@ -18,8 +18,8 @@ use std::time::Duration;
 pub use end::{Ended, end_conversation};
 pub use labels::{LabelsRecorded, record_labels};
 pub use message::{Plan, PlanFn, Recorded, record_exchange, record_message};
-pub use spool::{SpoolFailure, SpoolOutcome, record_spooled};
 pub use models::{ConfigCache, ModelCache, Published, builtin_config, publish_model};
+pub use spool::{SpoolFailure, SpoolOutcome, record_spooled};
 
 use crate::domain::conversation::OutcomeRecord;
 use crate::domain::labels::LabelError;

@@ -82,7 +82,9 @@ impl<T: Send + Sync> TenantCache<T> {
 impl<T> TenantCache<T> {
     /// The tenant's current version as cached, however old, without a read.
     fn cached(&self, tenant: &TenantId) -> Option<Arc<T>> {
-        lock(&self.current).get(tenant).map(|(value, _)| value.clone())
+        lock(&self.current)
+            .get(tenant)
+            .map(|(value, _)| value.clone())
     }
 }
 

@@ -32,7 +32,10 @@ impl UnrecordedAnswers {
         let Some(count) = self.lock().remove(tenant) else {
             return;
         };
-        if let Err(e) = store.count_tracking(tenant, Tracked::Unrecorded, count).await {
+        if let Err(e) = store
+            .count_tracking(tenant, Tracked::Unrecorded, count)
+            .await
+        {
             tracing::warn!(error = %e, count, "counting unrecorded answers failed; kept for later");
             *self.lock().entry(tenant.clone()).or_default() += count;
         }
