@@ -99,7 +99,6 @@ pub enum Tracked {
     Recovered,
 }
 
-
 /// A held lease. It expires at `until`; the holder renews by acquiring again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {

@@ -6,8 +6,8 @@
 use super::DynamoStore;
 use super::errors::unavailable;
 use super::keys::{
-    ENDED_COUNTER, Item, RECOVERED_EXCHANGES, TENANTS_PARTITION, TIME_INDEX, counter_pk,
-    UNRECORDED_EXCHANGES, key, n, number, s,
+    ENDED_COUNTER, Item, RECOVERED_EXCHANGES, TENANTS_PARTITION, TIME_INDEX, UNRECORDED_EXCHANGES,
+    counter_pk, key, n, number, s,
 };
 use crate::domain::ids::TenantId;
 use crate::store::{StoreError, Tracked, TrackingCounts};
