@@ -1181,12 +1181,22 @@ async fn faults_answer_as_the_spec_says() -> Result<(), Failed> {
     // Down: every table gone.
     raw.execute_batch("DROP TABLE log; DROP TABLE models; DROP TABLE conversations; DROP TABLE labels; DROP TABLE counters; DROP TABLE configs;")
         .unwrap();
-    let unavailable = [
-        (
+    // A message is still answered, unrecorded (its answer validated against the spec like
+    // every other); the writes that have no spool are 503s.
+    let (status, answer) = api
+        .post(
             "process_message",
+            "acme",
             "/conversations/c-2/messages",
             json!({"message_id": "m-1", "text": LINES[1]}),
-        ),
+        )
+        .await;
+    assert_eq!(
+        (status, &answer["recorded"], &answer["turn"]),
+        (200, &json!(false), &Value::Null),
+        "{answer}"
+    );
+    let unavailable = [
         (
             "end_conversation",
             "/conversations/c-2/end",

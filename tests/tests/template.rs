@@ -162,7 +162,7 @@ fn each_function_may_do_exactly_what_its_code_does() {
                         &[table.as_str(), index(MESSAGE_INDEX).as_str()],
                     ),
                     // The ADD on the tenant's tracking counter (exchanges answered without a
-                    // record), `FailedWrites::flush`.
+                    // record), `UnrecordedAnswers::flush`.
                     (&["dynamodb:UpdateItem"], &[table.as_str()]),
                     // An exchange the store did not record in time: to the spool, nothing else.
                     (&["sqs:SendMessage"], &["!GetAtt SpoolQueue.Arn"]),
@@ -817,6 +817,14 @@ fn the_spool_is_fifo_encrypted_and_reaches_only_its_producer_and_consumer() {
     );
     assert_eq!(operator, "GreaterThanThreshold");
     assert!(threshold <= 300.0, "{threshold} s");
+    // An exchange that only a log line holds raises an alarm at once: process_message's EMF
+    // metric for it (`ExchangesLogged`).
+    let (namespace, metric, function, operator, threshold) = alarm("UnrecordedLoggedAlarm");
+    assert_eq!(
+        (namespace.as_str(), metric.as_str(), function.as_str()),
+        ("salesloop", "ExchangesLogged", "process_message")
+    );
+    assert_eq!((operator.as_str(), threshold), ("GreaterThanThreshold", 0.0));
 
     // The operator finds both queues in the stack's outputs.
     let outputs = &template["Outputs"];

@@ -15,7 +15,8 @@ use salesloop::clients::llm::LlmClient;
 use salesloop::clients::sqs::FifoQueue;
 use salesloop::domain::engine::{Engine, EngineError, UserMessage};
 use salesloop::domain::privacy::TextStorage;
-use salesloop::domain::spool::SpooledExchange;
+use salesloop::domain::spool::{LOG_MARKER, SPOOL_SCHEMA, SpooledExchange};
+use salesloop::edge::emf::unrecorded_exchange;
 use salesloop::edge::error::ApiError;
 use salesloop::edge::http::{
     Action, TenantSource, has_control_characters, is_blank, json_body, json_response, request_span,
@@ -233,14 +234,16 @@ async fn answer_message<S: Store>(
         memo: &memo,
         started,
     };
-    let record = record_message(
+    // Boxed, as are the fallbacks below: the handler's future stays small enough for any
+    // thread's stack, whichever path it takes.
+    let record = Box::pin(record_message(
         &app.store,
         &tenant,
         &conversation,
         &message_id,
         &stored_text,
         planner,
-    );
+    ));
     let why = match within_budget(record, &memo, started, app.record_budget).await {
         Some(Ok(recorded)) => {
             app.unrecorded.flush(&app.store, &tenant).await;
@@ -269,39 +272,48 @@ async fn answer_message<S: Store>(
         None => format!("the store took longer than {:?}", app.record_budget),
     };
     // The store cannot record it now: answer anyway, and hand the exchange on.
-    let draft = degraded_draft(app, &message, &stored_text, &memo, started).await;
-    app.unrecorded.note(&tenant);
+    let draft = Box::pin(degraded_draft(app, &message, &stored_text, &memo, started)).await;
+    app.unrecorded.note(&tenant, &conversation, &message_id);
     let response = json_response(200, &answer(&conversation, None, &draft));
     let record = SpooledExchange::new(tenant, conversation, draft);
-    match &app.spool {
-        Some(spool) => match spool.spool(&record).await {
-            Ok(()) => tracing::warn!(error = %why, "the exchange was not recorded; spooled"),
-            Err(e) => {
-                tracing::error!(
-                    error = %why, spool_error = %e,
-                    "the exchange was not recorded and could not be spooled; logged"
-                );
-                app.last_resort.write(record.log_line());
-            }
-        },
-        None => {
-            tracing::error!(error = %why, "the exchange was not recorded (no spool); logged");
-            app.last_resort.write(record.log_line());
+    let spooled = match &app.spool {
+        Some(spool) => Box::pin(spool.spool(&record)).await,
+        None => Err("no spool is configured (SPOOL_QUEUE_URL)".to_owned()),
+    };
+    match spooled {
+        Ok(()) => {
+            tracing::warn!(error = %why, "the exchange was not recorded; spooled");
+            println!("{}", unrecorded_exchange(false));
+        }
+        Err(e) => {
+            tracing::error!(
+                error = %why, spool_error = %e,
+                "the exchange was not recorded and could not be spooled; logged"
+            );
+            app.last_resort.write(last_resort_line(&record));
         }
     }
     Ok(response)
 }
 
+/// The last-resort line (docs/spool.md): the record under `record`, marked with
+/// `salesloop_unrecorded`, in an EMF document that counts it as `ExchangesLogged`.
+fn last_resort_line(record: &SpooledExchange) -> String {
+    let mut line = unrecorded_exchange(true);
+    line[LOG_MARKER] = json!(SPOOL_SCHEMA);
+    line["record"] = serde_json::to_value(record).unwrap_or_default();
+    line.to_string()
+}
+
 /// Runs `record` until it finishes or has spent `budget` since `started` outside the LLM's
 /// calls; `None` when the budget ran out first (and the record, dropped, stops where it was:
 /// an append already sent may still land, and the spooled copy is then a duplicate).
-async fn within_budget<F: std::future::Future>(
-    record: F,
+async fn within_budget<F: std::future::Future + Unpin>(
+    mut record: F,
     memo: &Mutex<Memo>,
     started: Instant,
     budget: Duration,
 ) -> Option<F::Output> {
-    tokio::pin!(record);
     let mut wait = budget;
     loop {
         tokio::select! {

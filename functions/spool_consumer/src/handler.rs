@@ -6,9 +6,11 @@
 //! - never recordable (unreadable, another schema version, the conversation ended or full, its
 //!   message id recorded with another text): sent to the dead-letter queue with its reason in
 //!   a `reason` attribute and in the log, then done: it never blocks its conversation;
-//! - the store did not answer: reported as a batch item failure, and so is every later record
-//!   of the same conversation in the batch, unattempted, so a conversation's records are never
-//!   recorded out of order. SQS delivers them again after the visibility timeout.
+//! - not recorded now (the store did not answer, or writers kept racing): reported as a batch
+//!   item failure, and so is every later record of the same conversation in the batch,
+//!   unattempted, so a conversation's records are never recorded out of order; when the store
+//!   did not answer, every later record of the batch too. SQS delivers them again after the
+//!   visibility timeout.
 //!
 //! Nothing is deleted unless it is done: a consumer killed mid-batch leaves every record of the
 //! batch to be delivered again, and those it had recorded are then duplicates.
@@ -58,8 +60,11 @@ pub async fn handle_batch<S: Store>(
 ) -> (SqsBatchResponse, BatchSummary) {
     let mut response = SqsBatchResponse::default();
     let mut summary = BatchSummary::default();
-    // Conversations (message groups) with a record left for later in this batch.
+    // Conversations (message groups) with a record left for later in this batch; once the
+    // store does not answer, every record left (each would wait out the store's timeouts, and
+    // the batch its function's).
     let mut held: HashSet<String> = HashSet::new();
+    let mut store_down = false;
     for message in event.records {
         let id = message.message_id.clone().unwrap_or_default();
         let group = attribute(&message, "MessageGroupId").unwrap_or_default();
@@ -68,7 +73,7 @@ pub async fn handle_batch<S: Store>(
             failure.item_identifier = id.clone();
             response.batch_item_failures.push(failure);
         };
-        if held.contains(&group) {
+        if store_down || held.contains(&group) {
             summary.retried += 1;
             fail(&mut response);
             continue;
@@ -99,8 +104,12 @@ pub async fn handle_batch<S: Store>(
                     }
                 }
             }
-            Err(SpoolFailure::Retry(e)) => {
-                tracing::warn!(message = %id, error = %e, "spooled exchange not recorded yet");
+            Err(SpoolFailure::Retry {
+                why,
+                store_down: down,
+            }) => {
+                tracing::warn!(message = %id, error = %why, "spooled exchange not recorded yet");
+                store_down |= down;
                 held.insert(group);
                 summary.retried += 1;
                 fail(&mut response);

@@ -33,7 +33,7 @@ async fn main() -> Result<(), Error> {
         }
         None => None,
     };
-    let store = settings.choice.open(settings.native_roots).await?;
+    let store = settings.open().await?;
     let app = App {
         store,
         dead_letters,

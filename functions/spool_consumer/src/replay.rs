@@ -4,11 +4,12 @@
 //! them: other lines are skipped) and records each through the same idempotent append as the
 //! spool consumer, in file order. Run it twice and the second run records nothing.
 
+use std::collections::HashSet;
 use std::io::BufRead;
 
-use salesloop::Store;
 use salesloop::domain::spool::{SpooledExchange, Via};
 use salesloop::service::{SpoolFailure, SpoolOutcome, record_spooled};
+use salesloop::{ConversationId, Store, TenantId};
 
 /// What a replay did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -48,6 +49,9 @@ pub async fn replay<S: Store>(
     input: impl BufRead,
     summary: &mut ReplaySummary,
 ) -> std::io::Result<()> {
+    // Conversations with a line left for a later run: their later lines wait too, so a
+    // conversation's exchanges are never recorded out of order.
+    let mut held: HashSet<(TenantId, ConversationId)> = HashSet::new();
     for (number, line) in input.lines().enumerate() {
         let line = line?;
         let Some(parsed) = SpooledExchange::from_log_line(&line) else {
@@ -55,15 +59,28 @@ pub async fn replay<S: Store>(
         };
         summary.lines += 1;
         let at = format!("{name}:{}", number + 1);
-        let result = match parsed {
-            Ok(record) => record_spooled(store, &record, Via::Replay).await,
-            Err(rejection) => Err(SpoolFailure::Rejected(rejection)),
+        let record = match parsed {
+            Ok(record) => record,
+            Err(reason) => {
+                summary.rejected.push(format!("{at}: {reason}"));
+                continue;
+            }
         };
-        match result {
+        let key = (record.tenant.clone(), record.conversation_id.clone());
+        if held.contains(&key) {
+            summary.retry.push(format!(
+                "{at}: held behind an earlier line of its conversation"
+            ));
+            continue;
+        }
+        match record_spooled(store, &record, Via::Replay).await {
             Ok(SpoolOutcome::Recorded(_)) => summary.recorded += 1,
             Ok(SpoolOutcome::Duplicate) => summary.duplicates += 1,
             Err(SpoolFailure::Rejected(reason)) => summary.rejected.push(format!("{at}: {reason}")),
-            Err(SpoolFailure::Retry(e)) => summary.retry.push(format!("{at}: {e}")),
+            Err(SpoolFailure::Retry { why, .. }) => {
+                summary.retry.push(format!("{at}: {why}"));
+                held.insert(key);
+            }
         }
     }
     Ok(())

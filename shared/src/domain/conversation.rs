@@ -278,11 +278,22 @@ impl OutcomeRecord {
             });
         }
         let started = exchanges.first().map(|e| e.draft.at).unwrap_or(request.at);
-        let experiments = exchanges
-            .last()
-            .map(|e| e.draft.experiments.clone())
-            .unwrap_or_default();
-        let config_version = exchanges.last().map_or(0, |e| e.draft.config_version);
+        // What the conversation is pinned to (its first exchange's split): an exchange answered
+        // while the store was down may have been decided under another (docs/spool.md), and it
+        // must not move the conversation to another split. Conversations older than pins
+        // count under their last exchange's.
+        let pin = exchanges.last().and_then(|e| e.summary.pin.as_ref());
+        let experiments = match pin {
+            Some(pin) => pin.variants.clone(),
+            None => exchanges
+                .last()
+                .map(|e| e.draft.experiments.clone())
+                .unwrap_or_default(),
+        };
+        let config_version = match pin {
+            Some(pin) => pin.config_version,
+            None => exchanges.last().map_or(0, |e| e.draft.config_version),
+        };
         // A pinned conversation was served by one model version from start to end: its outcome
         // counts for that version. Older conversations count for the version current at the end.
         let model_version = exchanges

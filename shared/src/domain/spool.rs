@@ -115,7 +115,8 @@ impl SpooledExchange {
         ])
     }
 
-    /// The last-resort log line: one JSON object on one line, the record under `record`.
+    /// The last-resort log line's core: one JSON object on one line, the record under
+    /// `record` (process_message adds an EMF metric to it: docs/spool.md).
     pub fn log_line(&self) -> String {
         serde_json::json!({ LOG_MARKER: SPOOL_SCHEMA, "record": self }).to_string()
     }
@@ -128,7 +129,10 @@ impl SpooledExchange {
             return None;
         }
         let start = line.find('{')?;
-        let value: serde_json::Value = match serde_json::from_str(line[start..].trim_end()) {
+        // The first JSON value from there: an export may put more columns after it.
+        let mut values =
+            serde_json::Deserializer::from_str(&line[start..]).into_iter::<serde_json::Value>();
+        let value = match values.next()? {
             Ok(value) => value,
             Err(e) => return Some(Err(Rejection::Unreadable(e.to_string()))),
         };
@@ -228,7 +232,7 @@ mod tests {
             Some(Ok(record.clone()))
         );
         // A CloudWatch Logs export puts a timestamp first.
-        let exported = format!("2026-12-03T02:00:00.000Z {line}");
+        let exported = format!("2026-12-03T02:00:00.000Z {line}\t1764727200000\tlog-stream");
         assert_eq!(
             SpooledExchange::from_log_line(&exported),
             Some(Ok(record.clone()))

@@ -66,6 +66,21 @@ impl Emf {
     }
 }
 
+/// The EMF document process_message prints for an answer the store could not record, by
+/// where the exchange went: `ExchangesSpooled` to the spool, `ExchangesLogged` to the log
+/// (the last resort, which an alarm watches: docs/spool.md).
+pub fn unrecorded_exchange(logged: bool) -> Value {
+    let name = if logged {
+        "ExchangesLogged"
+    } else {
+        "ExchangesSpooled"
+    };
+    Emf::new(Millis::now())
+        .dimension("Function", "process_message")
+        .metric(name, "Count", 1.0)
+        .to_json()
+}
+
 /// The EMF line an API function prints per request: its latency, and whether it answered with
 /// a client error (4xx) or a server error (5xx), per function.
 pub fn request_metrics(function: &str, status: u16, latency: std::time::Duration) -> Value {

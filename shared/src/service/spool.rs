@@ -25,10 +25,11 @@ pub enum SpoolFailure {
     /// It never can be: to the dead-letter queue (or the replay's report) with the reason.
     #[error(transparent)]
     Rejected(#[from] Rejection),
-    /// The store did not answer (or the tracking counter could not be written): try again
-    /// later, and nothing after it in its conversation before it.
-    #[error("try again later: {0}")]
-    Retry(String),
+    /// Not recorded now: try again later, and nothing after it in its conversation before it.
+    /// `store_down`: the store did not answer (rather than writers racing for the
+    /// conversation), so nothing else is worth trying now either.
+    #[error("try again later: {why}")]
+    Retry { why: String, store_down: bool },
 }
 
 /// Records `record` as an exchange recorded `via` the spool or a replay, then counts it as
@@ -61,7 +62,10 @@ pub async fn record_spooled<S: Store>(
     store
         .count_tracking(&record.tenant, Tracked::Recovered, 1)
         .await
-        .map_err(|e| SpoolFailure::Retry(format!("counting the recovered exchange: {e}")))?;
+        .map_err(|e| SpoolFailure::Retry {
+            why: format!("counting the recovered exchange: {e}"),
+            store_down: e.is_transient(),
+        })?;
     Ok(outcome)
 }
 
@@ -70,10 +74,14 @@ fn failure(error: ServiceError) -> SpoolFailure {
         ServiceError::Ended(_) => Rejection::Ended.into(),
         ServiceError::TooLong => Rejection::TooLong.into(),
         ServiceError::MessageIdReused => Rejection::MessageIdReused.into(),
-        ServiceError::Store(StoreError::Unavailable(e)) => SpoolFailure::Retry(e),
-        ServiceError::Contention(n) => {
-            SpoolFailure::Retry(format!("{n} attempts lost to concurrent writers"))
-        }
+        ServiceError::Store(StoreError::Unavailable(why)) => SpoolFailure::Retry {
+            why,
+            store_down: true,
+        },
+        ServiceError::Contention(n) => SpoolFailure::Retry {
+            why: format!("{n} attempts lost to concurrent writers"),
+            store_down: false,
+        },
         other => Rejection::Refused(other.to_string()).into(),
     }
 }
