@@ -824,7 +824,10 @@ fn the_spool_is_fifo_encrypted_and_reaches_only_its_producer_and_consumer() {
         (namespace.as_str(), metric.as_str(), function.as_str()),
         ("salesloop", "ExchangesLogged", "process_message")
     );
-    assert_eq!((operator.as_str(), threshold), ("GreaterThanThreshold", 0.0));
+    assert_eq!(
+        (operator.as_str(), threshold),
+        ("GreaterThanThreshold", 0.0)
+    );
 
     // The operator finds both queues in the stack's outputs.
     let outputs = &template["Outputs"];
