@@ -37,12 +37,12 @@ test: tools ## every check and test: format, clippy, unit, contract (embedded + 
 
 # `make unit`: the fast loop, with no Java, Node or Python. First the unit tests of every crate,
 # then every test file in tests/tests except chaos and tracking (DynamoDB Local), local_watch
-# (cargo lambda, from PyPI) and secrets (moto, from PyPI), with `--skip dynamodb::`: the store
+# (cargo lambda, from PyPI) and secrets and spool (moto, from PyPI), with `--skip dynamodb::`: the store
 # cases register one trial per store, `embedded::<case>` and `dynamodb::<case>`
 # (salesloop_tests::store_cases!), and DynamoDB Local
 # starts only when a `dynamodb::` trial runs, so skipping those runs the embedded half alone.
 # libtest counts the skipped trials as "filtered out". `make test` runs everything.
-UNIT_TESTS := $(filter-out chaos tracking local_watch secrets,$(basename $(notdir $(wildcard tests/tests/*.rs))))
+UNIT_TESTS := $(filter-out chaos tracking local_watch secrets spool,$(basename $(notdir $(wildcard tests/tests/*.rs))))
 
 unit: ## the fast loop without Java, Node or Python: unit tests, and the tests/ suites on the embedded store
 	cargo test --workspace --lib --bins --locked

@@ -142,6 +142,7 @@ crate::store_cases! {
         a_conversation_stops_at_its_turn_limit,
         lease_has_one_holder_and_expires_when_the_holder_dies,
         concurrent_lease_takers_have_one_winner,
+        tracking_counters_add_atomically_per_tenant,
         outcomes_since_a_watermark_page_in_time_order,
         outcome_reads_cross_the_one_megabyte_page,
         model_versions_publish_by_compare_and_set_and_keep_history,
@@ -529,6 +530,49 @@ async fn a_conversation_stops_at_its_turn_limit<B: Backend>(backend: &B) {
         .await
         .unwrap();
     assert_eq!(ended.record.turns, MAX_TURNS);
+}
+
+/// The tracking counters (service/tracking.rs): zero before anything is counted, every
+/// concurrent add kept (one atomic add each, no read-modify-write), and each tenant's own.
+async fn tracking_counters_add_atomically_per_tenant<B: Backend>(backend: &B) {
+    use salesloop::store::{Tracked, TrackingCounts};
+    let store = std::sync::Arc::new(backend.fresh(1).await.remove(0));
+    let (acme, other) = (tenant("acme"), tenant("other"));
+    assert_eq!(
+        store.tracking_counts(&acme).await.unwrap(),
+        TrackingCounts::default()
+    );
+    let mut adds = tokio::task::JoinSet::new();
+    for i in 0..20u64 {
+        let (store, acme) = (store.clone(), acme.clone());
+        adds.spawn(async move {
+            let what = if i % 2 == 0 {
+                Tracked::Unrecorded
+            } else {
+                Tracked::Recovered
+            };
+            store.count_tracking(&acme, what, i + 1).await
+        });
+    }
+    while let Some(added) = adds.join_next().await {
+        added.unwrap().unwrap();
+    }
+    // Unrecorded: 1 + 3 + ... + 19 = 100; recovered: 2 + 4 + ... + 20 = 110.
+    let counts = store.tracking_counts(&acme).await.unwrap();
+    assert_eq!(
+        counts,
+        TrackingCounts {
+            unrecorded: 100,
+            recovered: 110
+        }
+    );
+    assert_eq!(counts.backlog(), 0);
+    assert_eq!(
+        store.tracking_counts(&other).await.unwrap(),
+        TrackingCounts::default()
+    );
+    // Counting does not list the tenant for the feedback run: only an end does.
+    assert!(store.tenants().await.unwrap().is_empty());
 }
 
 async fn lease_has_one_holder_and_expires_when_the_holder_dies<B: Backend>(backend: &B) {
