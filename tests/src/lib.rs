@@ -13,7 +13,9 @@ pub mod flows;
 pub mod hostile;
 pub mod learning_curve;
 pub mod load;
+pub mod moto;
 pub mod pattern_eval;
+pub mod sqs;
 pub mod stores;
 
 use std::path::PathBuf;

@@ -1,9 +1,10 @@
 //! process_message's LLM key, read during init from an SSM Parameter Store SecureString
-//! (`process_message::llm_key`), against moto's server: `scripts/moto.sh` (a pinned moto in
-//! `.venv-moto/`, installed on first use) started here on a free port and stopped with the run.
-//! A SecureString put through the SSM API is the key `App::from_env` hands the LLM client, which
-//! sends it to a stand-in LLM; a missing parameter or a plain String one stops init with an error
-//! that names the parameter and never holds a value; a read that gets no answer gives up in time.
+//! (`process_message::llm_key`), against moto's server (`salesloop_tests::moto`:
+//! `scripts/moto.sh`, a pinned moto in `.venv-moto/` installed on first use) started here on a
+//! free port and stopped with the run. A SecureString put through the SSM API is the key
+//! `App::from_env` hands the LLM client, which sends it to a stand-in LLM; a missing parameter
+//! or a plain String one stops init with an error that names the parameter and never holds a
+//! value; a read that gets no answer gives up in time.
 //!
 //! What moto does not check, so these tests cannot either:
 //! - IAM: any credentials read any parameter. The role's one grant (`ssm:GetParameter` on the
@@ -16,10 +17,6 @@
 //! The process's AWS settings (endpoint, region, credentials) are the environment, as on Lambda:
 //! main sets them before any thread starts, then runs the trials.
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,115 +29,20 @@ use process_message::llm_key;
 use salesloop::clients::aws::SdkConfig;
 use salesloop_tests::events::{Flavor, request};
 use salesloop_tests::fake_llm::{LlmMode, fake_llm};
+use salesloop_tests::moto::Moto;
 use salesloop_tests::workspace_root;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
-/// moto's server in its own process group, stopped on drop (and killed with this process).
-struct Moto {
-    child: Child,
-    port: u16,
-    log: tempfile::NamedTempFile,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-impl Moto {
-    /// Starts the server (installing moto first if need be) and waits until it listens.
-    fn start() -> Result<Moto, String> {
-        let log = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
-        let out = log.reopen().map_err(|e| e.to_string())?;
-        let err = out.try_clone().map_err(|e| e.to_string())?;
-        let port = free_port();
-        let mut command = Command::new("bash");
-        command
-            .arg(workspace_root().join("scripts/moto.sh"))
-            .args(["-H", "127.0.0.1", "-p"])
-            .arg(port.to_string())
-            .current_dir(workspace_root())
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        // SAFETY: setsid and prctl only change the child's own process state.
-        unsafe {
-            command.pre_exec(|| {
-                libc::setsid();
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = command
-            .spawn()
-            .map_err(|e| format!("cannot run scripts/moto.sh: {e}"))?;
-        let mut moto = Moto { child, port, log };
-        // The first run installs moto from PyPI before the server starts.
-        let started = Instant::now();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        while started.elapsed() < Duration::from_secs(600) {
-            if let Ok(Some(status)) = moto.child.try_wait() {
-                return Err(format!(
-                    "moto exited with {status} before listening:\n{}",
-                    moto.log_text()
-                ));
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(moto);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(format!(
-            "moto did not listen on port {port}:\n{}",
-            moto.log_text()
-        ))
-    }
-
-    fn log_text(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut file) = self.log.reopen() {
-            let _ = file.read_to_string(&mut text);
-        }
-        text
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// An SSM client of moto's, as an operator's `aws ssm put-parameter` would be.
-    fn client(&self) -> aws_sdk_ssm::Client {
-        let config = aws_sdk_ssm::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(self.endpoint())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-            .build();
-        aws_sdk_ssm::Client::from_conf(config)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        if let Ok(group) = i32::try_from(self.child.id()) {
-            // SAFETY: signals the process group this test created.
-            unsafe {
-                libc::killpg(group, libc::SIGTERM);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An SSM client of moto's, as an operator's `aws ssm put-parameter` would be.
+fn ssm(moto: &Moto) -> aws_sdk_ssm::Client {
+    let config = aws_sdk_ssm::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .build();
+    aws_sdk_ssm::Client::from_conf(config)
 }
 
 /// A parameter name of this run's own.
@@ -149,7 +51,7 @@ fn parameter(name: &str) -> String {
 }
 
 async fn put(moto: &Moto, name: &str, value: &str, kind: ParameterType) {
-    moto.client()
+    ssm(moto)
         .put_parameter()
         .name(name)
         .value(value)

@@ -4,7 +4,7 @@
 //! recorded in the conversation writes nothing. What can never be recorded is a
 //! [`Rejection`], with its reason; what may be recorded later is a retry.
 
-use super::{PlanFn, ServiceError, record_message};
+use super::{PlanFn, ServiceError, back_off, record_message};
 use crate::domain::conversation::Exchange;
 use crate::domain::spool::{Rejection, SpooledExchange, Via};
 use crate::store::{Store, StoreError, Tracked};
@@ -13,7 +13,7 @@ use crate::store::{Store, StoreError, Tracked};
 #[derive(Debug, Clone, PartialEq)]
 pub enum SpoolOutcome {
     /// Recorded now, at this turn.
-    Recorded(Exchange),
+    Recorded(Box<Exchange>),
     /// Its `message_id` was already recorded with the same text (the direct write landed
     /// after all, or the record came twice): nothing written.
     Duplicate,
@@ -32,10 +32,11 @@ pub enum SpoolFailure {
     Retry { why: String, store_down: bool },
 }
 
-/// Records `record` as an exchange recorded `via` the spool or a replay, then counts it as
-/// recovered for the tracking rate (a duplicate too: its answer was counted unrecorded). A
-/// counter that cannot be written is a retry: the record is in, and the retry finds it a
-/// duplicate and counts it then.
+/// Records `record` as an exchange recorded `via` the spool or a replay, and counts it as
+/// recovered for the tracking rate when its answer had not been recovered before: when it is
+/// recorded now, or when its `message_id` was found recorded directly (the direct append
+/// landed after the budget ran out). A duplicate of a spooled or replayed record (the spool's
+/// redelivery, a second replay) is not counted again.
 pub async fn record_spooled<S: Store>(
     store: &S,
     record: &SpooledExchange,
@@ -45,7 +46,7 @@ pub async fn record_spooled<S: Store>(
     draft.via = via;
     let text = draft.user_text.clone();
     let plan = PlanFn(move |_: &_| draft.clone());
-    let outcome = match record_message(
+    let recorded = record_message(
         store,
         &record.tenant,
         &record.conversation_id,
@@ -54,19 +55,39 @@ pub async fn record_spooled<S: Store>(
         plan,
     )
     .await
-    {
-        Ok(recorded) if recorded.duplicate => SpoolOutcome::Duplicate,
-        Ok(recorded) => SpoolOutcome::Recorded(recorded.exchange),
-        Err(e) => return Err(failure(e)),
-    };
-    store
-        .count_tracking(&record.tenant, Tracked::Recovered, 1)
-        .await
-        .map_err(|e| SpoolFailure::Retry {
-            why: format!("counting the recovered exchange: {e}"),
-            store_down: e.is_transient(),
-        })?;
-    Ok(outcome)
+    .map_err(failure)?;
+    let recovers = !recorded.duplicate || recorded.exchange.draft.via.is_direct();
+    if recovers {
+        count_recovered(store, record).await;
+    }
+    Ok(if recorded.duplicate {
+        SpoolOutcome::Duplicate
+    } else {
+        SpoolOutcome::Recorded(Box::new(recorded.exchange))
+    })
+}
+
+/// Adds one to the tenant's recovered counter, trying a few times: the record is in, so a
+/// failure is not worth the record's redelivery (which would find it a duplicate and not count
+/// it either). A count that cannot be written is logged: the backlog then stays one too high.
+async fn count_recovered<S: Store>(store: &S, record: &SpooledExchange) {
+    let mut last = None;
+    for attempt in 0..3 {
+        match store
+            .count_tracking(&record.tenant, Tracked::Recovered, 1)
+            .await
+        {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+        back_off(attempt).await;
+    }
+    if let Some(e) = last {
+        tracing::error!(
+            error = %e,
+            "the recorded exchange could not be counted as recovered; the tenant's backlog stays one too high"
+        );
+    }
 }
 
 fn failure(error: ServiceError) -> SpoolFailure {
