@@ -3,8 +3,30 @@
 //! Each client owns some conversations and sends their messages in order, one conversation's
 //! next message only after the previous one was answered, interleaving its conversations. A
 //! 503 is retried with the same message_id after its Retry-After (capped, to keep tests short),
-//! and so is a failed connection; every `repeat_every`-th acknowledged message is sent again
-//! and must get the same answer. Afterwards [`verify`] reads the store back.
+//! and so is a failed connection; every `repeat_every`-th acknowledged message is sent again.
+//! A 200 is an acknowledgement whether the exchange was recorded (`"recorded": true`, with its
+//! turn) or not (`"recorded": false`, turn null: it went to the spool or the last-resort log,
+//! and gets its turn when it is recorded later, docs/spool.md). Afterwards [`verify`] reads the
+//! store back.
+//!
+//! What [`verify`] asserts about order, precisely: in each conversation the turns are 1..n
+//! without gaps; the exchanges recorded directly (`via` absent) have increasing turns in the
+//! order their messages were sent, and so do those recorded from the spool (`via: spool`) and
+//! those replayed from the log (`via: replay`), each group among itself. Nothing is asserted
+//! about how the groups interleave: a spooled exchange takes the next free turn when it gets
+//! there, after the direct ones recorded meanwhile.
+//!
+//! What the answers imply: each acknowledged message is stored exactly once. If it got a
+//! `"recorded": true` answer (first or repeat), the first such answer equals the stored
+//! exchange, turn included, and that exchange was recorded directly. If all its answers were
+//! `"recorded": false`, the stored exchange equals one of them apart from the turn: recorded
+//! from the spool or the log, or directly when an append landed after its budget ran out; the
+//! first answer, or the repeat's when the repeat's append landed before the first's spooled
+//! copy got there (counted). The stored exchange's events are those the matching answer
+//! implies at the stored turn, and the events counted from the table's raw items are those the
+//! matching answers imply. A repeat of a recorded answer that is recorded too is identical to
+//! it; a repeat answered `"recorded": false` (the store could not be read to find the first
+//! answer) is counted, not compared.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -21,6 +43,7 @@ use hyper_util::rt::TokioExecutor;
 use lambda_http::Body;
 use process_message::handler::{App, handle};
 use salesloop::domain::conversation::ConversationSummary;
+use salesloop::domain::spool::Via;
 use salesloop::{ConversationId, Exchange, Millis, Store, TenantId};
 use serde_json::{Value, json};
 
@@ -211,14 +234,56 @@ impl Transport for Http {
     }
 }
 
+/// Whether a 200 answer says its exchange was recorded (`"recorded": true`, with its turn).
+pub fn is_recorded(answer: &Value) -> bool {
+    answer["recorded"] == json!(true)
+}
+
 /// A message answered 200.
 #[derive(Debug, Clone)]
 pub struct Acked {
+    /// The first 200 answer.
     pub answer: Value,
-    /// When the attempt that got the answer was sent.
+    /// The 200 answer to the message sent again, when it was.
+    pub repeat: Option<Value>,
+    /// When the attempt that got the first answer was sent.
     pub sent_at: Millis,
     /// Whether earlier attempts went unanswered (503, or no answer at all).
     pub retried: bool,
+}
+
+impl Acked {
+    /// The answer that binds the record: the first `"recorded": true` answer the message got
+    /// (the repeat's, when only the repeat was recorded), else the first answer (which
+    /// [`verify`] lets the repeat's unrecorded answer stand in for, see the module's text).
+    pub fn binding(&self) -> &Value {
+        [Some(&self.answer), self.repeat.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|answer| is_recorded(answer))
+            .unwrap_or(&self.answer)
+    }
+}
+
+/// What one request got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Got {
+    /// 200, `"recorded": true`.
+    Recorded,
+    /// 200, `"recorded": false`.
+    Unrecorded,
+    /// Any other status.
+    Status(u16),
+    /// No answer: refused or cut.
+    NoAnswer,
+}
+
+/// One request, as its client saw it: when it was sent, how long it took, what it got.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    pub sent: Instant,
+    pub took: Duration,
+    pub got: Got,
 }
 
 /// What the clients saw.
@@ -233,6 +298,10 @@ pub struct LoadReport {
     pub acknowledged: u64,
     /// Requests sent again after a 503 or a failed connection.
     pub retried: u64,
+    /// 200 answers (repeats included) whose exchange was recorded, and those answered
+    /// `"recorded": false`.
+    pub answered_recorded: u64,
+    pub answered_unrecorded: u64,
     pub unavailable: u64,
     /// 503s without a Retry-After header.
     pub missing_retry_after: u64,
@@ -241,12 +310,25 @@ pub struct LoadReport {
     pub cut: u64,
     /// Any other status, and messages given up on: each one fails the run.
     pub unexpected: Vec<String>,
-    /// Acknowledged messages sent again, and those whose second answer differed.
+    /// Acknowledged messages sent again, and those whose second answer differed although
+    /// both were recorded (a failure).
     pub repeats: u64,
     pub repeat_mismatches: Vec<String>,
-    /// Time to each 200 answer, and to each 503.
+    /// Repeats answered `"recorded": false`: the store could not be read to find the first
+    /// answer, so the repeat was answered anew (and its spooled copy is a duplicate, or the
+    /// record). Of those after an unrecorded first answer, the ones that differed from it.
+    pub repeats_unrecorded: u64,
+    pub unrecorded_repeats_differing: u64,
+    /// Messages first answered `"recorded": false` whose repeat was answered recorded: found
+    /// recorded (the first append landed after all) or recorded anew (the store was back
+    /// before the spooled copy got there). The record is the repeat's answer either way.
+    pub recorded_by_repeat: u64,
+    /// Time to each 200 answer (recorded or not), to each unrecorded 200, and to each 503.
     pub answered: Vec<Duration>,
+    pub unrecorded_latency: Vec<Duration>,
     pub unavailable_latency: Vec<Duration>,
+    /// Every request, in no particular order across clients.
+    pub attempts: Vec<Attempt>,
     /// The acknowledged answer of each (conversation, message) index.
     pub acked: BTreeMap<(usize, usize), Acked>,
     pub wall: Duration,
@@ -257,6 +339,8 @@ impl LoadReport {
         self.sent += other.sent;
         self.acknowledged += other.acknowledged;
         self.retried += other.retried;
+        self.answered_recorded += other.answered_recorded;
+        self.answered_unrecorded += other.answered_unrecorded;
         self.unavailable += other.unavailable;
         self.missing_retry_after += other.missing_retry_after;
         self.refused += other.refused;
@@ -264,8 +348,13 @@ impl LoadReport {
         self.unexpected.extend(other.unexpected);
         self.repeats += other.repeats;
         self.repeat_mismatches.extend(other.repeat_mismatches);
+        self.repeats_unrecorded += other.repeats_unrecorded;
+        self.unrecorded_repeats_differing += other.unrecorded_repeats_differing;
+        self.recorded_by_repeat += other.recorded_by_repeat;
         self.answered.extend(other.answered);
+        self.unrecorded_latency.extend(other.unrecorded_latency);
         self.unavailable_latency.extend(other.unavailable_latency);
+        self.attempts.extend(other.attempts);
         self.acked.extend(other.acked);
     }
 
@@ -273,14 +362,18 @@ impl LoadReport {
     pub fn summary(&self) -> String {
         let mut answered = self.answered.clone();
         answered.sort();
+        let mut unrecorded = self.unrecorded_latency.clone();
+        unrecorded.sort();
         let mut unavailable = self.unavailable_latency.clone();
         unavailable.sort();
         let rate = self.acknowledged as f64 / self.wall.as_secs_f64().max(1e-9);
         format!(
             "  {} messages over {} conversations from {} clients in {:.1} s ({rate:.0} acknowledged/s)\n  \
              requests sent {}: acknowledged {}, retried {} (503 {}, without Retry-After {}; connection refused {}, cut without an answer {}), \
-             repeats {} (different answers {}), other statuses or given up {}\n  \
-             latency of 200 answers: {}\n  latency of 503 answers: {}",
+             repeats {} (both recorded and different {}; answered unrecorded {}, of those after an unrecorded answer and different {}; \
+             first unrecorded, repeat recorded {}), other statuses or given up {}\n  \
+             200 answers {}: recorded {}, unrecorded {}\n  \
+             latency of 200 answers: {}\n  latency of unrecorded 200 answers: {}\n  latency of 503 answers: {}",
             self.messages,
             self.conversations,
             self.clients,
@@ -294,21 +387,35 @@ impl LoadReport {
             self.cut,
             self.repeats,
             self.repeat_mismatches.len(),
+            self.repeats_unrecorded,
+            self.unrecorded_repeats_differing,
+            self.recorded_by_repeat,
             self.unexpected.len(),
+            self.answered_recorded + self.answered_unrecorded,
+            self.answered_recorded,
+            self.answered_unrecorded,
             percentiles(&answered),
+            percentiles(&unrecorded),
             percentiles(&unavailable),
         )
     }
 }
 
-fn percentiles(sorted: &[Duration]) -> String {
+/// The `q` quantile (0 < q <= 1) of `sorted` (nearest rank); zero when it is empty.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// p50, p90, p99 and max of `sorted`, for the output.
+pub fn percentiles(sorted: &[Duration]) -> String {
     if sorted.is_empty() {
         return "none".to_owned();
     }
-    let at = |q: f64| {
-        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-        sorted[rank - 1].as_secs_f64() * 1000.0
-    };
+    let at = |q: f64| quantile(sorted, q).as_secs_f64() * 1000.0;
     format!(
         "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n {})",
         at(0.5),
@@ -337,24 +444,35 @@ pub async fn run<T: Transport>(
             let mut report = LoadReport::default();
             for m in 0..plan.messages_per_conversation {
                 for &c in &mine {
-                    let Some(acked) = deliver(&plan, &*transport, c, m, &mut report).await else {
+                    let Some(mut acked) = deliver(&plan, &*transport, c, m, &mut report).await
+                    else {
                         continue;
                     };
-                    let answer = &acked.answer;
                     report.acknowledged += 1;
                     progress.fetch_add(1, Ordering::Relaxed);
                     let serial = c * plan.messages_per_conversation + m;
                     if plan.repeat_every > 0 && serial.is_multiple_of(plan.repeat_every) {
                         report.repeats += 1;
-                        if let Some(again) = deliver(&plan, &*transport, c, m, &mut report).await
-                            && again.answer != *answer
-                        {
-                            report.repeat_mismatches.push(format!(
-                                "{}/{}: first {answer}, then {}",
-                                plan.conversation(c),
-                                plan.message_id(m),
-                                again.answer
-                            ));
+                        if let Some(again) = deliver(&plan, &*transport, c, m, &mut report).await {
+                            let (first, again) = (&acked.answer, again.answer);
+                            match (is_recorded(first), is_recorded(&again)) {
+                                (true, true) if again != *first => {
+                                    report.repeat_mismatches.push(format!(
+                                        "{}/{}: first {first}, then {again}",
+                                        plan.conversation(c),
+                                        plan.message_id(m),
+                                    ))
+                                }
+                                (true, true) => {}
+                                (false, true) => report.recorded_by_repeat += 1,
+                                (recorded, false) => {
+                                    report.repeats_unrecorded += 1;
+                                    if !recorded && again != *first {
+                                        report.unrecorded_repeats_differing += 1;
+                                    }
+                                }
+                            }
+                            acked.repeat = Some(again);
                         }
                     }
                     report.acked.insert((c, m), acked);
@@ -400,11 +518,29 @@ async fn deliver<T: Transport>(
             .post_message(&plan.tenant, &conversation, plan.body(c, m))
             .await;
         let took = started.elapsed();
+        let got = match &answer {
+            Ok(answer) if answer.status == 200 && is_recorded(&answer.body) => Got::Recorded,
+            Ok(answer) if answer.status == 200 => Got::Unrecorded,
+            Ok(answer) => Got::Status(answer.status),
+            Err(_) => Got::NoAnswer,
+        };
+        report.attempts.push(Attempt {
+            sent: started,
+            took,
+            got,
+        });
         match answer {
             Ok(answer) if answer.status == 200 => {
                 report.answered.push(took);
+                if got == Got::Recorded {
+                    report.answered_recorded += 1;
+                } else {
+                    report.answered_unrecorded += 1;
+                    report.unrecorded_latency.push(took);
+                }
                 return Some(Acked {
                     answer: answer.body,
+                    repeat: None,
                     sent_at,
                     retried: attempt > 0,
                 });
@@ -468,6 +604,19 @@ pub struct Verdict {
     /// Retried messages whose exchange was written by an attempt that got no answer (or a
     /// 503): the retry was answered from the stored exchange.
     pub recovered: usize,
+    /// Acknowledged messages by how their exchange was recorded: directly, by the spool's
+    /// consumer, by the replay of the last-resort log.
+    pub recorded_directly: usize,
+    pub recorded_from_spool: usize,
+    pub recorded_from_log: usize,
+    /// Messages whose binding answer was `"recorded": false`, and of those, the ones whose
+    /// direct append landed after all (the spooled copy was then a duplicate).
+    pub unrecorded_answers: usize,
+    pub unrecorded_landed_directly: usize,
+    /// Messages answered unrecorded twice, differently, whose record is the repeat's answer
+    /// (the repeat's append landed after its budget ran out, before the first's spooled copy
+    /// got there).
+    pub stored_as_repeat: usize,
     /// Anything else wrong: gaps in turns, answers that differ from what was stored, broken
     /// summaries, events that differ from what the client was told.
     pub problems: Vec<String>,
@@ -482,12 +631,20 @@ impl Verdict {
     pub fn summary(&self) -> String {
         format!(
             "  stored: {} exchanges read back ({} exchange items in the table, {} pattern detections); \
+             recorded directly {}, from the spool {}, from the log {}; \
+             answered unrecorded {} (of which the direct append landed after all {}, stored as the repeat's answer {}); \
              events: {} acknowledged, {} in the table; \
              {} retried messages answered from a write whose answer was lost; lost {}, duplicated {}, \
              other problems {}; verification reads that could not finish {} (read back in {:.1} s)",
             self.stored,
             self.scanned,
             self.detections,
+            self.recorded_directly,
+            self.recorded_from_spool,
+            self.recorded_from_log,
+            self.unrecorded_answers,
+            self.unrecorded_landed_directly,
+            self.stored_as_repeat,
             self.events_acknowledged,
             self.events_in_table,
             self.recovered,
@@ -630,49 +787,92 @@ pub async fn verify<S: Store>(
                     .push(format!("{name}: unknown message {id}"));
             }
         }
+        // Per way of recording, the message indexes in turn order: each must increase.
+        let mut by_via: BTreeMap<&'static str, Vec<(u32, usize)>> = BTreeMap::new();
         for m in 0..plan.messages_per_conversation {
             let Some(acked) = report.acked.get(&(c, m)) else {
                 continue;
             };
-            let answer = &acked.answer;
             let id = plan.message_id(m);
             let Some(exchange) = exchanges.iter().find(|e| e.draft.message_id.as_str() == id)
             else {
                 verdict.lost += 1;
+                verdict.events_acknowledged += events_told(acked.binding());
                 continue;
             };
-            // Messages of a conversation were sent one after another, so message m is turn m+1.
             let draft = &exchange.draft;
+            let via = match draft.via {
+                Via::Direct => "directly",
+                Via::Spool => "from the spool",
+                Via::Replay => "from the log",
+            };
+            by_via.entry(via).or_default().push((exchange.turn, m));
+            match draft.via {
+                Via::Direct => verdict.recorded_directly += 1,
+                Via::Spool => verdict.recorded_from_spool += 1,
+                Via::Replay => verdict.recorded_from_log += 1,
+            }
             if acked.retried && draft.at < acked.sent_at {
                 verdict.recovered += 1;
             }
-            let same = answer["turn"] == json!(exchange.turn)
-                && exchange.turn as usize == m + 1
-                && answer["message_id"] == json!(id)
-                && answer["reply"]["text"] == json!(draft.reply.text)
-                && answer["strategy"]["name"] == json!(draft.strategy.name)
-                && answer["patterns"].as_array().map(Vec::len) == Some(draft.patterns.len())
-                && answer["model_version"] == json!(draft.model_version)
-                && draft.user_text == plan.text(c, m);
-            if !same {
+            // The answers the record may be: the recorded one, else any unrecorded one (the
+            // first, or its repeat when the repeat's record got there first).
+            let binding = acked.binding();
+            let recorded = is_recorded(binding);
+            let candidates: Vec<&Value> = if recorded {
+                vec![binding]
+            } else {
+                [Some(&acked.answer), acked.repeat.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            };
+            let told = plan.text(c, m);
+            let compared: Vec<Vec<String>> = candidates
+                .iter()
+                .map(|answer| answer_differences(&tenant, &conversation, answer, told, exchange))
+                .collect();
+            match compared.iter().position(Vec::is_empty) {
+                Some(i) => {
+                    verdict.events_acknowledged += events_told(candidates[i]);
+                    if i > 0 {
+                        verdict.stored_as_repeat += 1;
+                    }
+                }
+                None => {
+                    verdict.events_acknowledged += events_told(binding);
+                    verdict.problems.extend(
+                        compared[0]
+                            .iter()
+                            .map(|difference| format!("{name}/{id}: {difference}")),
+                    );
+                }
+            }
+            if recorded && draft.via != Via::Direct {
                 verdict.problems.push(format!(
-                    "{name}/{id}: the answer {answer} differs from the stored turn {} ({:?}, {:?})",
-                    exchange.turn, draft.strategy.name, draft.reply.text
+                    "{name}/{id}: answered recorded at turn {}, but recorded {via}",
+                    binding["turn"]
                 ));
             }
-            // The events of the stored exchange are those of what the client was told.
-            verdict.problems.extend(
-                event_differences(&tenant, &conversation, answer, plan.text(c, m), exchange)
-                    .into_iter()
-                    .map(|difference| format!("{name}/{id}: {difference}")),
-            );
+            if !recorded {
+                verdict.unrecorded_answers += 1;
+                if draft.via == Via::Direct {
+                    verdict.unrecorded_landed_directly += 1;
+                }
+            }
+        }
+        for (via, recorded) in &by_via {
+            if recorded.windows(2).any(|pair| pair[1].1 <= pair[0].1) {
+                let order: Vec<String> = recorded
+                    .iter()
+                    .map(|(turn, m)| format!("turn {turn}: {}", plan.message_id(*m)))
+                    .collect();
+                verdict.problems.push(format!(
+                    "{name}: the messages recorded {via} are not in sending order: {order:?}"
+                ));
+            }
         }
     }
-    verdict.events_acknowledged = report
-        .acked
-        .values()
-        .map(|acked| 1 + acked.answer["patterns"].as_array().map_or(0, Vec::len))
-        .sum();
     match scan_exchange_items(client, table, &plan.tenant).await {
         Ok(items) => {
             verdict.scanned = items.len();
@@ -689,6 +889,56 @@ pub async fn verify<S: Store>(
     }
     verdict.took = started.elapsed();
     verdict
+}
+
+/// The events a 200 answer implies: its `message_exchange` and one `pattern_detected` per
+/// detection it told of.
+fn events_told(answer: &Value) -> usize {
+    1 + answer["patterns"].as_array().map_or(0, Vec::len)
+}
+
+/// Where a 200 answer to a message sent with `user_text` differs from the exchange stored for
+/// it: a recorded answer names the stored turn and an unrecorded one names none; the same
+/// message id, reply, strategy, number of detections, model and configuration versions and
+/// text; the stored events those the answer implies at the stored turn. Empty when they agree.
+fn answer_differences(
+    tenant: &TenantId,
+    conversation: &ConversationId,
+    answer: &Value,
+    user_text: &str,
+    exchange: &Exchange,
+) -> Vec<String> {
+    let draft = &exchange.draft;
+    let turn_told = if is_recorded(answer) {
+        answer["turn"] == json!(exchange.turn)
+    } else {
+        answer["turn"].is_null()
+    };
+    let same = turn_told
+        && answer["message_id"] == json!(draft.message_id)
+        && answer["reply"]["text"] == json!(draft.reply.text)
+        && answer["strategy"]["name"] == json!(draft.strategy.name)
+        && answer["patterns"].as_array().map(Vec::len) == Some(draft.patterns.len())
+        && answer["model_version"] == json!(draft.model_version)
+        && answer["config_version"] == json!(draft.config_version)
+        && draft.user_text == user_text;
+    let mut found = Vec::new();
+    if !same {
+        found.push(format!(
+            "the answer {answer} differs from the stored turn {} ({:?}, {:?})",
+            exchange.turn, draft.strategy.name, draft.reply.text
+        ));
+    }
+    let mut at_turn = answer.clone();
+    at_turn["turn"] = json!(exchange.turn);
+    found.extend(event_differences(
+        tenant,
+        conversation,
+        &at_turn,
+        user_text,
+        exchange,
+    ));
+    found
 }
 
 /// Where the events of a stored exchange differ from those of the 200 answer a client got for
@@ -1047,6 +1297,32 @@ mod tests {
             found.iter().any(|d| d.contains("data.user_text")),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn the_binding_answer_is_the_first_recorded_one_else_the_first() {
+        let recorded = |turn: u32| json!({"recorded": true, "turn": turn});
+        let unrecorded = |reply: &str| json!({"recorded": false, "turn": null, "reply": reply});
+        let acked = |answer: Value, repeat: Option<Value>| Acked {
+            answer,
+            repeat,
+            sent_at: Millis(0),
+            retried: false,
+        };
+        assert_eq!(*acked(recorded(2), None).binding(), recorded(2));
+        assert_eq!(
+            *acked(recorded(2), Some(unrecorded("b"))).binding(),
+            recorded(2)
+        );
+        assert_eq!(
+            *acked(unrecorded("a"), Some(recorded(3))).binding(),
+            recorded(3)
+        );
+        assert_eq!(
+            *acked(unrecorded("a"), Some(unrecorded("b"))).binding(),
+            unrecorded("a")
+        );
+        assert!(!is_recorded(&json!({"turn": 1})), "no field, not recorded");
     }
 
     fn raw(sk: &str, mid: &str, body: Value) -> RawExchange {

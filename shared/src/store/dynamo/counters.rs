@@ -4,7 +4,9 @@
 //! in the tenants list the scheduled feedback run walks.
 
 use super::DynamoStore;
-use super::errors::unavailable;
+use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+
+use super::errors::{malformed, unavailable};
 use super::keys::{
     ENDED_COUNTER, Item, RECOVERED_EXCHANGES, TENANTS_PARTITION, TIME_INDEX, UNRECORDED_EXCHANGES,
     counter_pk, key, n, number, s,
@@ -41,8 +43,11 @@ impl DynamoStore {
         })
     }
 
-    /// One `ADD` on the counter item. It does not list the tenant (only an end does), so the
-    /// feedback run's work list stays the tenants with outcomes.
+    /// One `ADD` on the counter item, in a transaction of one: the SDK gives it a client
+    /// request token, so an attempt it retries after a dropped connection (the add carried out,
+    /// its answer lost) is not added twice (DynamoDB keeps the token ten minutes). It does not
+    /// list the tenant (only an end does), so the feedback run's work list stays the tenants
+    /// with outcomes.
     pub(super) async fn add_tracking(
         &self,
         tenant: &TenantId,
@@ -53,13 +58,17 @@ impl DynamoStore {
             Tracked::Unrecorded => UNRECORDED_EXCHANGES,
             Tracked::Recovered => RECOVERED_EXCHANGES,
         };
-        self.client
-            .update_item()
+        let add = Update::builder()
             .table_name(&self.config.table)
             .set_key(Some(key(counter_pk(tenant), ENDED_COUNTER.to_owned())))
             .update_expression("ADD #counter :count")
             .expression_attribute_names("#counter", attribute)
             .expression_attribute_values(":count", n(count))
+            .build()
+            .map_err(malformed)?;
+        self.client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(add).build())
             .send()
             .await
             .map_err(unavailable)?;

@@ -227,7 +227,7 @@ impl DynamoStore {
             .expression_attribute_values(":tenants", s(TENANTS_PARTITION))
             .expression_attribute_values(":tenant", s(tenant.as_str()));
         // `value` is first written by the tenant's first end: before it, 0 ended. (The item
-        // itself may exist already, holding failed-write counts.)
+        // itself may exist already, holding the tracking counters.)
         let bump = if ended_before == 0 {
             bump.condition_expression("attribute_not_exists(#value)")
         } else {
