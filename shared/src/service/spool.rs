@@ -32,11 +32,12 @@ pub enum SpoolFailure {
     Retry { why: String, store_down: bool },
 }
 
-/// Records `record` as an exchange recorded `via` the spool or a replay, and counts it as
-/// recovered for the tracking rate when its answer had not been recovered before: when it is
-/// recorded now, or when its `message_id` was found recorded directly (the direct append
-/// landed after the budget ran out). A duplicate of a spooled or replayed record (the spool's
-/// redelivery, a second replay) is not counted again.
+/// Records `record` as an exchange recorded `via` the spool or a replay. The store counts it
+/// as recovered in the same write (`Store::append_exchange`). When its `message_id` is found
+/// recorded *directly* (the direct append landed after the budget ran out, so its answer was
+/// counted unrecorded), it is counted here. A duplicate of a spooled or replayed record (the
+/// spool's redelivery, a second replay, an append whose answer was lost) was counted by its
+/// own write and is not counted again.
 pub async fn record_spooled<S: Store>(
     store: &S,
     record: &SpooledExchange,
@@ -56,20 +57,18 @@ pub async fn record_spooled<S: Store>(
     )
     .await
     .map_err(failure)?;
-    let recovers = !recorded.duplicate || recorded.exchange.draft.via.is_direct();
-    if recovers {
+    if !recorded.duplicate {
+        return Ok(SpoolOutcome::Recorded(Box::new(recorded.exchange)));
+    }
+    if recorded.exchange.draft.via.is_direct() {
         count_recovered(store, record).await;
     }
-    Ok(if recorded.duplicate {
-        SpoolOutcome::Duplicate
-    } else {
-        SpoolOutcome::Recorded(Box::new(recorded.exchange))
-    })
+    Ok(SpoolOutcome::Duplicate)
 }
 
 /// Adds one to the tenant's recovered counter, trying a few times: the record is in, so a
-/// failure is not worth the record's redelivery (which would find it a duplicate and not count
-/// it either). A count that cannot be written is logged: the backlog then stays one too high.
+/// failure is not worth the record's redelivery. A count that cannot be written is logged: the
+/// backlog then stays one too high.
 async fn count_recovered<S: Store>(store: &S, record: &SpooledExchange) {
     let mut last = None;
     for attempt in 0..3 {

@@ -383,6 +383,15 @@ impl Store for EmbeddedStore {
                     ],
                 )
                 .map_err(unavailable)?;
+            // An exchange recorded late counts as recovered in the same write (`Store`).
+            if inserted == 1 && !exchange.draft.via.is_direct() {
+                tx.execute(
+                    "INSERT INTO counters (tenant, name, value) VALUES (?1, ?2, 1)
+                     ON CONFLICT (tenant, name) DO UPDATE SET value = value + 1",
+                    params![tenant.as_str(), RECOVERED_EXCHANGES],
+                )
+                .map_err(unavailable)?;
+            }
             if inserted == 1 && exchange.turn == 1 {
                 tx.execute(
                     "INSERT INTO conversations (tenant, started_at, conversation, model_version)

@@ -143,7 +143,9 @@ pub trait Store: Send + Sync {
     }
 
     /// Writes `exchange`, with its events, at position `exchange.turn` in one atomic write, if
-    /// that position is free and its message id is not recorded in the conversation.
+    /// that position is free and its message id is not recorded in the conversation. An
+    /// exchange recorded late (`via` the spool or a replay) also adds one to the tenant's
+    /// recovered counter in the same write.
     fn append_exchange(
         &self,
         tenant: &TenantId,

@@ -21,8 +21,8 @@ use super::DynamoStore;
 use super::errors::{is_condition_failure, lost_race, malformed, unavailable};
 use super::keys::{
     BodyItem, ENDED_COUNTER, Item, KIND_END, KIND_EXCHANGE, LogItem, MESSAGE_INDEX,
-    TENANTS_PARTITION, conversation_index_pk, conversation_pk, conversation_sk, counter_pk,
-    from_item, key, log_sk, n, outcome_pk, outcome_sk, s, to_item,
+    RECOVERED_EXCHANGES, TENANTS_PARTITION, conversation_index_pk, conversation_pk,
+    conversation_sk, counter_pk, from_item, key, log_sk, n, outcome_pk, outcome_sk, s, to_item,
 };
 use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
 use crate::domain::ids::{ConversationId, MessageId, TenantId};
@@ -179,6 +179,9 @@ impl DynamoStore {
             }),
             expires_at: self.expires_at(exchange.draft.at),
         };
+        if !exchange.draft.via.is_direct() {
+            return self.put_recovered_exchange(tenant, item).await;
+        }
         let put = self
             .client
             .put_item()
@@ -190,6 +193,43 @@ impl DynamoStore {
         match put {
             Ok(_) => Ok(Write::Done),
             Err(e) if is_condition_failure(&e) => Ok(Write::Lost),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// An exchange recorded late (from the spool or a replayed log line): the same conditional
+    /// put, and one more on the tenant's recovered counter, in one transaction, so the count is
+    /// made exactly when the exchange is written (the SDK's client request token keeps a retried
+    /// attempt from counting twice).
+    async fn put_recovered_exchange(
+        &self,
+        tenant: &TenantId,
+        item: LogItem,
+    ) -> Result<Write, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.config.table)
+            .set_item(Some(to_item(&item)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(malformed)?;
+        let count = Update::builder()
+            .table_name(&self.config.table)
+            .set_key(Some(key(counter_pk(tenant), ENDED_COUNTER.to_owned())))
+            .update_expression("ADD #counter :one")
+            .expression_attribute_names("#counter", RECOVERED_EXCHANGES)
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(malformed)?;
+        let written = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(TransactWriteItem::builder().update(count).build())
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(Write::Done),
+            Err(e) if lost_race(&e) => Ok(Write::Lost),
             Err(e) => Err(unavailable(e)),
         }
     }
