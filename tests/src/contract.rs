@@ -1055,6 +1055,40 @@ async fn the_caches_keep_the_current_version_for_their_age_and_read_a_pinned_one
     assert_eq!(fresh.current(&**store, &t).await.unwrap().version, 1);
     let builtin = fresh.version(&**store, &t, 0).await.unwrap();
     assert_eq!(builtin.version, 0, "the built-in one");
+
+    // Bounded by bytes: room for two tenants' configurations, the least recently used goes
+    // first. A tenant still cached answers what it read (version 1) without reading; one that
+    // was evicted reads again (version 2).
+    let (a, b, c) = (tenant("lru-a"), tenant("lru-b"), tenant("lru-c"));
+    for t in [&a, &b, &c] {
+        assert_eq!(
+            store.publish_config(t, &config_with("first", 1)).await,
+            Ok(Write::Done)
+        );
+    }
+    let heaviest = salesloop::service::lru::weight(&config_with("second", 2));
+    // Three quarters of a cache's bytes hold current versions: two and a half of them here.
+    let lru = ConfigCache::with_budget(Duration::from_secs(3600), heaviest * 10 / 3);
+    let version = |t: &TenantId| {
+        let (lru, t) = (&lru, t.clone());
+        async move { lru.current(&**store, &t).await.unwrap().version }
+    };
+    assert_eq!((version(&a).await, version(&b).await), (1, 1));
+    for t in [&a, &b, &c] {
+        assert_eq!(
+            store.publish_config(t, &config_with("second", 2)).await,
+            Ok(Write::Done)
+        );
+    }
+    assert_eq!(version(&a).await, 1, "cached; now the most recently used");
+    assert_eq!(
+        version(&c).await,
+        2,
+        "read; b, the least recently used, goes"
+    );
+    assert_eq!(version(&a).await, 1, "still cached");
+    assert_eq!(version(&b).await, 2, "read again; c goes");
+    assert_eq!(version(&a).await, 1, "still cached");
 }
 
 async fn tenants_never_see_each_others_data<B: Backend>(backend: &B) {

@@ -35,7 +35,7 @@ async fn main() -> Result<(), Error> {
         pattern_names(catalog).map_err(|message| ConfigError::new("PATTERN_CATALOG", message))?;
     let app = App {
         store,
-        models: ModelCache::new(settings.api.cache_age),
+        models: ModelCache::with_budget(settings.api.cache_age, settings.api.cache_bytes),
         tenants: settings.api.tenants.clone(),
         patterns,
         feedback_every: settings.feedback_every,

@@ -101,8 +101,8 @@ impl<S> App<S> {
         Ok(App {
             store,
             engine,
-            models: ModelCache::new(settings.api.cache_age),
-            configs: ConfigCache::new(settings.api.cache_age),
+            models: ModelCache::with_budget(settings.api.cache_age, settings.api.cache_bytes),
+            configs: ConfigCache::with_budget(settings.api.cache_age, settings.api.cache_bytes),
             tenants: settings.api.tenants.clone(),
             llm,
             text_storage: settings.text_storage,

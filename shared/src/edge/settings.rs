@@ -196,6 +196,9 @@ pub struct ApiSettings {
     /// configuration may be when a conversation starts or ends (one read per tenant per
     /// period).
     pub cache_age: Duration,
+    /// `CACHE_BUDGET_KB` (default 4096, 64 to 1,048,576): the bytes each per-tenant cache (the
+    /// models, the configurations) may hold, least recently used tenant evicted first.
+    pub cache_bytes: usize,
 }
 
 impl ApiSettings {
@@ -216,6 +219,14 @@ impl ApiSettings {
             },
             admin: AdminSource { scope, local },
             cache_age: Duration::from_secs(number(env, "CACHE_SECONDS", 30, 0, 3_600)?),
+            cache_bytes: number(
+                env,
+                "CACHE_BUDGET_KB",
+                (crate::service::models::DEFAULT_CACHE_BYTES / 1024) as u64,
+                64,
+                1_048_576,
+            )? as usize
+                * 1024,
         })
     }
 }

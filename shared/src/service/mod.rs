@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod end;
 pub mod labels;
+pub mod lru;
 pub mod message;
 pub mod models;
 pub mod reads;

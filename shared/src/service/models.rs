@@ -6,13 +6,15 @@
 //! a version at most that stale, and messages do not pay a read each. A conversation stays on
 //! the versions it started under (`conversation::Pin`); those never change, so each is read
 //! once. A failed read keeps the cached version and is logged; with nothing cached it is an
-//! error, never a stand-in that a new conversation would be pinned to.
+//! error (process_message then answers without a record, under the built-in configuration and
+//! the priors: docs/spool.md). Each cache is bounded by bytes (`CACHE_BUDGET_KB`) and evicts the
+//! least recently used tenant's entry first (`lru.rs`).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::lru::{ByteLru, weight};
 use super::{MAX_ATTEMPTS, ServiceError, back_off};
 use crate::domain::config::TenantConfig;
 use crate::domain::ids::TenantId;
@@ -20,26 +22,26 @@ use crate::domain::learning::ModelVersion;
 use crate::domain::model::ServedModel;
 use crate::store::{Store, StoreError, Write};
 
-/// Tenants kept at most; beyond, the cache starts afresh (a cold start costs one read).
-const MAX_TENANTS: usize = 1_024;
-/// Older versions kept at most (conversations pinned to them); beyond, that part starts afresh.
-const MAX_PINNED: usize = 256;
+/// The bytes a cache may hold by default (`CACHE_BUDGET_KB`): three quarters for the current
+/// versions, a quarter for the versions conversations are pinned to.
+pub const DEFAULT_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 /// A per-tenant cache of a versioned document (the served model, the configuration): the
 /// current version, re-read at most once per `max_age`, and the older versions conversations
-/// are pinned to, which never change once published and so are read at most once.
+/// are pinned to, which never change once published and so are read at most once. Both parts
+/// are bounded by bytes and drop the least recently used tenant's entry first.
 struct TenantCache<T> {
     max_age: Duration,
-    current: Mutex<HashMap<TenantId, (Arc<T>, Instant)>>,
-    pinned: Mutex<HashMap<(TenantId, u64), Arc<T>>>,
+    current: Mutex<ByteLru<TenantId, (Arc<T>, Instant)>>,
+    pinned: Mutex<ByteLru<(TenantId, u64), Arc<T>>>,
 }
 
-impl<T: Send + Sync> TenantCache<T> {
-    fn new(max_age: Duration) -> TenantCache<T> {
+impl<T: Send + Sync + serde::Serialize> TenantCache<T> {
+    fn new(max_age: Duration, budget: usize) -> TenantCache<T> {
         TenantCache {
             max_age,
-            current: Mutex::new(HashMap::new()),
-            pinned: Mutex::new(HashMap::new()),
+            current: Mutex::new(ByteLru::new(budget - budget / 4)),
+            pinned: Mutex::new(ByteLru::new(budget / 4)),
         }
     }
 
@@ -70,11 +72,8 @@ impl<T: Send + Sync> TenantCache<T> {
                 return Ok(value);
             }
         };
-        let mut entries = lock(&self.current);
-        if entries.len() >= MAX_TENANTS && !entries.contains_key(tenant) {
-            entries.clear();
-        }
-        entries.insert(tenant.clone(), (fresh.clone(), Instant::now()));
+        let bytes = weight(&*fresh);
+        lock(&self.current).insert(tenant.clone(), (fresh.clone(), Instant::now()), bytes);
         Ok(fresh)
     }
 }
@@ -88,7 +87,7 @@ impl<T> TenantCache<T> {
     }
 }
 
-impl<T: Versioned + Send + Sync> TenantCache<T> {
+impl<T: Versioned + Send + Sync + serde::Serialize> TenantCache<T> {
     /// Version `version`, which never changes once published: `zero()` for version 0 (nothing
     /// is stored for it), the cached current one when it is that version, else a copy read by
     /// `read` once and kept. One read on a miss, none on a hit. A version the store does not
@@ -123,11 +122,8 @@ impl<T: Versioned + Send + Sync> TenantCache<T> {
                 )));
             }
         };
-        let mut entries = lock(&self.pinned);
-        if entries.len() >= MAX_PINNED {
-            entries.clear();
-        }
-        entries.insert(key, value.clone());
+        let bytes = weight(&*value);
+        lock(&self.pinned).insert(key, value.clone(), bytes);
         Ok(value)
     }
 }
@@ -158,8 +154,14 @@ fn lock<V>(mutex: &Mutex<V>) -> std::sync::MutexGuard<'_, V> {
 pub struct ModelCache(TenantCache<ServedModel>);
 
 impl ModelCache {
+    /// A cache of [`DEFAULT_CACHE_BYTES`].
     pub fn new(max_age: Duration) -> ModelCache {
-        ModelCache(TenantCache::new(max_age))
+        Self::with_budget(max_age, DEFAULT_CACHE_BYTES)
+    }
+
+    /// A cache that holds at most `bytes` of models (as [`weight`] weighs them).
+    pub fn with_budget(max_age: Duration, bytes: usize) -> ModelCache {
+        ModelCache(TenantCache::new(max_age, bytes))
     }
 
     /// The tenant's model, read from the store when the cached one is older than `max_age`;
@@ -204,8 +206,14 @@ impl ModelCache {
 pub struct ConfigCache(TenantCache<TenantConfig>);
 
 impl ConfigCache {
+    /// A cache of [`DEFAULT_CACHE_BYTES`].
     pub fn new(max_age: Duration) -> ConfigCache {
-        ConfigCache(TenantCache::new(max_age))
+        Self::with_budget(max_age, DEFAULT_CACHE_BYTES)
+    }
+
+    /// A cache that holds at most `bytes` of configurations.
+    pub fn with_budget(max_age: Duration, bytes: usize) -> ConfigCache {
+        ConfigCache(TenantCache::new(max_age, bytes))
     }
 
     pub async fn current<S: Store>(
