@@ -18,8 +18,124 @@ use crate::domain::random::Rng;
 
 pub const DEFAULT_PLAYBOOK: &str = include_str!("../../catalog/playbook.json");
 
-/// Monte Carlo draws used to estimate a Thompson decision's probability.
+/// Monte Carlo draws used to estimate a Thompson decision's probability when it cannot be
+/// computed ([`thompson_probabilities`]).
 const PROBABILITY_DRAWS: u32 = 200;
+
+/// The least probability a decision logs: every picked strategy had a positive chance, and the
+/// policy value's inverse-propensity weights stay finite.
+const MIN_LOGGED_PROBABILITY: f64 = 0.001;
+
+/// Intervals of the grid [`thompson_probabilities`] integrates on.
+const GRID: usize = 1_024;
+
+/// The probability that Thompson sampling picks each arm: `P(i is the largest draw) =
+/// ∫ f_i(x) Π_{j≠i} F_j(x) dx` for independent Beta posteriors, integrated numerically on a grid
+/// of [`GRID`] intervals over where the posteriors have their mass (every mean ± 12 standard
+/// deviations, within [0, 1]); each CDF is the running trapezoid integral of its density on the
+/// same grid, normalised. Against a million draws the tests find it within 0.002. Computed once
+/// per set of posteriors and process (a model version's are fixed), so a decision pays a lookup.
+/// `None` when a shape is below 1 (the density is unbounded at an end).
+pub fn thompson_probabilities(posteriors: &[Beta]) -> Option<std::sync::Arc<Vec<f64>>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    if posteriors.iter().any(|b| b.alpha < 1.0 || b.beta < 1.0) {
+        return None;
+    }
+    type Memo = Mutex<HashMap<Vec<u64>, Arc<Vec<f64>>>>;
+    static MEMO: OnceLock<Memo> = OnceLock::new();
+    let key: Vec<u64> = posteriors
+        .iter()
+        .flat_map(|b| [b.alpha.to_bits(), b.beta.to_bits()])
+        .collect();
+    let memo = MEMO.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(found) = memo.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Some(found.clone());
+    }
+    let table = Arc::new(integrate_thompson(posteriors));
+    let mut memo = memo.lock().unwrap_or_else(|p| p.into_inner());
+    // Bounded: a process meets few sets of posteriors (one per context and model version).
+    if memo.len() >= 4_096 {
+        memo.clear();
+    }
+    memo.insert(key, table.clone());
+    Some(table)
+}
+
+fn integrate_thompson(posteriors: &[Beta]) -> Vec<f64> {
+    use crate::domain::stats::ln_beta;
+    let spread = |b: &Beta| {
+        let n = b.alpha + b.beta;
+        (b.alpha * b.beta / (n * n * (n + 1.0))).sqrt()
+    };
+    let lo = posteriors
+        .iter()
+        .map(|b| b.mean() - 12.0 * spread(b))
+        .fold(1.0_f64, f64::min)
+        .max(0.0);
+    let hi = posteriors
+        .iter()
+        .map(|b| b.mean() + 12.0 * spread(b))
+        .fold(0.0_f64, f64::max)
+        .min(1.0);
+    let step = (hi - lo) / GRID as f64;
+    let xs: Vec<f64> = (0..=GRID).map(|k| lo + step * k as f64).collect();
+    // Densities, and CDFs as running trapezoid sums normalised to end at 1.
+    let densities: Vec<Vec<f64>> = posteriors
+        .iter()
+        .map(|b| {
+            let norm = ln_beta(b.alpha, b.beta);
+            xs.iter()
+                .map(|&x| {
+                    if x <= 0.0 || x >= 1.0 {
+                        // The density's limit at an end, for shapes of at least 1.
+                        let at_zero = x <= 0.0;
+                        let shape = if at_zero { b.alpha } else { b.beta };
+                        if shape == 1.0 { (-norm).exp() } else { 0.0 }
+                    } else {
+                        ((b.alpha - 1.0) * x.ln() + (b.beta - 1.0) * (1.0 - x).ln() - norm).exp()
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let cdfs: Vec<Vec<f64>> = densities
+        .iter()
+        .map(|f| {
+            let mut running = vec![0.0; f.len()];
+            for k in 1..f.len() {
+                running[k] = running[k - 1] + 0.5 * step * (f[k - 1] + f[k]);
+            }
+            let total = running[f.len() - 1];
+            if total > 0.0 {
+                running.iter_mut().for_each(|c| *c /= total);
+            }
+            running
+        })
+        .collect();
+    let mut table: Vec<f64> = (0..posteriors.len())
+        .map(|i| {
+            let integrand = |k: usize| {
+                let others: f64 = (0..posteriors.len())
+                    .filter(|&j| j != i)
+                    .map(|j| cdfs[j][k])
+                    .product();
+                densities[i][k] * others
+            };
+            (1..=GRID)
+                .map(|k| 0.5 * step * (integrand(k - 1) + integrand(k)))
+                .sum::<f64>()
+        })
+        .collect();
+    let total: f64 = table.iter().sum();
+    if total > 0.0 {
+        table.iter_mut().for_each(|p| *p /= total);
+    } else {
+        let even = 1.0 / table.len() as f64;
+        table.iter_mut().for_each(|p| *p = even);
+    }
+    table
+}
 
 /// The longest reply template, in characters.
 pub const MAX_TEMPLATE_CHARS: usize = 1_000;
@@ -245,12 +361,19 @@ impl Playbook {
         let (chosen, probability) = match treatment.policy {
             PolicyName::Thompson => {
                 let chosen = thompson_pick(&posteriors, rng);
-                let wins = (0..PROBABILITY_DRAWS)
-                    .filter(|_| thompson_pick(&posteriors, rng) == chosen)
-                    .count();
+                let p = match thompson_probabilities(&posteriors) {
+                    Some(table) => table[chosen],
+                    // A posterior whose density is unbounded at an end (a shape below 1, which
+                    // no learned or default posterior has): estimated by drawing instead.
+                    None => {
+                        let wins = (0..PROBABILITY_DRAWS)
+                            .filter(|_| thompson_pick(&posteriors, rng) == chosen)
+                            .count();
+                        (wins as f64 + 0.5) / (f64::from(PROBABILITY_DRAWS) + 1.0)
+                    }
+                };
                 // Never log zero: a picked strategy had a positive chance.
-                let p = (wins as f64 + 0.5) / (f64::from(PROBABILITY_DRAWS) + 1.0);
-                (chosen, p)
+                (chosen, p.max(MIN_LOGGED_PROBABILITY))
             }
             PolicyName::EpsilonGreedy => {
                 let k = candidates.len() as f64;
@@ -325,6 +448,49 @@ mod tests {
         for name in catalog.pattern_names() {
             assert!(playbook.contexts.contains_key(name), "{name}");
         }
+    }
+
+    #[test]
+    fn thompson_probabilities_match_a_million_draws() {
+        let sets: [&[(f64, f64)]; 5] = [
+            &[(1.0, 1.0), (1.0, 1.0), (1.0, 1.0)],
+            &[(2.0, 1.0), (1.0, 1.0), (1.0, 1.0), (1.0, 1.0)],
+            &[(60.0, 40.0), (30.0, 70.0), (30.0, 70.0)],
+            &[(12.5, 30.25), (14.0, 29.0), (3.0, 9.5)],
+            &[(400.0, 600.0), (410.0, 590.0), (1.0, 1.0)],
+        ];
+        let mut rng = Rng::seeded(7);
+        for set in sets {
+            let posteriors: Vec<Beta> = set
+                .iter()
+                .map(|&(alpha, beta)| Beta { alpha, beta })
+                .collect();
+            let table = thompson_probabilities(&posteriors).expect("shapes of at least 1");
+            assert!((table.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+            let draws = 1_000_000;
+            let mut wins = vec![0u32; posteriors.len()];
+            for _ in 0..draws {
+                wins[thompson_pick(&posteriors, &mut rng)] += 1;
+            }
+            for (i, &won) in wins.iter().enumerate() {
+                let seen = f64::from(won) / f64::from(draws);
+                // A million draws: the sampling error's standard deviation is at most 0.0005.
+                assert!(
+                    (table[i] - seen).abs() < 0.002,
+                    "{set:?} arm {i}: computed {} drawn {seen}",
+                    table[i]
+                );
+            }
+        }
+        // Below a shape of 1 the density is unbounded at an end: not computed.
+        let spiky = [
+            Beta {
+                alpha: 0.5,
+                beta: 1.0,
+            },
+            Beta::UNIFORM,
+        ];
+        assert!(thompson_probabilities(&spiky).is_none());
     }
 
     #[test]
