@@ -206,12 +206,7 @@ impl DynamoStore {
         tenant: &TenantId,
         item: LogItem,
     ) -> Result<Write, StoreError> {
-        let put = Put::builder()
-            .table_name(&self.config.table)
-            .set_item(Some(to_item(&item)?))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(malformed)?;
+        let put = self.put_if_free(&item)?;
         let count = Update::builder()
             .table_name(&self.config.table)
             .set_key(Some(key(counter_pk(tenant), ENDED_COUNTER.to_owned())))
@@ -220,11 +215,27 @@ impl DynamoStore {
             .expression_attribute_values(":one", n(1))
             .build()
             .map_err(malformed)?;
+        self.put_and_update(put, count).await
+    }
+
+    /// A put of `item` on the condition that its key is free.
+    fn put_if_free(&self, item: &LogItem) -> Result<Put, StoreError> {
+        Put::builder()
+            .table_name(&self.config.table)
+            .set_item(Some(to_item(item)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(malformed)
+    }
+
+    /// `put` and `update` in one transaction: `Write::Lost` when a condition did not hold or a
+    /// concurrent transaction touched either item.
+    async fn put_and_update(&self, put: Put, update: Update) -> Result<Write, StoreError> {
         let written = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(put).build())
-            .transact_items(TransactWriteItem::builder().update(count).build())
+            .transact_items(TransactWriteItem::builder().update(update).build())
             .send()
             .await;
         match written {
@@ -252,12 +263,7 @@ impl DynamoStore {
             gsi2sk: None,
             expires_at: self.expires_at(record.at),
         };
-        let put_end = Put::builder()
-            .table_name(&self.config.table)
-            .set_item(Some(to_item(&end_item)?))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(malformed)?;
+        let put_end = self.put_if_free(&end_item)?;
         let bump = Update::builder()
             .table_name(&self.config.table)
             .set_key(Some(key(counter_pk(tenant), ENDED_COUNTER.to_owned())))
@@ -274,21 +280,7 @@ impl DynamoStore {
             bump.condition_expression("#value = :previous")
                 .expression_attribute_values(":previous", n(ended_before))
         };
-        let written = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(put_end).build())
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(bump.build().map_err(malformed)?)
-                    .build(),
-            )
-            .send()
-            .await;
-        match written {
-            Ok(_) => Ok(Write::Done),
-            Err(e) if lost_race(&e) => Ok(Write::Lost),
-            Err(e) => Err(unavailable(e)),
-        }
+        self.put_and_update(put_end, bump.build().map_err(malformed)?)
+            .await
     }
 }
