@@ -79,6 +79,22 @@ impl Store for NoStore {
         Ok(Vec::new())
     }
 
+    async fn pending_tenants(&self) -> Result<Vec<TenantId>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn pending_marks(&self, _: &TenantId) -> Result<Vec<salesloop::PendingMark>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn clear_pending(
+        &self,
+        _: &TenantId,
+        _: &[salesloop::PendingMark],
+    ) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
     async fn acquire_lease(
         &self,
         _: &TenantId,

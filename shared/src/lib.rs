@@ -30,4 +30,4 @@ pub use domain::time::Millis;
 pub use service::{Ended, Recorded, ServiceError};
 #[cfg(feature = "embedded")]
 pub use store::EmbeddedStore;
-pub use store::{AnyStore, DynamoStore, Lease, Store, StoreError, Write};
+pub use store::{AnyStore, DynamoStore, Lease, PendingMark, Store, StoreError, Write};

@@ -220,6 +220,12 @@ impl DynamoLocal {
 
     /// A store on a new, empty table of its own.
     pub async fn fresh_store(&self) -> DynamoStore {
+        self.fresh_sharded_store(1).await
+    }
+
+    /// A store on a new, empty table of its own, each tenant's ends spread over `end_shards`
+    /// counter and outcome shards.
+    pub async fn fresh_sharded_store(&self, end_shards: u32) -> DynamoStore {
         let table = format!(
             "salesloop-test-{}-{}",
             std::process::id(),
@@ -230,6 +236,7 @@ impl DynamoLocal {
             DynamoStoreConfig {
                 table,
                 retention: Some(Duration::from_secs(90 * 24 * 3600)),
+                end_shards,
             },
         );
         if let Err(e) = store.create_table().await {
@@ -288,6 +295,7 @@ impl DynamoLocal {
             DynamoStoreConfig {
                 table: table.to_owned(),
                 retention: None,
+                end_shards: 1,
             },
         )
     }

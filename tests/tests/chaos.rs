@@ -234,6 +234,7 @@ fn store_at(endpoint: &str, table: &str) -> DynamoStore {
         DynamoStoreConfig {
             table: table.to_owned(),
             retention: None,
+            end_shards: 1,
         },
     )
 }

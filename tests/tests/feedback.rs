@@ -471,6 +471,350 @@ async fn the_feedback_function_accepts_the_schedule_and_the_trigger_only() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The schedule's fan-out (issue 17)
+
+/// Sends one message in a new conversation of `tenant`, and ends it when `end` says so.
+async fn one_conversation<S: Store>(store: &S, tenant: &TenantId, name: &str, end: bool) {
+    let c = conversation(name);
+    send(store, tenant, &c, "m-1", "too expensive")
+        .await
+        .unwrap();
+    if end {
+        store
+            .end_conversation(tenant, &c, end_request(Outcome::Won, past_instant()))
+            .await
+            .unwrap();
+    }
+}
+
+/// Runs `work` over `items`, `width` at a time.
+async fn in_waves<T, F, Fut>(items: Vec<T>, width: usize, work: F)
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        let wave: Vec<Fut> = items.by_ref().take(width).map(&work).collect();
+        join_all(wave).await;
+    }
+}
+
+/// Polls every future of `futures` until all are done: they run concurrently on this task.
+async fn join_all<F: std::future::Future<Output = ()>>(futures: Vec<F>) {
+    let mut slots: Vec<Option<std::pin::Pin<Box<F>>>> =
+        futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for slot in slots.iter_mut() {
+            if let Some(future) = slot {
+                if future.as_mut().poll(cx).is_ready() {
+                    *slot = None;
+                } else {
+                    waiting = true;
+                }
+            }
+        }
+        if waiting {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await
+}
+
+/// 2,000 tenants: 1,550 with a conversation and no end (nothing to learn), 200 whose ends
+/// were learned before the schedule, 250 with new ends (50 of them also learned before). The
+/// scheduled invocation asks for exactly the 250 runs, one asynchronous invoke each, and reads
+/// no idle tenant's data; Lambda (played here, delivering every tenth event twice, the copies
+/// at once) runs them, and each tenant's new outcomes are learned exactly once. A second
+/// schedule then asks for nothing.
+async fn the_schedule_starts_one_run_per_tenant_with_new_outcomes_only<B: Backend>(backend: &B) {
+    const IDLE: usize = 1_550;
+    const LEARNED: usize = 200;
+    const NEW: usize = 250;
+    let make = backend.opener().await;
+    let store = Arc::new(make());
+    let name = |i: usize| tenant(&format!("t{i:04}"));
+    let learned_before: Vec<usize> = (IDLE..IDLE + LEARNED + 50).collect();
+    let fresh: Vec<usize> = (IDLE + LEARNED..IDLE + LEARNED + NEW).collect();
+    let store_ref = &*store;
+    in_waves((0..IDLE).collect(), 32, |i| async move {
+        one_conversation(store_ref, &name(i), "c-idle", false).await;
+    })
+    .await;
+    in_waves(learned_before.clone(), 32, |i| async move {
+        one_conversation(store_ref, &name(i), "c-old", true).await;
+    })
+    .await;
+    let direct = FeedbackApp::new(make(), settled());
+    let direct = &direct;
+    in_waves(learned_before.clone(), 16, |i| async move {
+        feedback_handle(direct, Trigger::Tenant(name(i)), "before", &|_| {})
+            .await
+            .unwrap();
+    })
+    .await;
+    in_waves(fresh.clone(), 32, |i| async move {
+        one_conversation(store_ref, &name(i), "c-new-1", true).await;
+        if i % 3 == 0 {
+            one_conversation(store_ref, &name(i), "c-new-2", true).await;
+        }
+    })
+    .await;
+
+    let server = InvokeServer::start();
+    let invoker = salesloop::clients::lambda::Invoker::local(
+        &format!("http://127.0.0.1:{}", server.port),
+        "feedback_loop",
+        false,
+    );
+    let scheduler =
+        FeedbackApp::new(make(), settled()).with_fan_out(feedback_loop::FanOut::Invoke(invoker));
+    let answer = feedback_handle(&scheduler, Trigger::Schedule, "schedule", &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({"started": NEW}));
+    let requests = std::mem::take(&mut *server.requests.lock().unwrap());
+    let mut asked: Vec<TenantId> = requests
+        .iter()
+        .map(|(line, headers, payload)| {
+            assert!(
+                line.starts_with("POST /2015-03-31/functions/feedback_loop/invocations"),
+                "{line}"
+            );
+            assert_eq!(
+                headers.get("x-amz-invocation-type").map(String::as_str),
+                Some("Event")
+            );
+            match parse_trigger(payload) {
+                Ok(Trigger::Tenant(t)) => t,
+                other => panic!("{payload}: {other:?}"),
+            }
+        })
+        .collect();
+    asked.sort();
+    let expected: Vec<TenantId> = fresh.iter().map(|&i| name(i)).collect();
+    assert_eq!(
+        asked, expected,
+        "one run asked for per tenant with new outcomes"
+    );
+
+    // Lambda delivers each event at least once: every tenth twice, the copies concurrently.
+    let worker = FeedbackApp::new(make(), settled());
+    let worker = &worker;
+    let deliveries: Vec<(usize, TenantId)> = asked.into_iter().enumerate().collect();
+    in_waves(deliveries, 16, |(k, t)| async move {
+        let payload = feedback_loop::fan_out_payload(&t);
+        let copies = if k % 10 == 0 { 2 } else { 1 };
+        let mut runs = Vec::new();
+        for copy in 0..copies {
+            let trigger = parse_trigger(&payload).unwrap();
+            let holder = format!("lambda-{k}-{copy}");
+            runs.push(async move {
+                feedback_handle(worker, trigger, &holder, &|_| {})
+                    .await
+                    .unwrap();
+            });
+        }
+        join_all(runs).await;
+    })
+    .await;
+    for &i in &fresh {
+        let t = name(i);
+        let had_old = learned_before.contains(&i);
+        let new = if i % 3 == 0 { 2 } else { 1 };
+        let versions = history(store_ref, &t).await;
+        let learned: u64 = versions
+            .iter()
+            .map(|v| v.outcomes_learned)
+            .max()
+            .unwrap_or(0);
+        assert_eq!(
+            learned,
+            new + u64::from(had_old),
+            "{t}: every outcome learned once"
+        );
+        assert_eq!(
+            versions.len(),
+            1 + usize::from(had_old),
+            "{t}: {versions:?}"
+        );
+    }
+    for &i in learned_before.iter().filter(|i| !fresh.contains(i)) {
+        assert_eq!(history(store_ref, &name(i)).await.len(), 1, "{}", name(i));
+    }
+    for i in [0, IDLE / 2, IDLE - 1] {
+        assert!(history(store_ref, &name(i)).await.is_empty());
+    }
+    // Every run caught up: the next schedule asks for nothing.
+    let again = feedback_handle(&scheduler, Trigger::Schedule, "schedule-2", &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(again, json!({"started": 0}));
+    assert!(server.requests.lock().unwrap().is_empty());
+}
+
+/// A tenant's pending mark: an end sets it, a run that learned it clears it, an end that comes
+/// between the run's read of the mark and its clearing keeps it, and a schedule whose invoke
+/// API is down fails (Lambda retries it) and loses nothing.
+async fn a_mark_is_cleared_only_by_a_run_that_learned_everything_it_counts<B: Backend>(
+    backend: &B,
+) {
+    let make = backend.opener().await;
+    let store = make();
+    let acme = tenant("acme");
+    assert!(store.pending_tenants().await.unwrap().is_empty());
+    one_conversation(&store, &acme, "c-1", true).await;
+    one_conversation(&store, &tenant("globex"), "c-1", false).await;
+    assert_eq!(store.pending_tenants().await.unwrap(), vec![acme.clone()]);
+    let marks = store.pending_marks(&acme).await.unwrap();
+    assert_eq!(marks.len(), 1);
+    // An end after the mark was read: clearing with the old mark keeps it.
+    one_conversation(&store, &acme, "c-2", true).await;
+    assert_eq!(store.clear_pending(&acme, &marks).await.unwrap(), 0);
+    assert_eq!(store.pending_tenants().await.unwrap(), vec![acme.clone()]);
+
+    // The invoke API is down: the schedule fails, the mark stays.
+    let dead =
+        salesloop::clients::lambda::Invoker::local("http://127.0.0.1:9", "feedback_loop", false);
+    let scheduler =
+        FeedbackApp::new(make(), settled()).with_fan_out(feedback_loop::FanOut::Invoke(dead));
+    let failed = feedback_handle(&scheduler, Trigger::Schedule, "s", &|_| {}).await;
+    assert!(
+        matches!(&failed, Err(feedback_loop::FeedbackError::FanOut { tenants: 1, failed }) if failed.len() == 1),
+        "{failed:?}"
+    );
+    assert_eq!(store.pending_tenants().await.unwrap(), vec![acme.clone()]);
+
+    // A run with a settle time longer than the ends' age learns nothing and keeps the mark.
+    let patient = FeedbackApp::new(
+        make(),
+        Settings {
+            settle_ms: 365 * 24 * 3_600_000,
+            ..Settings::default()
+        },
+    );
+    feedback_handle(&patient, Trigger::Tenant(acme.clone()), "p", &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(store.pending_tenants().await.unwrap(), vec![acme.clone()]);
+    // The in-process schedule (local runs) learns both ends and clears the mark.
+    let local = FeedbackApp::new(make(), settled());
+    let summary = feedback_handle(&local, Trigger::Schedule, "s", &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(summary["tenants"][0]["outcomes"], 2, "{summary}");
+    assert!(store.pending_tenants().await.unwrap().is_empty());
+    // A label post marks the tenant again; the next run clears it.
+    let c1 = conversation("c-1");
+    salesloop::service::labels::record_labels(
+        &store,
+        &acme,
+        &c1,
+        vec![salesloop::domain::labels::LabelRequest {
+            turn: 1,
+            pattern: "price_objection".into(),
+            correct: true,
+        }],
+        &|_| true,
+        salesloop::domain::privacy::TextStorage::default(),
+        Millis(past_instant()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.pending_tenants().await.unwrap(), vec![acme.clone()]);
+    feedback_handle(&local, Trigger::Schedule, "s", &|_| {})
+        .await
+        .unwrap();
+    assert!(store.pending_tenants().await.unwrap().is_empty());
+}
+
+/// A tenant whose ends are spread over 4 counter and outcome shards (`END_SHARDS=4`, for a
+/// tenant ending thousands a second): 450 concurrent ends are each counted once; each shard's
+/// multiples of 100 are reported to exactly one end; the outcomes read back merged, in cursor
+/// order, in pages of any size; the pending list names the tenant once; one run learns all 450
+/// and clears every shard's mark.
+async fn a_tenant_ending_on_four_shards_counts_triggers_and_learns_each_end_once(
+    backend: &salesloop_tests::stores::DynamoBackend,
+) {
+    const ENDS: usize = 450;
+    let store = backend.server().fresh_sharded_store(4).await;
+    let acme = tenant("acme");
+    let store_ref = &store;
+    let counts = Arc::new(Mutex::new(Vec::new()));
+    let counts_ref = &counts;
+    in_waves((0..ENDS).collect(), 24, |i| async move {
+        let c = conversation(&format!("c-{i:04}"));
+        send(store_ref, &acme_of(), &c, "m-1", "too expensive")
+            .await
+            .unwrap();
+        let ended = store_ref
+            .end_conversation(&acme_of(), &c, end_request(Outcome::Won, past_instant()))
+            .await
+            .unwrap();
+        counts_ref.lock().unwrap().push(ended.ended_count.unwrap());
+    })
+    .await;
+    assert_eq!(store.ended_count(&acme).await.unwrap(), ENDS as u64);
+    // Each shard hands out 1..=its count: value v is seen once per shard that reached it.
+    let counts = counts.lock().unwrap().clone();
+    let max = *counts.iter().max().unwrap();
+    let seen = |v: u64| counts.iter().filter(|&&c| c == v).count();
+    assert!(
+        seen(1) >= 2 && seen(1) <= 4,
+        "every shard is used: {}",
+        seen(1)
+    );
+    for v in 1..max {
+        assert!(seen(v) >= seen(v + 1), "shard counts have no gap at {v}");
+    }
+    assert_eq!((1..=max).map(seen).sum::<usize>(), ENDS);
+    let triggers = counts.iter().filter(|&&c| c % 100 == 0).count();
+    assert_eq!(triggers, seen(100) + seen(200) + seen(300) + seen(400));
+    assert!(
+        triggers >= 2,
+        "{triggers} triggers for {ENDS} ends over 4 shards"
+    );
+    // Merged outcome pages: every end once, in cursor order, whatever the page size.
+    for page in [1usize, 37, 500] {
+        let mut all = Vec::new();
+        let mut cursor = None;
+        loop {
+            let got = store
+                .outcomes_since(&acme, cursor.as_ref(), page)
+                .await
+                .unwrap();
+            let n = got.len();
+            cursor = got.last().map(|o| o.cursor()).or(cursor);
+            all.extend(got);
+            if n < page {
+                break;
+            }
+        }
+        assert_eq!(all.len(), ENDS, "page {page}");
+        assert!(
+            all.windows(2).all(|w| w[0].cursor() < w[1].cursor()),
+            "page {page}"
+        );
+    }
+    assert_eq!(store.pending_tenants().await.unwrap(), vec![acme.clone()]);
+    assert_eq!(store.pending_marks(&acme).await.unwrap().len(), 4);
+    let app = FeedbackApp::new(store.clone(), settled());
+    let summary = feedback_handle(&app, Trigger::Schedule, "s", &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(summary["tenants"][0]["outcomes"], ENDS as u64, "{summary}");
+    assert!(store.pending_tenants().await.unwrap().is_empty());
+    assert!(store.pending_marks(&acme).await.unwrap().is_empty());
+}
+
+fn acme_of() -> TenantId {
+    tenant("acme")
+}
+
+// ---------------------------------------------------------------------------------------------
 // Learning
 
 /// Conversations where, after a price objection, `social_proof` truly wins 60% of the time
@@ -1282,7 +1626,10 @@ salesloop_tests::store_cases! {
         the_schedule_runs_every_tenant_and_keeps_their_learning_apart,
         the_engine_learns_which_strategy_wins_after_a_price_objection,
         labels_teach_the_tenant_detector_and_process_message_uses_it,
+        the_schedule_starts_one_run_per_tenant_with_new_outcomes_only,
+        a_mark_is_cleared_only_by_a_run_that_learned_everything_it_counts,
     ],
+    dynamodb: [a_tenant_ending_on_four_shards_counts_triggers_and_learns_each_end_once],
     plain: [the_feedback_function_accepts_the_schedule_and_the_trigger_only],
 }
 

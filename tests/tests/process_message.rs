@@ -528,6 +528,7 @@ async fn a_store_outage_is_answered_unrecorded_and_the_logged_exchange_replays_o
             DynamoStoreConfig {
                 table: live.table().to_owned(),
                 retention: None,
+                end_shards: 1,
             },
         ),
         false,
@@ -760,6 +761,7 @@ async fn the_caches_read_once_on_a_miss_and_never_on_a_hit(backend: &DynamoBacke
         DynamoStoreConfig {
             table: direct.table().to_owned(),
             retention: None,
+            end_shards: 1,
         },
     );
     let t = acme();

@@ -107,6 +107,7 @@ fn unreachable_store() -> DynamoStore {
         DynamoStoreConfig {
             table: "salesloop-unreachable".into(),
             retention: None,
+            end_shards: 1,
         },
     )
 }
@@ -331,6 +332,22 @@ impl<S: Store> Store for Faulty<S> {
 
     async fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {
         self.inner.tenants().await
+    }
+
+    async fn pending_tenants(&self) -> Result<Vec<TenantId>, StoreError> {
+        self.inner.pending_tenants().await
+    }
+
+    async fn pending_marks(&self, t: &TenantId) -> Result<Vec<salesloop::PendingMark>, StoreError> {
+        self.inner.pending_marks(t).await
+    }
+
+    async fn clear_pending(
+        &self,
+        t: &TenantId,
+        marks: &[salesloop::PendingMark],
+    ) -> Result<usize, StoreError> {
+        self.inner.clear_pending(t, marks).await
     }
 
     async fn acquire_lease(

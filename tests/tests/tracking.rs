@@ -276,6 +276,7 @@ async fn outage_and_recovery() {
         DynamoStoreConfig {
             table,
             retention: None,
+            end_shards: 1,
         },
     );
     let queues = SpoolQueues::create(&moto.endpoint(), "tracking", 1, 10).await;

@@ -1,92 +1,38 @@
-//! The threshold trigger: an asynchronous invoke (`InvocationType: Event`) of the feedback
-//! function. Lambda queues the event and answers at once, so the caller waits only for the
-//! queueing; on failure the scheduled run catches up, so a failure is logged, never raised.
-//!
-//! Locally, `AWS_ENDPOINT_URL_LAMBDA` points the client at `cargo lambda watch`, whose invoke
-//! API runs the function synchronously; there the invoke is detached from the request instead
-//! (a local process is not frozen between requests, as a Lambda environment is).
+//! The threshold trigger: an asynchronous invoke of the feedback function for the tenant whose
+//! ended count reached a multiple of `FEEDBACK_EVERY` (see `salesloop::clients::lambda`). On
+//! failure the scheduled run catches up (the end marked the tenant pending), so a failure is
+//! logged, never raised.
 
-use std::time::Duration;
-
-use aws_sdk_lambda::Client;
-use aws_sdk_lambda::config::retry::RetryConfig;
-use aws_sdk_lambda::config::timeout::TimeoutConfig;
-use aws_sdk_lambda::config::{Credentials, Region};
-use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_lambda::types::InvocationType;
 use salesloop::TenantId;
+use salesloop::clients::lambda::Invoker;
+pub use salesloop::clients::lambda::{INVOKE_TIMEOUT, InvokeError as TriggerError};
 use serde_json::json;
-
-/// The longest the caller waits for the invoke to be queued, retries included.
-pub const INVOKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct Trigger {
-    client: Client,
-    function: String,
-    /// Fire and forget on a spawned task instead of awaiting the queueing (local runs).
-    detach: bool,
+    invoker: Invoker,
 }
 
 impl Trigger {
-    pub fn new(client: Client, function: impl Into<String>, detach: bool) -> Trigger {
-        Trigger {
-            client,
-            function: function.into(),
-            detach,
-        }
+    pub fn new(invoker: Invoker) -> Trigger {
+        Trigger { invoker }
     }
 
-    /// The client for AWS: region and credentials from the environment (the function's role),
-    /// the same configuration the store's client was built from.
+    /// The client for AWS: region and credentials from the environment (the function's role).
     pub fn aws(
         shared: &salesloop::clients::aws::SdkConfig,
         function: impl Into<String>,
     ) -> Trigger {
-        let config = aws_sdk_lambda::config::Builder::from(shared)
-            .timeout_config(timeouts())
-            .retry_config(RetryConfig::standard().with_max_attempts(2))
-            .build();
-        Trigger::new(Client::from_conf(config), function, false)
+        Trigger::new(Invoker::aws(shared, function))
     }
 
-    /// A client for a local invoke API (cargo lambda watch, or a test server), which checks
-    /// no signature: fixed region and placeholder credentials.
-    ///
-    /// A detached invoke waits as long as the emulator needs (it builds the function on its
-    /// first invoke and runs it synchronously) and is not retried: a retry after a timeout
-    /// would start a second run.
+    /// A client for a local invoke API (cargo lambda watch, or a test server).
     pub fn local(endpoint: &str, function: impl Into<String>, detach: bool) -> Trigger {
-        let (timeouts, attempts) = if detach {
-            (
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(1))
-                    .operation_timeout(Duration::from_secs(900))
-                    .build(),
-                1,
-            )
-        } else {
-            (timeouts(), 2)
-        };
-        let config = aws_sdk_lambda::Config::builder()
-            .behavior_version_latest()
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(
-                "local",
-                "local",
-                None,
-                None,
-                "salesloop-local",
-            ))
-            .endpoint_url(endpoint)
-            .timeout_config(timeouts)
-            .retry_config(RetryConfig::standard().with_max_attempts(attempts))
-            .build();
-        Trigger::new(Client::from_conf(config), function, detach)
+        Trigger::new(Invoker::local(endpoint, function, detach))
     }
 
     pub fn function(&self) -> &str {
-        &self.function
+        self.invoker.function()
     }
 
     /// Asks for a feedback run of `tenant`. Errors are returned for the caller to log.
@@ -96,47 +42,6 @@ impl Trigger {
             "tenant": tenant,
             "ended_count": ended_count,
         });
-        let request = self
-            .client
-            .invoke()
-            .function_name(&self.function)
-            .invocation_type(InvocationType::Event)
-            .payload(Blob::new(payload.to_string()));
-        if self.detach {
-            let tenant = tenant.clone();
-            tokio::spawn(async move {
-                if let Err(e) = request.send().await {
-                    tracing::warn!(tenant = %tenant, error = %aws_sdk_lambda::error::DisplayErrorContext(&e), "feedback trigger failed");
-                }
-            });
-            return Ok(());
-        }
-        match tokio::time::timeout(INVOKE_TIMEOUT, request.send()).await {
-            Ok(Ok(output)) if (200..300).contains(&output.status_code()) => Ok(()),
-            Ok(Ok(output)) => Err(TriggerError::Status(output.status_code())),
-            Ok(Err(e)) => Err(TriggerError::Invoke(
-                aws_sdk_lambda::error::DisplayErrorContext(&e).to_string(),
-            )),
-            Err(_) => Err(TriggerError::Timeout(INVOKE_TIMEOUT)),
-        }
+        self.invoker.invoke(&payload).await
     }
-}
-
-/// Why a feedback run could not be asked for; the scheduled run catches up either way.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TriggerError {
-    #[error("invoke answered status {0}")]
-    Status(i32),
-    #[error("invoke failed: {0}")]
-    Invoke(String),
-    #[error("invoke not queued within {0:?}")]
-    Timeout(Duration),
-}
-
-fn timeouts() -> TimeoutConfig {
-    TimeoutConfig::builder()
-        .connect_timeout(Duration::from_millis(500))
-        .operation_attempt_timeout(Duration::from_secs(1))
-        .operation_timeout(INVOKE_TIMEOUT)
-        .build()
 }

@@ -8,6 +8,7 @@ use std::ops::ControlFlow;
 
 use std::sync::Arc;
 
+use salesloop::clients::lambda::Invoker;
 use salesloop::domain::detector::{LinearModel, ModelFileError, Weights};
 use salesloop::edge::settings::FeedbackSettings;
 use salesloop::service::ServiceError;
@@ -17,6 +18,21 @@ use tracing::Instrument;
 
 use run::{Feedback, Settings, TenantRun};
 
+/// How the scheduled invocation starts the runs of the tenants in the pending list.
+pub enum FanOut {
+    /// One asynchronous invoke of this function per tenant, [`INVOKES_IN_FLIGHT`] at a time:
+    /// each run is its own invocation, with its own 15 minutes, retried by Lambda and sent to
+    /// the failure queue on its own, and the function's reserved concurrency bounds how many
+    /// run at once (events wait in Lambda's queue meanwhile). As deployed.
+    Invoke(Invoker),
+    /// Every run inside the scheduled invocation, one after another: local runs (the embedded
+    /// store has one writer) and the command line.
+    InProcess,
+}
+
+/// Invokes the fan-out keeps in flight.
+pub const INVOKES_IN_FLIGHT: usize = 16;
+
 /// What a process keeps between invocations.
 pub struct App<S> {
     pub store: S,
@@ -24,15 +40,24 @@ pub struct App<S> {
     /// them; none: the shipped ones, parsed only when a run first has labels to learn.
     pub detector: Option<Arc<LinearModel>>,
     pub settings: Settings,
+    pub fan_out: FanOut,
 }
 
 impl<S: Store> App<S> {
+    /// An app whose scheduled invocation runs every pending tenant itself.
     pub fn new(store: S, settings: Settings) -> App<S> {
         App {
             store,
             detector: None,
             settings,
+            fan_out: FanOut::InProcess,
         }
+    }
+
+    /// The app with the scheduled runs started through `fan_out`.
+    pub fn with_fan_out(mut self, fan_out: FanOut) -> App<S> {
+        self.fan_out = fan_out;
+        self
     }
 
     /// The app with tenants' detector layers learned over `weights` (a detector file, as
@@ -72,6 +97,8 @@ pub enum FeedbackError {
     UnrecognisedEvent(String),
     #[error("listing tenants failed: {0}")]
     ListingTenants(StoreError),
+    #[error("{} of {} feedback runs could not be started: {}", .failed.len(), .tenants, .failed.join("; "))]
+    FanOut { tenants: usize, failed: Vec<String> },
     #[error("feedback run failed for {}", .0.iter().map(|(t, e)| format!("{t}: {e}")).collect::<Vec<_>>().join("; "))]
     Runs(Vec<(TenantId, ServiceError)>),
 }
@@ -79,11 +106,18 @@ pub enum FeedbackError {
 /// What started a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
-    /// The EventBridge schedule: every tenant with outcomes.
+    /// The EventBridge schedule: the tenants in the pending list.
     Schedule,
-    /// end_conversation's threshold trigger: one tenant.
+    /// end_conversation's threshold trigger, or the schedule's fan-out: one tenant.
     Tenant(TenantId),
 }
+
+/// The payload the scheduled invocation sends for each pending tenant.
+pub fn fan_out_payload(tenant: &TenantId) -> Value {
+    json!({"source": FAN_OUT_SOURCE, "tenant": tenant})
+}
+
+const FAN_OUT_SOURCE: &str = "salesloop.feedback_loop";
 
 /// The payload end_conversation sends when a tenant's ended count reaches a multiple of
 /// `FEEDBACK_EVERY`.
@@ -100,7 +134,7 @@ pub fn parse_trigger(event: &Value) -> Result<Trigger, FeedbackError> {
         {
             Ok(Trigger::Schedule)
         }
-        Some("salesloop.end_conversation") => {
+        Some("salesloop.end_conversation" | FAN_OUT_SOURCE) => {
             let raw = event.get("tenant").and_then(Value::as_str).ok_or_else(|| {
                 FeedbackError::UnrecognisedEvent("the trigger names no tenant".into())
             })?;
@@ -109,7 +143,7 @@ pub fn parse_trigger(event: &Value) -> Result<Trigger, FeedbackError> {
             })
         }
         _ => Err(FeedbackError::UnrecognisedEvent(
-            "expected an EventBridge scheduled event or salesloop's trigger".into(),
+            "expected an EventBridge scheduled event, salesloop's trigger or its fan-out".into(),
         )),
     }
 }
@@ -127,11 +161,17 @@ pub async fn handle<S: Store>(
 ) -> Result<Value, FeedbackError> {
     let tenants = match trigger {
         Trigger::Tenant(tenant) => vec![tenant],
-        Trigger::Schedule => app
-            .store
-            .tenants()
-            .await
-            .map_err(FeedbackError::ListingTenants)?,
+        Trigger::Schedule => {
+            let pending = app
+                .store
+                .pending_tenants()
+                .await
+                .map_err(FeedbackError::ListingTenants)?;
+            if let FanOut::Invoke(invoker) = &app.fan_out {
+                return fan_out(invoker, pending).await;
+            }
+            pending
+        }
     };
     let feedback = app.feedback();
     let mut results = Vec::with_capacity(tenants.len());
@@ -177,6 +217,51 @@ pub async fn handle<S: Store>(
         Ok(json!({"tenants": results}))
     } else {
         Err(FeedbackError::Runs(failures))
+    }
+}
+
+/// Queues one run per tenant, [`INVOKES_IN_FLIGHT`] at a time. If any could not be queued the
+/// invocation fails, so that Lambda retries it: the tenants already queued are queued again,
+/// which costs a run that finds the lease taken or nothing new.
+async fn fan_out(invoker: &Invoker, tenants: Vec<TenantId>) -> Result<Value, FeedbackError> {
+    let count = tenants.len();
+    let mut queue = tenants.into_iter();
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut failed = Vec::new();
+    loop {
+        while in_flight.len() < INVOKES_IN_FLIGHT {
+            let Some(tenant) = queue.next() else { break };
+            let invoker = invoker.clone();
+            in_flight.spawn(async move {
+                let queued = invoker.invoke(&fan_out_payload(&tenant)).await;
+                (tenant, queued)
+            });
+        }
+        match in_flight.join_next().await {
+            None => break,
+            Some(Ok((_, Ok(())))) => {}
+            Some(Ok((tenant, Err(e)))) => {
+                tracing::error!(tenant = %tenant, error = %e, "starting a feedback run failed");
+                failed.push(format!("{tenant}: {e}"));
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "an invoke task failed");
+                failed.push(e.to_string());
+            }
+        }
+    }
+    tracing::info!(
+        tenants = count,
+        failed = failed.len(),
+        "feedback runs started"
+    );
+    if failed.is_empty() {
+        Ok(json!({"started": count}))
+    } else {
+        Err(FeedbackError::FanOut {
+            tenants: count,
+            failed,
+        })
     }
 }
 

@@ -13,7 +13,8 @@ use salesloop::edge::settings::FeedbackSettings;
 use salesloop::{AnyStore, Store, TenantId};
 use serde_json::Value;
 
-use feedback_loop::{App, Trigger, handle, parse_trigger, report, run_settings};
+use feedback_loop::{App, FanOut, Trigger, handle, parse_trigger, report, run_settings};
+use salesloop::clients::lambda::Invoker;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -24,7 +25,11 @@ async fn main() -> Result<(), Error> {
     }
     lambda_runtime::tracing::init_default_subscriber();
     let store = settings.store.open().await?;
-    let app = with_detector(App::new(store, run_settings(&settings)), &settings)?;
+    let mut app = with_detector(App::new(store, run_settings(&settings)), &settings)?;
+    if let Some(function) = &settings.fan_out_function {
+        let sdk = salesloop::clients::aws::sdk_config(settings.store.native_roots).await;
+        app = app.with_fan_out(FanOut::Invoke(Invoker::aws(sdk, function.clone())));
+    }
     let app = &app;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
         let trigger = parse_trigger(&event.payload)?;

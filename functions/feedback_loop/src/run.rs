@@ -15,7 +15,7 @@ use salesloop::domain::detector::Weights;
 use salesloop::domain::labels::StoredLabel;
 use salesloop::domain::learning::Learner;
 use salesloop::service::{Published, ServiceError, publish_model};
-use salesloop::{Millis, ModelVersion, Store, TenantId};
+use salesloop::{Millis, ModelVersion, PendingMark, Store, TenantId};
 
 /// The lease every run of a tenant competes for.
 pub const LEASE: &str = "feedback";
@@ -158,6 +158,16 @@ impl<S: Store> Feedback<'_, S> {
         clock: &(dyn Fn() -> Millis + Sync),
         hook: &mut (dyn FnMut(Step) -> ControlFlow<()> + Send),
     ) -> Result<TenantRun, ServiceError> {
+        // The tenant's pending marks before any outcome is read: a mark is cleared below only
+        // if its shard has not moved since, and its newest end is one this run has learned.
+        let marks = match self.store.pending_marks(tenant).await {
+            Ok(marks) => marks,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the pending marks failed; they stay for the next run");
+                Vec::new()
+            }
+        };
+        let mut caught_up_to = None;
         let mut previous = self.store.current_model(tenant).await?;
         // The tenant's playbook (its priors and candidates) and the configuration versions
         // whose results tables the report shows: one Query.
@@ -181,6 +191,7 @@ impl<S: Store> Feedback<'_, S> {
                 return Ok(TenantRun::Interrupted(Step::Read { outcomes }));
             }
             if outcomes == 0 && labels.is_empty() {
+                caught_up_to = Some(settled);
                 break;
             }
             // The tracking counters only grow: a read that fails now is made up by a later run,
@@ -209,6 +220,7 @@ impl<S: Store> Feedback<'_, S> {
             published.push(next.clone());
             previous = Some(next);
             if !full {
+                caught_up_to = Some(settled);
                 break;
             }
             // More to do: renew the lease before the next batch, or stop if it was lost.
@@ -220,6 +232,9 @@ impl<S: Store> Feedback<'_, S> {
                 break;
             }
         }
+        if let Some(settled) = caught_up_to {
+            self.clear_marks(tenant, &marks, settled).await;
+        }
         Ok(if published.is_empty() {
             TenantRun::NothingNew {
                 version: previous.map(|v| v.version),
@@ -227,6 +242,25 @@ impl<S: Store> Feedback<'_, S> {
         } else {
             TenantRun::Published(published)
         })
+    }
+
+    /// Clears the marks whose newest end is settled at `settled`: every outcome they count was
+    /// then visible to this run's reads and has been learned. A mark with a younger end stays
+    /// (its outcome may not have reached the index yet), and so does one whose shard moved
+    /// since it was read. A failure leaves the marks for the next scheduled run, which then
+    /// finds nothing new and clears them.
+    async fn clear_marks(&self, tenant: &TenantId, marks: &[PendingMark], settled: Millis) {
+        let learned: Vec<PendingMark> = marks
+            .iter()
+            .filter(|mark| mark.last_at <= settled)
+            .copied()
+            .collect();
+        if learned.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.clear_pending(tenant, &learned).await {
+            tracing::warn!(error = %e, "clearing the pending marks failed; the next scheduled run clears them");
+        }
     }
 
     /// Learns up to one batch of settled outcomes after the watermark; true when the batch is

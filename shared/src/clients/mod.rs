@@ -2,5 +2,7 @@
 //! the optional LLM that writes replies.
 
 pub mod aws;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod llm;
 pub mod sqs;

@@ -41,6 +41,8 @@ pub enum StoreChoice {
     Dynamo {
         table: String,
         retention: Option<Duration>,
+        /// `END_SHARDS` (default 1): see `DynamoStoreConfig::end_shards`.
+        end_shards: u32,
     },
     Embedded {
         dir: PathBuf,
@@ -117,7 +119,18 @@ impl StoreChoice {
                     "must be 3 to 255 characters of A-Z a-z 0-9 _ - .",
                 ));
             }
-            return Ok(StoreChoice::Dynamo { table, retention });
+            let end_shards = number(
+                env,
+                "END_SHARDS",
+                1,
+                1,
+                u64::from(crate::store::MAX_END_SHARDS),
+            )? as u32;
+            return Ok(StoreChoice::Dynamo {
+                table,
+                retention,
+                end_shards,
+            });
         }
         if on_lambda {
             return Err(ConfigError::new(
@@ -134,11 +147,19 @@ impl StoreChoice {
     /// Opens the chosen store; DynamoDB clients are built here, once per process.
     pub async fn open(self, native_roots: bool) -> Result<AnyStore, StoreError> {
         match self {
-            StoreChoice::Dynamo { table, retention } => {
+            StoreChoice::Dynamo {
+                table,
+                retention,
+                end_shards,
+            } => {
                 let sdk = crate::clients::aws::sdk_config(native_roots).await;
                 Ok(AnyStore::Dynamo(DynamoStore::with_sdk_config(
                     sdk,
-                    DynamoStoreConfig { table, retention },
+                    DynamoStoreConfig {
+                        table,
+                        retention,
+                        end_shards,
+                    },
                 )))
             }
             #[cfg(feature = "embedded")]
@@ -343,15 +364,38 @@ pub struct FeedbackSettings {
     /// `PATTERN_DETECTOR`: the detector weights process_message runs, when not the built-in
     /// ones: tenants' detector layers are learned over them.
     pub detector: Option<Vec<u8>>,
+    /// The function the scheduled invocation invokes once per pending tenant (itself:
+    /// `AWS_LAMBDA_FUNCTION_NAME`), when `FEEDBACK_FAN_OUT` is `invoke`, its default on Lambda;
+    /// none (`in_process`, the default elsewhere): the scheduled invocation runs them itself.
+    pub fan_out_function: Option<String>,
 }
 
 impl FeedbackSettings {
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let function = get(env, "AWS_LAMBDA_FUNCTION_NAME");
+        let on_lambda = function.is_some() && !local_mode(env)?;
+        let fan_out_function = match get(env, "FEEDBACK_FAN_OUT").as_deref() {
+            None if on_lambda => function,
+            None | Some("in_process") => None,
+            Some("invoke") => Some(function.ok_or_else(|| {
+                ConfigError::new(
+                    "FEEDBACK_FAN_OUT",
+                    "is invoke, which needs AWS_LAMBDA_FUNCTION_NAME (the function to invoke)",
+                )
+            })?),
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "FEEDBACK_FAN_OUT",
+                    "must be invoke or in_process",
+                ));
+            }
+        };
         Ok(FeedbackSettings {
             store: StoreSettings::from_env(env)?,
             settle_seconds: number(env, "FEEDBACK_SETTLE_SECONDS", 30, 0, 3_600)?,
             batch_size: number(env, "FEEDBACK_BATCH_SIZE", 10_000, 1, 1_000_000)?,
             detector: detector_file(env)?,
+            fan_out_function,
         })
     }
 }
@@ -492,7 +536,8 @@ mod tests {
             choice,
             StoreChoice::Dynamo {
                 table: "salesloop-events".into(),
-                retention: None
+                retention: None,
+                end_shards: 1,
             }
         );
     }

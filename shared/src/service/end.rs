@@ -14,13 +14,16 @@ pub struct Ended {
     pub record: OutcomeRecord,
     /// False when the conversation had already ended with the same outcome: nothing was written.
     pub first_time: bool,
-    /// The tenant's count of ended conversations after this one, when this call ended it.
+    /// The count of the tenant's ended-counter shard this end moved, after it, when this call
+    /// ended the conversation. With one shard (the default) it is the tenant's count.
     pub ended_count: Option<u64>,
 }
 
 impl Ended {
-    /// Whether this end made the tenant's ended-conversation count reach a multiple of `every`.
-    /// Each multiple is reported to exactly one caller.
+    /// Whether this end made its counter shard reach a multiple of `every`. Each multiple of
+    /// each shard is reported to exactly one caller: with one shard, one trigger per `every`
+    /// ends of the tenant exactly; with k shards, one per multiple of each shard, which is one
+    /// per `every` ends on average (docs/scale.md).
     pub fn crossed_multiple_of(&self, every: u64) -> bool {
         every > 0 && self.ended_count.is_some_and(|count| count % every == 0)
     }
@@ -78,7 +81,7 @@ pub async fn end_conversation<S: Store>(
             }
             Decision::Write(record) => record,
         };
-        let ended_before = store.ended_count(tenant).await?;
+        let ended_before = store.shard_ended_count(tenant, conversation).await?;
         match store.append_end(tenant, &record, ended_before).await? {
             Write::Done => {
                 return Ok(Ended {

@@ -3,8 +3,8 @@
 #[cfg(feature = "embedded")]
 use super::EmbeddedStore;
 use super::{
-    ConversationEntry, ConversationLog, DynamoStore, Lease, Store, StoreError, Tracked,
-    TrackingCounts, Write,
+    ConversationEntry, ConversationLog, DynamoStore, Lease, PendingMark, Store, StoreError,
+    Tracked, TrackingCounts, Write,
 };
 use crate::domain::config::TenantConfig;
 use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
@@ -82,6 +82,14 @@ impl Store for AnyStore {
         delegate!(self, store => store.ended_count(tenant))
     }
 
+    async fn shard_ended_count(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+    ) -> Result<u64, StoreError> {
+        delegate!(self, store => store.shard_ended_count(tenant, conversation))
+    }
+
     async fn append_end(
         &self,
         tenant: &TenantId,
@@ -106,6 +114,22 @@ impl Store for AnyStore {
 
     async fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {
         delegate!(self, store => store.tenants())
+    }
+
+    async fn pending_tenants(&self) -> Result<Vec<TenantId>, StoreError> {
+        delegate!(self, store => store.pending_tenants())
+    }
+
+    async fn pending_marks(&self, tenant: &TenantId) -> Result<Vec<PendingMark>, StoreError> {
+        delegate!(self, store => store.pending_marks(tenant))
+    }
+
+    async fn clear_pending(
+        &self,
+        tenant: &TenantId,
+        marks: &[PendingMark],
+    ) -> Result<usize, StoreError> {
+        delegate!(self, store => store.clear_pending(tenant, marks))
     }
 
     async fn acquire_lease(

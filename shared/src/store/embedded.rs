@@ -10,8 +10,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{
-    ConversationEntry, ConversationLog, Lease, Store, StoreError, Tracked, TrackingCounts, Write,
-    check_label_batch, from_json, to_json,
+    ConversationEntry, ConversationLog, Lease, PendingMark, Store, StoreError, Tracked,
+    TrackingCounts, Write, check_label_batch, from_json, to_json,
 };
 use crate::domain::config::TenantConfig;
 use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS outcomes (
 CREATE TABLE IF NOT EXISTS counters (
     tenant TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
     PRIMARY KEY (tenant, name)
+);
+CREATE TABLE IF NOT EXISTS pending (
+    tenant TEXT NOT NULL PRIMARY KEY, seq INTEGER NOT NULL, last_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS leases (
     tenant TEXT NOT NULL, name TEXT NOT NULL, holder TEXT NOT NULL, until INTEGER NOT NULL,
@@ -76,6 +79,18 @@ pub struct EmbeddedStore {
 
 fn unavailable(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(format!("embedded store: {e}"))
+}
+
+/// Marks the tenant pending (see `PendingMark`), in the caller's transaction.
+fn mark_pending(tx: &Transaction<'_>, tenant: &TenantId, at: Millis) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO pending (tenant, seq, last_at) VALUES (?1, 1, ?2)
+         ON CONFLICT (tenant) DO UPDATE
+         SET seq = seq + 1, last_at = max(last_at, excluded.last_at)",
+        params![tenant.as_str(), to_i64(at.0)],
+    )
+    .map_err(unavailable)?;
+    Ok(())
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -122,6 +137,20 @@ impl EmbeddedStore {
                                 json_extract(body, '$.model_version')
                          FROM log WHERE position = 1 AND kind = 'exchange';
                      PRAGMA user_version = 1;
+                     COMMIT;",
+                )
+                .map_err(unavailable)?;
+        }
+        // Files written before the pending list existed: every tenant with an ended
+        // conversation is marked once, so the first scheduled run catches each one up.
+        if listed < 2 {
+            connection
+                .execute_batch(
+                    "BEGIN IMMEDIATE;
+                     INSERT OR IGNORE INTO pending
+                         SELECT tenant, 1, 0 FROM counters
+                         WHERE name = 'ended_conversations';
+                     PRAGMA user_version = 2;
                      COMMIT;",
                 )
                 .map_err(unavailable)?;
@@ -456,6 +485,7 @@ impl Store for EmbeddedStore {
                 params![tenant.as_str(), ENDED_COUNTER, to_i64(ended_before + 1)],
             )
             .map_err(unavailable)?;
+            mark_pending(tx, tenant, record.at)?;
             Ok(Write::Done)
         })
     }
@@ -507,6 +537,60 @@ impl Store for EmbeddedStore {
                 TenantId::parse(&raw).map_err(|e| StoreError::Corrupt(e.to_string()))
             })
             .collect()
+        })
+    }
+
+    async fn pending_tenants(&self) -> Result<Vec<TenantId>, StoreError> {
+        self.read(|conn| {
+            let mut statement = conn
+                .prepare_cached("SELECT tenant FROM pending ORDER BY tenant")
+                .map_err(unavailable)?;
+            let rows = statement
+                .query_map([], |row| row.get::<_, String>(0))
+                .map_err(unavailable)?;
+            rows.map(|raw| {
+                let raw = raw.map_err(unavailable)?;
+                TenantId::parse(&raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+        })
+    }
+
+    async fn pending_marks(&self, tenant: &TenantId) -> Result<Vec<PendingMark>, StoreError> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT seq, last_at FROM pending WHERE tenant = ?1",
+                params![tenant.as_str()],
+                |row| {
+                    Ok(PendingMark {
+                        shard: 0,
+                        seq: to_u64(row.get(0)?),
+                        last_at: Millis(to_u64(row.get(1)?)),
+                    })
+                },
+            )
+            .optional()
+            .map(|mark| mark.into_iter().collect())
+            .map_err(unavailable)
+        })
+    }
+
+    async fn clear_pending(
+        &self,
+        tenant: &TenantId,
+        marks: &[PendingMark],
+    ) -> Result<usize, StoreError> {
+        self.write(|tx| {
+            let mut cleared = 0;
+            for mark in marks {
+                cleared += tx
+                    .execute(
+                        "DELETE FROM pending WHERE tenant = ?1 AND seq = ?2",
+                        params![tenant.as_str(), to_i64(mark.seq)],
+                    )
+                    .map_err(unavailable)?;
+            }
+            Ok(cleared)
         })
     }
 
@@ -619,7 +703,11 @@ impl Store for EmbeddedStore {
             .iter()
             .map(|label| Ok((label, label.cursor().key(), to_json(label)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
+        let newest = labels.iter().map(|label| label.at).max();
         self.write(|tx| {
+            if let Some(at) = newest {
+                mark_pending(tx, tenant, at)?;
+            }
             // The transaction holds the write lock: every key is checked before any is written,
             // so a taken one leaves nothing behind.
             for (label, _, _) in &rows {

@@ -18,7 +18,8 @@ use std::future::Future;
 
 pub use any::AnyStore;
 pub use dynamo::{
-    DynamoStore, DynamoStoreConfig, MESSAGE_INDEX, START_INDEX, TIME_INDEX, retry_settings,
+    DynamoStore, DynamoStoreConfig, MAX_END_SHARDS, MESSAGE_INDEX, START_INDEX, TIME_INDEX,
+    retry_settings,
 };
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
@@ -99,6 +100,18 @@ pub enum Tracked {
     Recovered,
 }
 
+/// A tenant's mark in the pending list (one per counter shard that has had an end, or a label
+/// post, since the tenant's feedback run last caught up): how many times the shard has been
+/// marked, and the newest marking write's time, when the mark was read. The scheduled feedback
+/// run starts runs only for marked tenants; a run clears a mark only if the shard still reads
+/// `seq` (nothing came since) and `last_at` is older than what it learned up to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingMark {
+    pub shard: u32,
+    pub seq: u64,
+    pub last_at: Millis,
+}
+
 /// A held lease. It expires at `until`; the holder renews by acquiring again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -153,15 +166,28 @@ pub trait Store: Send + Sync {
         exchange: &Exchange,
     ) -> impl Future<Output = Result<Write, StoreError>> + Send;
 
-    /// How many conversations of the tenant have ended.
+    /// How many conversations of the tenant have ended (all counter shards).
     fn ended_count(
         &self,
         tenant: &TenantId,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
+    /// The count of the ended-counter shard this conversation's end moves: what
+    /// [`Store::append_end`]'s `ended_before` is compared with. A store with one counter per
+    /// tenant answers [`Store::ended_count`].
+    fn shard_ended_count(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let _ = conversation;
+        self.ended_count(tenant)
+    }
+
     /// Writes the end at position `record.turns + 1`, with its outcome and A/B events, and
-    /// moves the tenant's ended-conversation counter from `ended_before` to `ended_before + 1`,
-    /// in one atomic write, if the position is free and the counter still reads `ended_before`.
+    /// moves the conversation's ended-counter shard from `ended_before` to `ended_before + 1`,
+    /// in one atomic write, if the position is free and the shard still reads `ended_before`.
+    /// The same write marks the tenant pending (see [`PendingMark`]).
     fn append_end(
         &self,
         tenant: &TenantId,
@@ -183,8 +209,26 @@ pub trait Store: Send + Sync {
         tenant: &TenantId,
     ) -> impl Future<Output = Result<TrackingCounts, StoreError>> + Send;
 
-    /// Tenants that have ended at least one conversation: the feedback loop's work list.
+    /// Tenants that have ended at least one conversation.
     fn tenants(&self) -> impl Future<Output = Result<Vec<TenantId>, StoreError>> + Send;
+
+    /// Tenants with a pending mark: those that ended a conversation since their feedback run
+    /// last caught up, in tenant order, each once. Reads the marks only, never a tenant's data.
+    fn pending_tenants(&self) -> impl Future<Output = Result<Vec<TenantId>, StoreError>> + Send;
+
+    /// The tenant's pending marks, read strongly consistent.
+    fn pending_marks(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<Vec<PendingMark>, StoreError>> + Send;
+
+    /// Clears each mark whose shard still reads `mark.seq`; a shard marked since keeps its mark.
+    /// Answers how many were cleared.
+    fn clear_pending(
+        &self,
+        tenant: &TenantId,
+        marks: &[PendingMark],
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
     /// Takes the named lease until `now + ttl_ms` if it is free, expired, or already held by
     /// `holder`. `None` when someone else holds it.
@@ -219,7 +263,8 @@ pub trait Store: Send + Sync {
 
     /// Stores `labels` (of this conversation, at most MAX_LABELS_PER_REQUEST, no (turn, pattern)
     /// twice) in one atomic write, each conditional on its (turn, pattern) being free:
-    /// `Write::Lost`, and nothing written, when any is taken.
+    /// `Write::Lost`, and nothing written, when any is taken. The tenant is marked pending
+    /// first (a mark without labels costs the next run nothing).
     fn put_labels(
         &self,
         tenant: &TenantId,

@@ -90,6 +90,7 @@ pub async fn section(server: &DynamoLocal) -> Section {
         DynamoStoreConfig {
             table: table.clone(),
             retention: Some(Duration::from_secs(90 * 24 * 3600)),
+            end_shards: 1,
         },
     );
     store.create_table().await.expect("the cost table");

@@ -271,6 +271,7 @@ pub async fn section(scale: &Scale, server: &DynamoLocal) -> Section {
     let config = DynamoStoreConfig {
         table: table.clone(),
         retention: None,
+        end_shards: 1,
     };
     let store = DynamoStore::new(client, config.clone());
     store.create_table().await.expect("table");

@@ -18,6 +18,15 @@ pub const TIME_INDEX: &str = "by_time";
 pub const START_INDEX: &str = "by_start";
 pub(super) const TTL_ATTRIBUTE: &str = "expires_at";
 pub(super) const TENANTS_PARTITION: &str = "TENANTS";
+/// The `by_start` partition of the pending list: one keys-only entry per counter shard that
+/// has ended a conversation since its tenant's feedback run last caught up.
+pub(super) const PENDING_PARTITION: &str = "PENDING";
+/// On a counter shard: the newest marking write's time, and how many marking writes there
+/// have been (an end, a label post): what a run's clearing of the mark is conditional on.
+pub(super) const LAST_AT: &str = "last_at";
+pub(super) const MARKED: &str = "marked";
+/// The most counter and outcome shards a tenant's ends may be spread over (`END_SHARDS`).
+pub const MAX_END_SHARDS: u32 = 128;
 pub(super) const ENDED_COUNTER: &str = "ended_conversations";
 pub(super) const UNRECORDED_EXCHANGES: &str = "unrecorded_exchanges";
 pub(super) const RECOVERED_EXCHANGES: &str = "recovered_exchanges";
@@ -93,16 +102,58 @@ pub(super) fn conversation_sk(cursor: &Cursor) -> String {
     format!("{:013}#{}#", cursor.at.0, cursor.conversation_id)
 }
 
-pub(super) fn outcome_pk(tenant: &TenantId) -> String {
-    format!("T#{tenant}#OUTCOME")
+/// The `by_time` partition of one shard of the tenant's outcomes. Shard 0 is the key every
+/// outcome had before ends were sharded, so a table with `END_SHARDS=1` is unchanged.
+pub(super) fn outcome_pk(tenant: &TenantId, shard: u32) -> String {
+    match shard {
+        0 => format!("T#{tenant}#OUTCOME"),
+        k => format!("T#{tenant}#OUTCOME#{k}"),
+    }
+}
+
+/// The shard of the tenant's ended counter and outcome index a conversation's end goes to:
+/// FNV-1a of its id, so every function (and every version) places it alike.
+pub(super) fn end_shard(conversation: &ConversationId, shards: u32) -> u32 {
+    if shards <= 1 {
+        return 0;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in conversation.as_str().bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % u64::from(shards)) as u32
+}
+
+/// A counter shard's entry in the tenants and pending lists: the tenant, then `#k` for shard
+/// k > 0 (no tenant id holds `#`).
+pub(super) fn shard_entry(tenant: &TenantId, shard: u32) -> String {
+    match shard {
+        0 => tenant.as_str().to_owned(),
+        k => format!("{tenant}#{k}"),
+    }
+}
+
+pub(super) fn parse_shard_entry(raw: &str) -> Result<TenantId, StoreError> {
+    let tenant = raw.split('#').next().unwrap_or(raw);
+    TenantId::parse(tenant).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 pub(super) fn outcome_sk(cursor: &Cursor) -> String {
     format!("{:013}#{}", cursor.at.0, cursor.conversation_id)
 }
 
+/// The tenant's counter item (shard 0 of its ended counter, and the tracking counters).
 pub(super) fn counter_pk(tenant: &TenantId) -> String {
     format!("T#{tenant}#COUNTER")
+}
+
+/// Shard k of the tenant's ended counter: shard 0 is the counter item itself.
+pub(super) fn counter_shard_pk(tenant: &TenantId, shard: u32) -> String {
+    match shard {
+        0 => counter_pk(tenant),
+        k => format!("T#{tenant}#COUNTER#{k}"),
+    }
 }
 
 pub(super) fn lease_pk(tenant: &TenantId) -> String {

@@ -64,6 +64,9 @@ impl DynamoStore {
         if labels.is_empty() {
             return Ok(Write::Done);
         }
+        if let Some(newest) = labels.iter().map(|label| label.at).max() {
+            self.mark_pending(tenant, newest).await?;
+        }
         let pk = conversation_pk(tenant, conversation);
         let mut transaction = self.client.transact_write_items();
         for label in labels {

@@ -20,9 +20,10 @@ use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 use super::DynamoStore;
 use super::errors::{is_condition_failure, lost_race, malformed, unavailable};
 use super::keys::{
-    BodyItem, ENDED_COUNTER, Item, KIND_END, KIND_EXCHANGE, LogItem, MESSAGE_INDEX,
-    RECOVERED_EXCHANGES, TENANTS_PARTITION, conversation_index_pk, conversation_pk,
-    conversation_sk, counter_pk, from_item, key, log_sk, n, outcome_pk, outcome_sk, s, to_item,
+    BodyItem, ENDED_COUNTER, Item, KIND_END, KIND_EXCHANGE, LAST_AT, LogItem, MARKED,
+    MESSAGE_INDEX, PENDING_PARTITION, RECOVERED_EXCHANGES, TENANTS_PARTITION,
+    conversation_index_pk, conversation_pk, conversation_sk, counter_pk, counter_shard_pk,
+    end_shard, from_item, key, log_sk, n, outcome_pk, outcome_sk, s, shard_entry, to_item,
 };
 use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
 use crate::domain::ids::{ConversationId, MessageId, TenantId};
@@ -251,27 +252,44 @@ impl DynamoStore {
         record: &OutcomeRecord,
         ended_before: u64,
     ) -> Result<Write, StoreError> {
+        let shard = end_shard(&record.conversation_id, self.config.end_shards);
         let end_item = LogItem {
             pk: conversation_pk(tenant, &record.conversation_id),
             sk: log_sk(record.turns + 1),
             kind: KIND_END.to_owned(),
             body: to_json(record)?,
             mid: None,
-            gsi1pk: Some(outcome_pk(tenant)),
+            gsi1pk: Some(outcome_pk(tenant, shard)),
             gsi1sk: Some(outcome_sk(&record.cursor())),
             gsi2pk: None,
             gsi2sk: None,
             expires_at: self.expires_at(record.at),
         };
         let put_end = self.put_if_free(&end_item)?;
+        // The shard's entries in the tenants list (`by_time`) and the pending list (`by_start`,
+        // keys only) are rewritten with the same keys by every end: an index is written only
+        // when its keys or projected attributes change, so they cost an index write when they
+        // appear, not per end. `last_at` and `marked` are projected into neither.
+        let entry = shard_entry(tenant, shard);
         let bump = Update::builder()
             .table_name(&self.config.table)
-            .set_key(Some(key(counter_pk(tenant), ENDED_COUNTER.to_owned())))
-            .update_expression("SET #value = :count, gsi1pk = :tenants, gsi1sk = :tenant")
+            .set_key(Some(key(
+                counter_shard_pk(tenant, shard),
+                ENDED_COUNTER.to_owned(),
+            )))
+            .update_expression(
+                "SET #value = :count, gsi1pk = :tenants, gsi1sk = :entry, gsi2pk = :pending, \
+                 gsi2sk = :entry, #last = :at ADD #marked :one",
+            )
             .expression_attribute_names("#value", "value")
+            .expression_attribute_names("#last", LAST_AT)
+            .expression_attribute_names("#marked", MARKED)
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":count", n(ended_before + 1))
             .expression_attribute_values(":tenants", s(TENANTS_PARTITION))
-            .expression_attribute_values(":tenant", s(tenant.as_str()));
+            .expression_attribute_values(":pending", s(PENDING_PARTITION))
+            .expression_attribute_values(":entry", s(entry))
+            .expression_attribute_values(":at", n(record.at.0));
         // `value` is first written by the tenant's first end: before it, 0 ended. (The item
         // itself may exist already, holding the tracking counters.)
         let bump = if ended_before == 0 {

@@ -4,9 +4,10 @@
 //! |---|---|---|---|
 //! | exchange | `T#{tenant}#C#{conversation}` | `L#{turn:05}` | `mid` = message id (LSI `by_message`) |
 //! | first exchange | same | `L#00001` | also `gsi2pk` = `T#{tenant}#CONVERSATION`, `gsi2sk` = `{started:013}#{conversation}#{model_version}` (GSI `by_start`, keys only): the tenant's conversation list |
-//! | end | same | `L#{turns+1:05}` | `gsi1pk` = `T#{tenant}#OUTCOME`, `gsi1sk` = `{at:013}#{conversation}` |
+//! | end | same | `L#{turns+1:05}` | `gsi1pk` = `T#{tenant}#OUTCOME` (shard k > 0 of `END_SHARDS`: `T#{tenant}#OUTCOME#{k}`), `gsi1sk` = `{at:013}#{conversation}` |
 //! | label | same | `B#{turn:05}#{pattern}` | `gsi1pk` = `T#{tenant}#LABEL`, `gsi1sk` = `LabelCursor::key()` |
-//! | counters | `T#{tenant}#COUNTER` | `ended_conversations` | `value`, `failed_exchanges`, `failed_ends`; `gsi1pk` = `TENANTS` lists tenants |
+//! | counters | `T#{tenant}#COUNTER` | `ended_conversations` | `value` (shard 0 of the ended counter), `last_end_at`, `unrecorded_exchanges`, `recovered_exchanges`; `gsi1pk` = `TENANTS` lists tenants; `gsi2pk` = `PENDING` while the feedback run has not caught up (keys only) |
+//! | counter shard k > 0 | `T#{tenant}#COUNTER#{k}` | `ended_conversations` | `value`, `last_end_at`, the same two list entries with sort key `{tenant}#{k}` (`END_SHARDS` > 1) |
 //! | lease | `T#{tenant}#LEASE` | lease name | `holder`, `until` (ms) |
 //! | model | `T#{tenant}#MODEL` | `V#{version:010}` | the whole history is kept |
 //! | configuration | `T#{tenant}#CONFIG` | `V#{version:010}` | experiments and playbook; the whole history is kept |
@@ -31,10 +32,11 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 
 pub use errors::retry_settings;
-pub use keys::{MESSAGE_INDEX, START_INDEX, TIME_INDEX};
+pub use keys::{MAX_END_SHARDS, MESSAGE_INDEX, START_INDEX, TIME_INDEX};
 
 use super::{
-    ConversationEntry, ConversationLog, Lease, Store, StoreError, Tracked, TrackingCounts, Write,
+    ConversationEntry, ConversationLog, Lease, PendingMark, Store, StoreError, Tracked,
+    TrackingCounts, Write,
 };
 use crate::domain::config::TenantConfig;
 use crate::domain::conversation::{ConversationState, Cursor, Exchange, OutcomeRecord};
@@ -52,6 +54,23 @@ pub struct DynamoStoreConfig {
     pub table: String,
     /// When set, exchanges and outcomes carry a TTL this far after they happen.
     pub retention: Option<Duration>,
+    /// How many shards each tenant's ended counter and outcome index are spread over
+    /// (`END_SHARDS`, 1 to [`MAX_END_SHARDS`]): 1 keeps one counter item and one outcome
+    /// partition per tenant (about 500 ends a second at most); a tenant ending thousands a
+    /// second needs more (docs/scale.md). Every function must be given the same number, and it
+    /// may be raised, never lowered: outcomes in shards past it would not be read.
+    pub end_shards: u32,
+}
+
+impl DynamoStoreConfig {
+    /// One counter item and one outcome partition per tenant, no TTL.
+    pub fn new(table: impl Into<String>) -> Self {
+        DynamoStoreConfig {
+            table: table.into(),
+            retention: None,
+            end_shards: 1,
+        }
+    }
 }
 
 /// A store in one DynamoDB table.
@@ -152,6 +171,14 @@ impl Store for DynamoStore {
         self.read_ended_count(tenant).await
     }
 
+    async fn shard_ended_count(
+        &self,
+        tenant: &TenantId,
+        conversation: &ConversationId,
+    ) -> Result<u64, StoreError> {
+        self.read_shard_count(tenant, conversation).await
+    }
+
     async fn append_end(
         &self,
         tenant: &TenantId,
@@ -176,6 +203,22 @@ impl Store for DynamoStore {
 
     async fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {
         self.list_tenants().await
+    }
+
+    async fn pending_tenants(&self) -> Result<Vec<TenantId>, StoreError> {
+        self.list_pending().await
+    }
+
+    async fn pending_marks(&self, tenant: &TenantId) -> Result<Vec<PendingMark>, StoreError> {
+        self.read_pending_marks(tenant).await
+    }
+
+    async fn clear_pending(
+        &self,
+        tenant: &TenantId,
+        marks: &[PendingMark],
+    ) -> Result<usize, StoreError> {
+        self.remove_pending(tenant, marks).await
     }
 
     async fn acquire_lease(
