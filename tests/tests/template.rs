@@ -105,6 +105,21 @@ fn no_statement_anywhere_grants_a_wildcard_action_or_resource() {
     let template = template();
     let mut roles = 0;
     for (name, resource) in resources(&template) {
+        if resource["Type"].as_str() == Some("AWS::IAM::RolePolicy") {
+            let role = text(&resource["Properties"]["RoleName"]);
+            for policy in role_policies(&template, role.trim_start_matches("!Ref ")) {
+                for (actions, resources) in statements(&policy) {
+                    assert!(actions.iter().all(|a| !a.contains('*')), "{name:?}");
+                    assert!(
+                        resources
+                            .iter()
+                            .all(|r| r.starts_with("!GetAtt ") && !r.contains('*')),
+                        "{name:?}: {resources:?}"
+                    );
+                }
+            }
+            continue;
+        }
         if resource["Type"].as_str() != Some("AWS::IAM::Role") {
             continue;
         }
@@ -207,6 +222,15 @@ fn each_function_may_do_exactly_what_its_code_does() {
                         ],
                         &[table.as_str(), index(TIME_INDEX).as_str()],
                     ),
+                    // The pending list the schedule reads, and the marks a run clears.
+                    (&["dynamodb:Query"], &[index(START_INDEX).as_str()]),
+                    (&["dynamodb:UpdateItem"], &[table.as_str()]),
+                    // The schedule's fan-out: itself, once per pending tenant (a policy of its
+                    // own, `FeedbackFanOutPolicy`, attached to the role).
+                    (
+                        &["lambda:InvokeFunction"],
+                        &["!GetAtt FeedbackLoopFunction.Arn"],
+                    ),
                     (&["sqs:SendMessage"], &["!GetAtt FeedbackFailures.Arn"]),
                 ]),
             ),
@@ -289,7 +313,11 @@ fn each_function_may_do_exactly_what_its_code_does() {
         let role = &self::resource(&template, &role_name);
         let log_group = text(&resource["Properties"]["LoggingConfig"]["LogGroup"]);
         let mut got = BTreeSet::new();
-        for (actions, resources) in statements(role) {
+        let attached = role_policies(&template, &role_name);
+        for (actions, resources) in statements(role)
+            .into_iter()
+            .chain(attached.iter().flat_map(|policy| statements(policy)))
+        {
             for action in &actions {
                 for arn in &resources {
                     if action.starts_with("logs:") {
@@ -310,6 +338,26 @@ fn each_function_may_do_exactly_what_its_code_does() {
             "{function}: the grants differ from the code's needs"
         );
     }
+}
+
+/// The `AWS::IAM::RolePolicy` resources attached to the role `role_name`, as a role's
+/// `Properties.Policies` would hold them (so `statements` reads them alike).
+fn role_policies(template: &Value, role_name: &str) -> Vec<Value> {
+    resources(template)
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::IAM::RolePolicy"))
+        .filter(|(_, r)| text(&r["Properties"]["RoleName"]) == format!("!Ref {role_name}"))
+        .map(|(_, r)| {
+            let mut policies = serde_yaml::Mapping::new();
+            policies.insert(
+                "Policies".into(),
+                Value::Sequence(vec![r["Properties"].clone()]),
+            );
+            let mut role = serde_yaml::Mapping::new();
+            role.insert("Properties".into(), Value::Mapping(policies));
+            Value::Mapping(role)
+        })
+        .collect()
 }
 
 /// (action, resource) pairs a role grants.
@@ -407,12 +455,18 @@ fn functions_run_on_arm64_al2023_at_128_mb_with_tracing_and_json_logs() {
             "SALESLOOP_RETENTION_DAYS",
             "FEEDBACK_EVERY",
             "FEEDBACK_FUNCTION",
-            "SALESLOOP_MESSAGE_TEXT"
+            "SALESLOOP_MESSAGE_TEXT",
+            "END_SHARDS"
         ])
     );
     assert_eq!(
         env("FeedbackLoopFunction"),
-        set(&["TABLE_NAME", "FEEDBACK_SETTLE_SECONDS"])
+        set(&[
+            "TABLE_NAME",
+            "FEEDBACK_SETTLE_SECONDS",
+            "FEEDBACK_FAN_OUT",
+            "END_SHARDS"
+        ])
     );
     assert_eq!(env("ReadApiFunction"), set(&["TABLE_NAME", "TENANT_CLAIM"]));
     assert_eq!(
