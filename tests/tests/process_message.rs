@@ -298,7 +298,11 @@ async fn fifty_concurrent_messages_take_turns_one_to_fifty<B: Backend>(backend: 
     while let Some(result) = tasks.join_next().await {
         let (status, answer, _) = result.unwrap();
         assert_eq!(status, 200, "{answer}");
-        turns.push(answer["turn"].as_u64().unwrap());
+        turns.push(
+            answer["turn"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{answer}")),
+        );
     }
     turns.sort_unstable();
     assert_eq!(turns, (1..=50).collect::<Vec<u64>>());
