@@ -316,7 +316,7 @@ fn each_function_may_do_exactly_what_its_code_does() {
         let attached = role_policies(&template, &role_name);
         for (actions, resources) in statements(role)
             .into_iter()
-            .chain(attached.iter().flat_map(|policy| statements(policy)))
+            .chain(attached.iter().flat_map(statements))
         {
             for action in &actions {
                 for arn in &resources {

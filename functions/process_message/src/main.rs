@@ -6,9 +6,21 @@
 use lambda_http::Error;
 
 use process_message::handler::{App, handle};
+use salesloop::domain::engine::Engine;
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    // The built-in catalog and detector weights (a few milliseconds of CPU, built once per
+    // process) are built on a thread of their own from the first instant, alongside the
+    // runtime, the settings, the AWS configuration and the warm-up read; `App::from_env` takes
+    // them when it gets there, waiting only for what is not finished yet.
+    std::thread::spawn(|| drop(Engine::builtin()));
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let app = App::from_env(&|name: &str| std::env::var(name).ok()).await?;
     let app = &app;

@@ -39,7 +39,7 @@ pub fn https_client(native: bool) -> aws_sdk_dynamodb::config::SharedHttpClient 
         .unwrap_or_else(|e| panic!("TLS context: {e}"));
     aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::AwsLc,
+            tls::rustls_provider::CryptoMode::Ring,
         ))
         .tls_context(context)
         .build_https()

@@ -68,6 +68,8 @@ impl Invoker {
         };
         let config = aws_sdk_lambda::Config::builder()
             .behavior_version_latest()
+            // The SDK's own HTTPS client is left out of deploy builds: ours, as for AWS.
+            .http_client(crate::clients::aws::https_client(false))
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new(
                 "local",

@@ -8,7 +8,7 @@
 //! compiled-in set here is Mozilla's (`webpki-roots`) rather than the five AWS roots.
 //! `SALESLOOP_NATIVE_ROOTS=1` trusts the platform store instead, loaded once per process as the
 //! AWS SDK's own client caches it (`aws-smithy-http-client`'s `NATIVE_ROOTS`). Either way the
-//! TLS configuration is built once per process, with aws-lc, the AWS clients' crypto provider.
+//! TLS configuration is built once per process, with ring, the AWS clients' crypto provider.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -87,10 +87,10 @@ impl std::fmt::Debug for LlmConfig {
     }
 }
 
-/// The TLS configuration over `roots`, as the AWS SDK's rustls client builds its own: aws-lc,
+/// The TLS configuration over `roots`, as the AWS SDK's rustls client builds its own: ring,
 /// rustls' safe default protocol versions, no client certificate.
 fn tls_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map(|builder| Arc::new(builder.with_root_certificates(roots).with_no_client_auth()))

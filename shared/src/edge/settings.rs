@@ -217,7 +217,7 @@ pub struct ApiSettings {
     /// configuration may be when a conversation starts or ends (one read per tenant per
     /// period).
     pub cache_age: Duration,
-    /// `CACHE_BUDGET_KB` (default 4096, 64 to 1,048,576): the bytes each per-tenant cache (the
+    /// `CACHE_BUDGET_KB` (default 2048, 64 to 1,048,576): the bytes each per-tenant cache (the
     /// models, the configurations) may hold, least recently used tenant evicted first.
     pub cache_bytes: usize,
 }

@@ -2,12 +2,16 @@
 //! report. Criterion (per-message work) runs first; this reads its estimates, runs the rest and
 //! writes BENCHMARKS.md with the machine, the date, the command and each figure by its budget.
 //!
-//! bench [--smoke] [--out FILE]
+//! bench [--smoke] [--out FILE] [--only PART,...]
 //!   --smoke  a few iterations of everything, for the test command
+//!   --only   just these parts (work, cold, tenants, cost, feedback, schedule, packages), to check one;
+//!            needs --out: a partial report is never BENCHMARKS.md
 
 mod cold;
 mod cost;
 mod feedback;
+mod schedule;
+mod tenants;
 mod work;
 
 use std::fmt::Write;
@@ -25,6 +29,10 @@ pub struct Scale {
     pub embedded: Vec<usize>,
     pub dynamo: Vec<usize>,
     pub work_passes: usize,
+    /// Memory across tenants: how many, passes over them, and the first checkpoint.
+    pub tenants: usize,
+    pub tenant_passes: usize,
+    pub tenant_checkpoint: usize,
 }
 
 impl Scale {
@@ -37,6 +45,9 @@ impl Scale {
             embedded: vec![10_000, 100_000, 1_000_000],
             dynamo: vec![1_000, 10_000],
             work_passes: 3,
+            tenants: 10_000,
+            tenant_passes: 2,
+            tenant_checkpoint: 1_000,
         }
     }
 
@@ -49,6 +60,9 @@ impl Scale {
             embedded: vec![100, 1_000],
             dynamo: vec![100],
             work_passes: 1,
+            tenants: 200,
+            tenant_passes: 2,
+            tenant_checkpoint: 50,
         }
     }
 }
@@ -165,6 +179,16 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("BENCHMARKS.md"));
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|parts| parts.split(',').map(str::to_owned).collect());
+    if only.is_some() && !args.iter().any(|a| a == "--out") {
+        eprintln!("bench: --only needs --out: a partial report is never BENCHMARKS.md");
+        std::process::exit(2);
+    }
+    let wanted = |part: &str| only.as_ref().is_none_or(|o| o.iter().any(|p| p == part));
     let scale = if smoke { Scale::smoke() } else { Scale::full() };
     // The in-process AWS SDK clients (cost, feedback) read these, as a function would on Lambda.
     // SAFETY: set before any thread is started.
@@ -191,15 +215,33 @@ fn main() {
         }
     };
     let mut sections = Vec::new();
-    eprintln!("bench: per-message work");
-    sections.push(work::section(&scale));
-    eprintln!("bench: cold starts and memory (Runtime API harness)");
-    sections.extend(runtime.block_on(cold::sections(&scale, &server)));
-    eprintln!("bench: cost per exchange");
-    sections.push(runtime.block_on(cost::section(&server)));
-    eprintln!("bench: feedback scaling");
-    sections.push(runtime.block_on(feedback::section(&scale, &server)));
-    sections.push(packages());
+    if wanted("work") {
+        eprintln!("bench: per-message work");
+        sections.push(work::section(&scale));
+    }
+    if wanted("cold") {
+        eprintln!("bench: cold starts and memory (Runtime API harness)");
+        sections.extend(runtime.block_on(cold::sections(&scale, &server)));
+    }
+    if wanted("tenants") {
+        eprintln!("bench: memory across tenants (Runtime API harness)");
+        sections.push(runtime.block_on(tenants::section(&scale, &server)));
+    }
+    if wanted("cost") {
+        eprintln!("bench: cost per exchange");
+        sections.push(runtime.block_on(cost::section(&server)));
+    }
+    if wanted("feedback") {
+        eprintln!("bench: feedback scaling");
+        sections.push(runtime.block_on(feedback::section(&scale, &server)));
+    }
+    if wanted("schedule") {
+        eprintln!("bench: feedback fan-out (the scheduling invocation)");
+        sections.push(runtime.block_on(schedule::section(&scale, &server)));
+    }
+    if wanted("packages") {
+        sections.push(packages());
+    }
 
     let invocations: Vec<&Invocations> = sections.iter().flat_map(|s| &s.invocations).collect();
     let made: usize = invocations.iter().map(|i| i.made).sum();

@@ -97,14 +97,13 @@ impl LinearModel {
                 if max > 0.0 { max / 127.0 } else { 1.0 }
             })
             .collect();
-        let quantized: Vec<(u32, Vec<i8>)> = sparse
+        let quantized: Vec<(u32, [i8; MAX_LABELS])> = sparse
             .into_iter()
             .map(|(bucket, row)| {
-                let bytes = row
-                    .iter()
-                    .zip(&scale)
-                    .map(|(w, s)| (w / s).round().clamp(-127.0, 127.0) as i8)
-                    .collect();
+                let mut bytes = [0i8; MAX_LABELS];
+                for ((byte, w), s) in bytes.iter_mut().zip(&row).zip(&scale) {
+                    *byte = (w / s).round().clamp(-127.0, 127.0) as i8;
+                }
                 (bucket, bytes)
             })
             .collect();
@@ -117,18 +116,18 @@ impl LinearModel {
         labels: Vec<String>,
         bias: Vec<f32>,
         scale: Vec<f32>,
-        rows: impl IntoIterator<Item = (u32, Vec<i8>)>,
+        rows: impl IntoIterator<Item = (u32, [i8; MAX_LABELS])>,
         trained: BTreeMap<String, String>,
     ) -> LinearModel {
         let words = (BUCKETS as usize).div_ceil(64);
         let mut present = vec![0u64; words];
+        let rows = rows.into_iter();
         // Row 0 is all zeros: a bucket without a row reads it, so looking a row up never
         // branches on whether the bucket has one.
-        let mut weights = vec![0i8; MAX_LABELS];
-        for (bucket, row) in rows {
+        let mut weights = Vec::with_capacity((1 + rows.size_hint().0) * MAX_LABELS);
+        weights.extend_from_slice(&[0i8; MAX_LABELS]);
+        for (bucket, padded) in rows {
             present[bucket as usize / 64] |= 1 << (bucket % 64);
-            let mut padded = [0i8; MAX_LABELS];
-            padded[..row.len()].copy_from_slice(&row);
             weights.extend_from_slice(&padded);
         }
         let mut before = Vec::with_capacity(words);
@@ -250,6 +249,23 @@ impl LinearModel {
         self.buckets().filter_map(|b| self.row(b).map(|r| (b, r)))
     }
 
+    /// The memory the parsed model holds: its vectors' capacity (the bucket bitmap and index
+    /// are fixed in size, whatever the rows), and its names.
+    pub fn resident_bytes(&self) -> usize {
+        let strings = |v: &[String]| v.iter().map(|s| s.capacity() + 24).sum::<usize>();
+        self.present.capacity() * 8
+            + self.before.capacity() * 4
+            + self.weights.capacity()
+            + (self.bias.capacity() + self.scale.capacity()) * 4
+            + strings(&self.labels)
+            + self
+                .trained
+                .iter()
+                .map(|(k, v)| k.capacity() + v.capacity() + 48)
+                .sum::<usize>()
+            + std::mem::size_of::<LinearModel>()
+    }
+
     /// How many buckets have a row.
     pub fn row_count(&self) -> usize {
         self.weights.len() / MAX_LABELS - 1
@@ -313,10 +329,12 @@ impl LinearModel {
                 "length does not match the rows in the header",
             ));
         }
-        let mut rows = Vec::with_capacity(header.rows as usize);
+        // Loaded on every cold start: each row goes straight into its padded place, with no
+        // allocation of its own.
+        let bucket_of = |chunk: &[u8]| u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
         let mut last = None;
         for chunk in body.chunks_exact(width) {
-            let bucket = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            let bucket = bucket_of(chunk);
             if bucket >= BUCKETS {
                 return Err(ModelFileError::Weights("a bucket is out of range"));
             }
@@ -324,9 +342,14 @@ impl LinearModel {
                 return Err(ModelFileError::Weights("the rows are not in bucket order"));
             }
             last = Some(bucket);
-
-            rows.push((bucket, chunk[4..].iter().map(|&b| b as i8).collect()));
         }
+        let rows = body.chunks_exact(width).map(|chunk| {
+            let mut padded = [0i8; MAX_LABELS];
+            for (byte, &b) in padded.iter_mut().zip(&chunk[4..]) {
+                *byte = b as i8;
+            }
+            (bucket_of(chunk), padded)
+        });
         Ok(LinearModel::from_quantized(
             header.version,
             header.labels,
