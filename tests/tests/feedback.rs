@@ -331,6 +331,18 @@ async fn bad_ends_get_a_json_4xx_and_change_nothing<B: Backend>(backend: &B) {
 /// One request the invoke server saw: request line, headers (lower-case names), JSON body.
 type Invoked = (String, BTreeMap<String, String>, Value);
 
+/// The request is Lambda's Invoke of feedback_loop, `InvocationType: Event`.
+fn assert_asynchronous_invoke_of_feedback_loop(line: &str, headers: &BTreeMap<String, String>) {
+    assert!(
+        line.starts_with("POST /2015-03-31/functions/feedback_loop/invocations"),
+        "{line}"
+    );
+    assert_eq!(
+        headers.get("x-amz-invocation-type").map(String::as_str),
+        Some("Event")
+    );
+}
+
 /// A stand-in for Lambda's invoke API that records each request and answers 202, as Lambda
 /// does for `InvocationType: Event`.
 struct InvokeServer {
@@ -425,14 +437,7 @@ async fn every_nth_end_asks_for_one_feedback_run_and_a_failing_trigger_changes_n
     let requests = server.requests.lock().unwrap().clone();
     assert_eq!(requests.len(), 2, "{requests:?}");
     for ((line, headers, payload), count) in requests.iter().zip([3, 6]) {
-        assert!(
-            line.starts_with("POST /2015-03-31/functions/feedback_loop/invocations"),
-            "{line}"
-        );
-        assert_eq!(
-            headers.get("x-amz-invocation-type").map(String::as_str),
-            Some("Event")
-        );
+        assert_asynchronous_invoke_of_feedback_loop(line, headers);
         assert_eq!(payload, &trigger_payload(&tenant("acme"), count));
         assert_eq!(parse_trigger(payload), Ok(Trigger::Tenant(tenant("acme"))));
     }
@@ -580,14 +585,7 @@ async fn the_schedule_starts_one_run_per_tenant_with_new_outcomes_only<B: Backen
     let mut asked: Vec<TenantId> = requests
         .iter()
         .map(|(line, headers, payload)| {
-            assert!(
-                line.starts_with("POST /2015-03-31/functions/feedback_loop/invocations"),
-                "{line}"
-            );
-            assert_eq!(
-                headers.get("x-amz-invocation-type").map(String::as_str),
-                Some("Event")
-            );
+            assert_asynchronous_invoke_of_feedback_loop(line, headers);
             match parse_trigger(payload) {
                 Ok(Trigger::Tenant(t)) => t,
                 other => panic!("{payload}: {other:?}"),
