@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds each function's Lambda package with `cargo lambda build --release` for this machine's
 # architecture (the deploy builds arm64: see docs/operations.md, "Deploy") and reports its zipped size
-# against the 10 MB budget.
+# against the 5 MB budget (issue 17).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,12 +15,12 @@ bash scripts/cargo-lambda.sh build --release "$arch" --compiler cargo --output-f
     --bin process_message --bin end_conversation --bin feedback_loop --bin read_api --bin admin_api \
     --bin spool_consumer \
     --lambda-dir "${CARGO_TARGET_DIR:-target}/lambda" >&2
-budget=$((10 * 1000 * 1000))
+budget=$((5 * 1000 * 1000))
 status=0
 for function in process_message end_conversation feedback_loop read_api admin_api spool_consumer; do
     zip=${CARGO_TARGET_DIR:-target}/lambda/$function/bootstrap.zip
     size=$(stat -c %s "$zip")
-    printf 'package %-17s %9d bytes zipped (%.2f MB; budget 10 MB)\n' "$function" "$size" \
+    printf 'package %-17s %9d bytes zipped (%.2f MB; budget 5 MB)\n' "$function" "$size" \
         "$(echo "$size / 1000000" | bc -l)"
     ((size < budget)) || { echo "error: $function is over budget" >&2; status=1; }
 done

@@ -328,11 +328,11 @@ fn packages() -> Section {
         let shown = size.map_or("not built".to_owned(), |s| {
             format!("{:.2} MB", s as f64 / 1e6)
         });
-        let _ = writeln!(markdown, "| {function} | {shown} | under 10 MB |");
+        let _ = writeln!(markdown, "| {function} | {shown} | under 5 MB |");
         summary.push([
             format!("package, {function} (zipped)"),
             shown,
-            "under 10 MB".into(),
+            "under 5 MB".into(),
             String::new(),
         ]);
     }
