@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group};
 use salesloop::domain::detector::Detector;
 use salesloop::domain::patterns::DEFAULT_THRESHOLD;
 use salesloop_benches::{corpora, message_events, nostore, process_event, replaced_catalog};
@@ -17,6 +17,8 @@ fn per_message(c: &mut Criterion) {
     let replaced = replaced_catalog();
     let app = nostore::app();
     let runtime = tokio::runtime::Builder::new_current_thread()
+        // process_message bounds the store's time with a timer (handler::within_budget).
+        .enable_time()
         .build()
         .expect("runtime");
     let calibration = BTreeMap::new();
@@ -90,5 +92,83 @@ fn per_message(c: &mut Criterion) {
     }
 }
 
+/// `PER_MESSAGE=<passes> cargo bench -p salesloop-benches --bench detection`: instead of
+/// criterion, each message timed alone over `passes` passes of both corpora (detection alone,
+/// then process_message's own work, as the `bench` binary times them), with percentiles and the
+/// mean printed: a quick look at the tail without the rest of `make bench`.
+fn per_message_alone(passes: usize) {
+    let detector = Detector::builtin();
+    let app = nostore::app();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        // process_message bounds the store's time with a timer (handler::within_budget).
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let calibration = BTreeMap::new();
+    let (mut detect, mut parse, mut parse_v2, mut work) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for corpus in corpora() {
+        let events = message_events(&corpus.texts);
+        for _ in 0..passes {
+            for (text, event) in corpus.texts.iter().zip(&events) {
+                let t = Instant::now();
+                black_box(detector.detect(black_box(text), 1, DEFAULT_THRESHOLD, &calibration));
+                detect.push(t.elapsed());
+                let t = Instant::now();
+                black_box(lambda_http::request::from_str(black_box(event)).expect("an event"));
+                parse.push(t.elapsed());
+                // The HTTP API event type alone: what the parse costs without first trying the
+                // REST API (payload 1.0) event type, which a payload 2.0 event fails only at
+                // its end.
+                let t = Instant::now();
+                black_box(
+                    serde_json::from_str::<
+                        lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest,
+                    >(black_box(event))
+                    .expect("an HTTP API event"),
+                );
+                parse_v2.push(t.elapsed());
+                let t = Instant::now();
+                let status = black_box(runtime.block_on(process_event(&app, black_box(event))));
+                work.push(t.elapsed());
+                assert_eq!(status, 200, "process_message failed for {text:?}");
+            }
+        }
+    }
+    for (name, values) in [
+        ("detect", &mut detect),
+        ("event parse", &mut parse),
+        ("HTTP API type", &mut parse_v2),
+        ("process_message", &mut work),
+    ] {
+        values.sort();
+        let at = |p: f64| {
+            let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
+            values[rank.clamp(1, values.len()) - 1].as_secs_f64() * 1e6
+        };
+        let mean = values.iter().sum::<Duration>().as_secs_f64() * 1e6 / values.len() as f64;
+        println!(
+            "{name:>16}: {} timings, p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, max {:.1} µs, mean {mean:.1} µs",
+            values.len(),
+            at(50.0),
+            at(90.0),
+            at(99.0),
+            at(100.0),
+        );
+    }
+}
+
 criterion_group!(benches, per_message);
-criterion_main!(benches);
+
+fn main() {
+    if let Some(passes) = std::env::var("PER_MESSAGE")
+        .ok()
+        .and_then(|p| p.parse::<usize>().ok())
+    {
+        per_message_alone(passes);
+        return;
+    }
+    // What `criterion_main!(benches)` expands to.
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -67,6 +67,8 @@ pub fn section(scale: &Scale) -> Section {
     let detector = Detector::builtin();
     let app = nostore::app();
     let runtime = tokio::runtime::Builder::new_current_thread()
+        // process_message bounds the store's time with a timer (handler::within_budget).
+        .enable_time()
         .build()
         .expect("runtime");
     let calibration = BTreeMap::new();
