@@ -180,5 +180,6 @@ pub fn request(
             event["multiValueHeaders"][*name] = json!([value]);
         }
     }
-    lambda_http::request::from_str(&event.to_string()).expect("event parses as a request")
+    salesloop::edge::http::request_from_event(&event.to_string())
+        .expect("event parses as a request")
 }

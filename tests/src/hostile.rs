@@ -193,6 +193,6 @@ pub fn request(entry: &HostileRequest) -> Result<Request, String> {
         base64,
     );
     crate::events::set_query(&mut event, flavor, &entry.query);
-    lambda_http::request::from_str(&event.to_string())
-        .map_err(|e| format!("{}: lambda_http refuses the event: {e}", entry.name))
+    salesloop::edge::http::request_from_event(&event.to_string())
+        .map_err(|e| format!("{}: the event does not parse: {e}", entry.name))
 }

@@ -316,7 +316,7 @@ async fn seed<S: Store + 'static>(handlers: &Arc<Handlers<S>>) {
         Some(SEED_EXPERIMENT),
         false,
     );
-    let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+    let request = salesloop::edge::http::request_from_event(&event.to_string()).unwrap();
     let response = handlers.send("admin_api", false, request).await.unwrap();
     let body = body_json(&response);
     assert_eq!(response.status().as_u16(), 200, "seeding: {body:?}");

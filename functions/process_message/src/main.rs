@@ -6,14 +6,19 @@
 use lambda_http::Error;
 
 use process_message::handler::{App, handle};
-use salesloop::domain::engine::Engine;
+use salesloop::domain::detector::shipped_model;
+use salesloop::domain::patterns::Catalog;
 
 fn main() -> Result<(), Error> {
-    // The built-in catalog and detector weights (a few milliseconds of CPU, built once per
-    // process) are built on a thread of their own from the first instant, alongside the
-    // runtime, the settings, the AWS configuration and the warm-up read; `App::from_env` takes
-    // them when it gets there, waiting only for what is not finished yet.
-    std::thread::spawn(|| drop(Engine::builtin()));
+    // The built-in catalog and detector weights (about 2 ms and 0.5 ms of CPU, built once per
+    // process: the longest part of the init) are built on threads of their own from the first
+    // instant, alongside each other, the runtime, the settings, the AWS configuration and the
+    // warm-up read; `App::from_env` takes them when it gets there, waiting only for what is not
+    // finished yet.
+    std::thread::spawn(|| drop(Catalog::builtin()));
+    std::thread::spawn(|| {
+        shipped_model();
+    });
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -127,8 +127,10 @@ struct Compiled {
     /// For each word, the cues that can match that word alone and whose first word it can be.
     starts: Vec<Vec<usize>>,
     /// For each pair of words (`pair_key`), the cues of two or more words that can start with
-    /// that pair: a common first word ("i", "we") leads only to the cues its next word fits.
-    pairs: HashMap<u64, Vec<usize>, BuildHasherDefault<Fnv>>,
+    /// that pair (their range in `pair_cues`): a common first word ("i", "we") leads only to
+    /// the cues its next word fits.
+    pairs: HashMap<u64, (u32, u32), BuildHasherDefault<Fnv>>,
+    pair_cues: Vec<usize>,
     negators: Vec<String>,
     negation_window: usize,
 }
@@ -241,7 +243,9 @@ impl Catalog {
             names.push(pattern.name);
         }
         let mut starts = vec![Vec::new(); words.len()];
-        let mut pairs: HashMap<u64, Vec<usize>, BuildHasherDefault<Fnv>> = HashMap::default();
+        // Every (pair, cue), then grouped by pair: one list for all pairs, built at every cold
+        // start without an allocation per pair.
+        let mut entries: Vec<(u64, usize)> = Vec::new();
         let mut found = Vec::new();
         for (index, cue) in cues.iter().enumerate() {
             found.clear();
@@ -258,13 +262,19 @@ impl Catalog {
             } else {
                 for &(first, second) in &found {
                     let second = second.expect("two words");
-                    pairs
-                        .entry(pair_key(first, second))
-                        .or_default()
-                        .push(index);
+                    entries.push((pair_key(first, second), index));
                 }
             }
         }
+        entries.sort_unstable();
+        let distinct = entries.chunk_by(|a, b| a.0 == b.0).count();
+        let mut pairs = HashMap::with_capacity_and_hasher(distinct, Default::default());
+        let mut at = 0;
+        for run in entries.chunk_by(|a, b| a.0 == b.0) {
+            pairs.insert(run[0].0, (at as u32, (at + run.len()) as u32));
+            at += run.len();
+        }
+        let pair_cues = entries.into_iter().map(|(_, cue)| cue).collect();
         let negators = file
             .negators
             .iter()
@@ -277,6 +287,7 @@ impl Catalog {
                 words,
                 starts,
                 pairs,
+                pair_cues,
                 negators,
                 negation_window: file.negation_window,
             }),
@@ -327,7 +338,8 @@ impl Catalog {
             let longer = tokens
                 .get(first + 1)
                 .and_then(|t| t.2)
-                .and_then(|next| inner.pairs.get(&pair_key(word, next)));
+                .and_then(|next| inner.pairs.get(&pair_key(word, next)))
+                .map(|&(from, to)| &inner.pair_cues[from as usize..to as usize]);
             let candidates = inner.starts[word as usize]
                 .iter()
                 .chain(longer.into_iter().flatten());
@@ -424,17 +436,37 @@ fn compile_cue(
             || (may_end_in_word && group.iter().any(|o| o.is_empty()));
     }
     let mut slots = Vec::new();
+    // Compiled at every cold start: one buffer for every option's normalised text, and a word
+    // allocated only the first time the catalog names it.
+    let mut norm = Normalised::default();
     for group in groups {
-        let mut alternatives = Vec::new();
+        let mut alternatives = Vec::with_capacity(group.len());
         for option in group {
+            // Most options are lower-case ASCII words, which normalising leaves as they are.
+            let plain = option
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b' ');
+            let text = if plain {
+                option
+            } else {
+                normalise_into(option, &mut norm);
+                &norm.text
+            };
             let mut run = Vec::new();
-            for word in words_of(option) {
+            for word in text.split_ascii_whitespace() {
                 if word == "but" {
                     // Texts are cut into clauses at "but"; a cue cannot span one.
                     return Err("contains \"but\", which starts a new clause");
                 }
-                let next = words.len() as Word;
-                run.push(*words.entry(word.into_boxed_str()).or_insert(next));
+                let number = match words.get(word) {
+                    Some(&number) => number,
+                    None => {
+                        let next = words.len() as Word;
+                        words.insert(word.into(), next);
+                        next
+                    }
+                };
+                run.push(number);
             }
             alternatives.push(run);
         }
@@ -535,6 +567,7 @@ fn tokens_of(text: &str) -> impl Iterator<Item = (usize, &str)> {
 const CLAUSE_BREAK: char = '|';
 
 /// Normalised text with, for each of its bytes, where it came from in the original.
+#[derive(Default)]
 struct Normalised {
     text: String,
     origin: Vec<(usize, usize)>,
@@ -563,6 +596,14 @@ fn normalise(text: &str) -> Normalised {
         text: String::with_capacity(text.len() + 2),
         origin: Vec::with_capacity(text.len() + 2),
     };
+    normalise_into(text, &mut out);
+    out
+}
+
+/// [`normalise`] into buffers that are emptied first and kept.
+fn normalise_into(text: &str, out: &mut Normalised) {
+    out.text.clear();
+    out.origin.clear();
     let mut last_space = true;
     for (i, c) in text.char_indices() {
         let end = i + c.len_utf8();
@@ -621,7 +662,6 @@ fn normalise(text: &str) -> Normalised {
         out.text = text;
         out.origin = origin;
     }
-    out
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ where
     F: std::future::Future<Output = Response<Body>> + Send,
 {
     let handle = &handle;
-    lambda_http::run(lambda_http::service_fn(
+    let adapter = lambda_http::Adapter::from(lambda_http::service_fn(
         move |request: Request| async move {
             let started = std::time::Instant::now();
             let response = handle(request).await;
@@ -35,8 +35,68 @@ where
             );
             Ok::<_, lambda_http::Error>(response)
         },
-    ))
-    .await
+    ));
+    // What `lambda_http::run` does, with the event parsed by `ApiEvent` instead.
+    lambda_http::lambda_runtime::run(ByVersion(adapter)).await
+}
+
+/// An API event as the runtime hands it over. lambda_http tries each event type it knows in
+/// turn, the REST API's (payload 1.0) first, and an HTTP API event (payload 2.0, what the
+/// template deploys; Function URLs send the same) fails that type only near its end: about half
+/// of process_message's own work went into the failed attempt. An event that says it is
+/// `"version": "2.0"` is read as one; any other (REST API, ALB, an HTTP API event that does not
+/// say its version) goes through lambda_http's order as before, after one attempt more.
+pub struct ApiEvent(pub lambda_http::request::LambdaRequest);
+
+impl<'de> serde::Deserialize<'de> for ApiEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        parse_event(raw.get())
+            .map(ApiEvent)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// An event's text as the request type lambda_http builds a [`Request`] from (see [`ApiEvent`]).
+pub fn parse_event(text: &str) -> Result<lambda_http::request::LambdaRequest, serde_json::Error> {
+    use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+    if let Ok(event) = serde_json::from_str::<ApiGatewayV2httpRequest>(text)
+        && event.version.as_deref() == Some("2.0")
+    {
+        return Ok(lambda_http::request::LambdaRequest::ApiGatewayV2(event));
+    }
+    serde_json::from_str(text)
+}
+
+/// An event's text as the [`Request`] the handlers take, as the deployed functions read it.
+pub fn request_from_event(text: &str) -> Result<Request, serde_json::Error> {
+    parse_event(text).map(Request::from)
+}
+
+/// lambda_http's adapter, fed events parsed by [`ApiEvent`].
+struct ByVersion<S>(S);
+
+impl<S> lambda_http::Service<lambda_http::LambdaEvent<ApiEvent>> for ByVersion<S>
+where
+    S: lambda_http::Service<lambda_http::LambdaEvent<lambda_http::request::LambdaRequest>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, event: lambda_http::LambdaEvent<ApiEvent>) -> Self::Future {
+        self.0.call(lambda_http::LambdaEvent::new(
+            event.payload.0,
+            event.context,
+        ))
+    }
 }
 
 /// A JSON response with a status.
@@ -433,6 +493,79 @@ pub fn is_blank(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fixture(name: &str) -> &'static str {
+        match name {
+            "rest" => include_str!("../../../tests/fixtures/aws-events/example-apigw-request.json"),
+            "jwt" => include_str!(
+                "../../../tests/fixtures/aws-events/example-apigw-v2-request-jwt-authorizer.json"
+            ),
+            "url" => {
+                include_str!("../../../tests/fixtures/aws-events/lambda_function_url_request.json")
+            }
+            "sam" => include_str!("../../../tests/fixtures/aws-events/apigw_v2_sam_local.json"),
+            _ => unreachable!(),
+        }
+    }
+
+    /// What a handler can see of a request (the query and the context as JSON: their maps have
+    /// no order).
+    fn seen(request: &Request) -> (String, serde_json::Value, serde_json::Value) {
+        (
+            format!(
+                "{} {} {:?} {:?}",
+                request.method(),
+                request.uri(),
+                request.headers(),
+                request.body(),
+            ),
+            serde_json::to_value(request.query_string_parameters_ref()).unwrap(),
+            serde_json::to_value(request.request_context_ref()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn an_event_reads_as_the_type_its_version_names_and_as_lambda_http_reads_it() {
+        use lambda_http::request::LambdaRequest;
+        for (name, v2) in [("rest", false), ("jwt", true), ("url", true), ("sam", true)] {
+            let text = fixture(name);
+            let parsed = parse_event(text).unwrap();
+            assert_eq!(
+                matches!(parsed, LambdaRequest::ApiGatewayV2(_)),
+                v2,
+                "{name}"
+            );
+            assert_eq!(
+                matches!(parsed, LambdaRequest::ApiGatewayV1(_)),
+                !v2,
+                "{name}"
+            );
+            let theirs = lambda_http::request::from_str(text).unwrap();
+            assert_eq!(seen(&Request::from(parsed)), seen(&theirs), "{name}");
+        }
+        // An HTTP API event that does not say its version goes through lambda_http's order.
+        let mut unversioned: serde_json::Value = serde_json::from_str(fixture("jwt")).unwrap();
+        unversioned.as_object_mut().unwrap().remove("version");
+        let text = unversioned.to_string();
+        assert_eq!(
+            seen(&request_from_event(&text).unwrap()),
+            seen(&lambda_http::request::from_str(&text).unwrap())
+        );
+        // What no event type takes is refused, as the runtime's deserialisation of it.
+        for refused in [
+            "{}",
+            "[]",
+            "\"text\"",
+            "{\"version\": \"2.0\", \"rawPath\": 5}",
+        ] {
+            assert!(request_from_event(refused).is_err(), "{refused}");
+            assert!(
+                serde_json::from_str::<ApiEvent>(refused).is_err(),
+                "{refused}"
+            );
+        }
+        assert!(serde_json::from_str::<ApiEvent>(fixture("jwt")).is_ok());
+    }
 
     #[test]
     fn blank_means_nothing_visible() {

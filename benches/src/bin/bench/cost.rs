@@ -59,7 +59,7 @@ async fn exchanges(
             &format!("/conversations/{label}-{i}/messages"),
             &serde_json::json!({"message_id": format!("m-{turn}"), "text": text}).to_string(),
         );
-        let request = lambda_http::request::from_str(&event).expect("event");
+        let request = salesloop::edge::http::request_from_event(&event).expect("event");
         let t = Instant::now();
         let response = process_message::handler::handle(app, request).await;
         took.push(t.elapsed());
@@ -433,7 +433,7 @@ async fn reads(
         event["requestContext"]["http"]["path"] = serde_json::json!(path);
         event["rawQueryString"] = serde_json::json!(query);
         event["requestContext"]["http"]["method"] = serde_json::json!("GET");
-        let request = lambda_http::request::from_str(&event.to_string()).expect("event");
+        let request = salesloop::edge::http::request_from_event(&event.to_string()).expect("event");
         let status = read_api::handler::handle(&app, request)
             .await
             .status()

@@ -17,7 +17,7 @@ use salesloop::domain::config::TenantConfig;
 use salesloop::domain::labels::LabelRequest;
 use salesloop::domain::learning::ModelVersion;
 use salesloop::domain::model::ServedModel;
-use salesloop::service::lru::weight;
+use salesloop::service::lru::Resident;
 use salesloop::service::models::DEFAULT_CACHE_BYTES;
 use salesloop::store::DynamoStore;
 use salesloop::{ConversationId, Millis, Outcome, Store, TenantId, Write as Written};
@@ -132,9 +132,13 @@ async fn learned_version(store: &DynamoStore, texts: &[(String, Vec<String>)]) -
     for (i, (text, patterns)) in texts.iter().enumerate() {
         let path = format!("/conversations/tpl-{i}/messages");
         let body = json!({"message_id": "m-1", "text": text}).to_string();
-        let request =
-            lambda_http::request::from_str(&event("template", "POST", &path, Some(&body)))
-                .expect("an event");
+        let request = salesloop::edge::http::request_from_event(&event(
+            "template",
+            "POST",
+            &path,
+            Some(&body),
+        ))
+        .expect("an event");
         let response = process_message::handler::handle(&app, request).await;
         let status = response.status().as_u16();
         let answer: Value = match response.body() {
@@ -422,8 +426,9 @@ pub async fn section(scale: &Scale, server: &DynamoLocal) -> Section {
         version: model.version,
         model: model.model.clone(),
     };
-    let served_bytes = weight(&served);
-    let config_bytes = weight(&config);
+    // As the caches weigh them (`Resident`).
+    let served_bytes = served.resident_bytes();
+    let config_bytes = config.resident_bytes();
     let layer = model.model.detector.as_ref().expect("a layer");
     let layer_file =
         salesloop::domain::detector::layer::base64_decode(&layer.weights).map_or(0, |b| b.len());
@@ -541,7 +546,7 @@ pub async fn section(scale: &Scale, server: &DynamoLocal) -> Section {
          first pass starts {n} conversations and later ones continue them, each pinned to the \
          tenant's version 1). Each cache holds at most its budget, three quarters for the \
          current versions: {} KiB, which weighs a tenant's served model at {served_bytes} \
-         bytes (its JSON; about {} tenants fit) and its configuration at {config_bytes} bytes \
+         bytes (its detector layer's text and parsed weights, the rest {} bytes per byte of its JSON; about {} tenants fit) and its configuration at {config_bytes} bytes \
          (about {} tenants), so the caches evict and read again all run long. As the process \
          holds them (parsed; heap bytes requested, counted in the bench process on 64 copies), \
          a cached model takes {served_heap} bytes ({served_heap_unparsed} until its detector \
@@ -558,6 +563,7 @@ pub async fn section(scale: &Scale, server: &DynamoLocal) -> Section {
         learned.as_secs_f64(),
         message_run.invocations,
         current_share / 1024,
+        salesloop::service::lru::PARSED_PER_JSON_BYTE,
         current_share / served_bytes.max(1),
         current_share / config_bytes.max(1),
         models_full,

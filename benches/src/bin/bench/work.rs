@@ -100,7 +100,7 @@ pub fn section(scale: &Scale) -> Section {
                 summary.push([
                     "pattern detection, CaSiNo (ns per message, MB/s)".to_owned(),
                     format!("{:.0} ns, {:.1} MB/s", mean / n, bytes / mean * 1e3),
-                    "(part of the 1 ms below)".to_owned(),
+                    "(part of the 50 µs below)".to_owned(),
                     pass.map_or(String::new(), |p| {
                         format!(
                             "{:.1}× the replaced detection's matching pass ({:.0} ns)",
@@ -162,7 +162,7 @@ pub fn section(scale: &Scale) -> Section {
             us(percentile(values, 99.0)),
             us(*values.last().expect("timings")),
             if name == "process_message" {
-                "under 1 ms"
+                "under 50 µs"
             } else {
                 "at most 50 µs"
             }
@@ -177,7 +177,7 @@ pub fn section(scale: &Scale) -> Section {
     summary.push([
         "process_message own work, p99 (store excluded)".to_owned(),
         us(percentile(&all_work, 99.0)),
-        "under 1 ms".to_owned(),
+        "under 50 µs".to_owned(),
         format!("p50 {}", us(percentile(&all_work, 50.0))),
     ]);
 
