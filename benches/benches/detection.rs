@@ -16,11 +16,7 @@ fn per_message(c: &mut Criterion) {
     let detector = Detector::builtin();
     let replaced = replaced_catalog();
     let app = nostore::app();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        // process_message bounds the store's time with a timer (handler::within_budget).
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let runtime = nostore::runtime();
     let calibration = BTreeMap::new();
     // `SMOKE=1 make bench`: a few iterations of each, still measured and written to
     // CRITERION_HOME, so that a smoke run checks the report's reading of this run's estimates.
@@ -99,11 +95,7 @@ fn per_message(c: &mut Criterion) {
 fn per_message_alone(passes: usize) {
     let detector = Detector::builtin();
     let app = nostore::app();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        // process_message bounds the store's time with a timer (handler::within_budget).
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let runtime = nostore::runtime();
     let calibration = BTreeMap::new();
     let (mut detect, mut parse, mut parse_lambda_http, mut work) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());

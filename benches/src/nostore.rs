@@ -215,6 +215,15 @@ pub fn app() -> process_message::handler::App<NoStore> {
     app_with(NoStore)
 }
 
+/// The runtime the per-message timings drive the app on, one message at a time: a timer is
+/// enabled, since process_message bounds the store's time with one (handler::within_budget).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
+}
+
 /// process_message's app over `store`, as its `main` builds it.
 pub fn app_with<S>(store: S) -> process_message::handler::App<S> {
     process_message::handler::App {

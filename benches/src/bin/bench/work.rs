@@ -66,11 +66,7 @@ pub fn section(scale: &Scale) -> Section {
     let _ = writeln!(markdown, "|---|---|---|---|---|---|---|");
     let detector = Detector::builtin();
     let app = nostore::app();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        // process_message bounds the store's time with a timer (handler::within_budget).
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let runtime = nostore::runtime();
     let calibration = BTreeMap::new();
     let mut all_work = Vec::new();
     let mut all_detect = Vec::new();
