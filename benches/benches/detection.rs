@@ -89,9 +89,10 @@ fn per_message(c: &mut Criterion) {
 }
 
 /// `PER_MESSAGE=<passes> cargo bench -p salesloop-benches --bench detection`: instead of
-/// criterion, each message timed alone over `passes` passes of both corpora (detection alone,
-/// then process_message's own work, as the `bench` binary times them), with percentiles and the
-/// mean printed: a quick look at the tail without the rest of `make bench`.
+/// criterion, each message timed alone over `passes` passes of both corpora (detection alone and
+/// its two halves, the cues and the model, the event parse, then process_message's own work, as
+/// the `bench` binary times them), with percentiles and the mean printed: a quick look at the
+/// tail without the rest of `make bench`.
 fn per_message_alone(passes: usize) {
     let detector = Detector::builtin();
     let app = nostore::app();
@@ -99,6 +100,8 @@ fn per_message_alone(passes: usize) {
     let calibration = BTreeMap::new();
     let (mut detect, mut parse, mut parse_lambda_http, mut work) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Detection's two halves alone: the catalog's cues, and the model's scores.
+    let (mut cues, mut scores) = (Vec::new(), Vec::new());
     for corpus in corpora() {
         let events = message_events(&corpus.texts);
         for _ in 0..passes {
@@ -106,6 +109,12 @@ fn per_message_alone(passes: usize) {
                 let t = Instant::now();
                 black_box(detector.detect(black_box(text), 1, DEFAULT_THRESHOLD, &calibration));
                 detect.push(t.elapsed());
+                let t = Instant::now();
+                black_box(detector.catalog.detect(black_box(text), 0.0, &calibration));
+                cues.push(t.elapsed());
+                let t = Instant::now();
+                black_box(detector.score(black_box(text), 1));
+                scores.push(t.elapsed());
                 // The event read as the deployed functions read it (the HTTP API type first,
                 // by its version), and in lambda_http's order (the REST API type first).
                 let t = Instant::now();
@@ -125,6 +134,8 @@ fn per_message_alone(passes: usize) {
     }
     for (name, values) in [
         ("detect", &mut detect),
+        ("  cues", &mut cues),
+        ("  model", &mut scores),
         ("event parse", &mut parse),
         ("lambda_http's", &mut parse_lambda_http),
         ("process_message", &mut work),

@@ -165,12 +165,200 @@ pub struct ConversationSummary {
 }
 
 /// A recorded exchange: the draft with its turn and the summary after it.
+///
+/// It reads its full form (what the API answers) and its stored form ([`Exchange::stored`]),
+/// which leaves out what the summary's pin already says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ReadExchange")]
 pub struct Exchange {
     pub turn: u32,
     #[serde(flatten)]
     pub draft: ExchangeDraft,
     pub summary: ConversationSummary,
+}
+
+impl Exchange {
+    /// The exchange as the stores keep it: the draft's model version, configuration version,
+    /// variants and treatment are left out where they are the pin's (every turn after a
+    /// conversation's first pins it, and they are then the same), so an item stays under one
+    /// kilobyte, one write unit, for a typical message. Reading it back gives the same exchange.
+    pub fn stored(&self) -> StoredExchange<'_> {
+        let draft = &self.draft;
+        let pin = self.summary.pin.as_ref();
+        let unless_pinned = |same: bool| !(pin.is_some() && same);
+        StoredExchange {
+            turn: self.turn,
+            message_id: &draft.message_id,
+            at: draft.at,
+            model_version: unless_pinned(
+                pin.is_some_and(|p| p.model_version == draft.model_version),
+            )
+            .then_some(draft.model_version),
+            user_text: &draft.user_text,
+            reply: &draft.reply,
+            strategy: &draft.strategy,
+            patterns: &draft.patterns,
+            experiments: unless_pinned(pin.is_some_and(|p| p.variants == draft.experiments))
+                .then_some(&draft.experiments),
+            latency_us: draft.latency_us,
+            config_version: unless_pinned(
+                pin.is_some_and(|p| p.config_version == draft.config_version),
+            )
+            .then_some(draft.config_version),
+            // Under a pin, `null` when the draft has none; without one, absent then.
+            treatment: match pin {
+                Some(p) if draft.treatment.as_ref() == Some(&p.treatment) => None,
+                Some(_) => Some(draft.treatment.as_ref()),
+                None => draft.treatment.as_ref().map(Some),
+            },
+            via: draft.via,
+            summary: StoredSummary {
+                started_at: self.summary.started_at,
+                patterns_seen: &self.summary.patterns_seen,
+                strategies_used: &self.summary.strategies_used,
+                // The summary after a turn names that turn's strategy as the last one.
+                last_strategy: (self.summary.last_strategy.as_deref()
+                    != Some(draft.strategy.name.as_str()))
+                .then_some(self.summary.last_strategy.as_deref()),
+                pin: self.summary.pin.as_ref(),
+            },
+        }
+    }
+}
+
+/// [`Exchange::stored`]: a field that is absent is the pin's.
+#[derive(Debug, Serialize)]
+pub struct StoredExchange<'a> {
+    turn: u32,
+    message_id: &'a MessageId,
+    at: Millis,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_version: Option<u64>,
+    user_text: &'a str,
+    reply: &'a Reply,
+    strategy: &'a StrategyChoice,
+    patterns: &'a [Detection],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    experiments: Option<&'a BTreeMap<String, String>>,
+    latency_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config_version: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    treatment: Option<Option<&'a Treatment>>,
+    #[serde(skip_serializing_if = "Via::is_direct")]
+    via: Via,
+    summary: StoredSummary<'a>,
+}
+
+/// The summary of [`Exchange::stored`]: `last_strategy` is absent when it is the exchange's.
+#[derive(Debug, Serialize)]
+struct StoredSummary<'a> {
+    started_at: Option<Millis>,
+    patterns_seen: &'a BTreeSet<String>,
+    strategies_used: &'a BTreeMap<String, u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_strategy: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pin: Option<&'a Pin>,
+}
+
+/// A summary as [`ReadExchange`] reads it (either form).
+#[derive(Deserialize)]
+struct ReadSummary {
+    started_at: Option<Millis>,
+    patterns_seen: BTreeSet<String>,
+    strategies_used: BTreeMap<String, u32>,
+    /// Absent: the exchange's strategy.
+    #[serde(default, deserialize_with = "present")]
+    last_strategy: Option<Option<String>>,
+    #[serde(default)]
+    pin: Option<Pin>,
+}
+
+/// What an exchange is read from: its full form, or its stored form with the pin's fields
+/// left out.
+#[derive(Deserialize)]
+struct ReadExchange {
+    turn: u32,
+    message_id: MessageId,
+    at: Millis,
+    model_version: Option<u64>,
+    user_text: String,
+    reply: Reply,
+    strategy: StrategyChoice,
+    patterns: Vec<Detection>,
+    experiments: Option<BTreeMap<String, String>>,
+    latency_us: u64,
+    config_version: Option<u64>,
+    /// Absent: the pin's (or none without a pin); `null`: none.
+    #[serde(default, deserialize_with = "present")]
+    treatment: Option<Option<Treatment>>,
+    #[serde(default)]
+    via: Via,
+    summary: ReadSummary,
+}
+
+/// A field that is there, `null` or not: `Some` of what it holds.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+impl TryFrom<ReadExchange> for Exchange {
+    type Error = &'static str;
+
+    fn try_from(read: ReadExchange) -> Result<Exchange, &'static str> {
+        let ReadSummary {
+            started_at,
+            patterns_seen,
+            strategies_used,
+            last_strategy,
+            pin,
+        } = read.summary;
+        let last_strategy = last_strategy.unwrap_or_else(|| Some(read.strategy.name.clone()));
+        let summary = ConversationSummary {
+            started_at,
+            patterns_seen,
+            strategies_used,
+            last_strategy,
+            pin,
+        };
+        let pin = summary.pin.as_ref();
+        Ok(Exchange {
+            turn: read.turn,
+            draft: ExchangeDraft {
+                message_id: read.message_id,
+                at: read.at,
+                // Only the stored form leaves it out, and only under a pin.
+                model_version: read
+                    .model_version
+                    .or(pin.map(|p| p.model_version))
+                    .ok_or("missing field `model_version`")?,
+                user_text: read.user_text,
+                reply: read.reply,
+                strategy: read.strategy,
+                patterns: read.patterns,
+                experiments: read
+                    .experiments
+                    .or_else(|| pin.map(|p| p.variants.clone()))
+                    .ok_or("missing field `experiments`")?,
+                latency_us: read.latency_us,
+                config_version: read
+                    .config_version
+                    .or(pin.map(|p| p.config_version))
+                    .unwrap_or_default(),
+                treatment: match read.treatment {
+                    Some(treatment) => treatment,
+                    None => pin.map(|p| p.treatment.clone()),
+                },
+                via: read.via,
+            },
+            summary,
+        })
+    }
 }
 
 /// A client's verdict on one detection, for the pattern accuracy metric.
@@ -415,6 +603,111 @@ impl From<&Exchange> for ConversationState {
         ConversationState::Open {
             turns: tail.turn,
             summary: tail.summary.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::config::TenantConfig;
+    use crate::domain::engine::{Engine, UserMessage};
+    use crate::domain::ids::TenantId;
+    use crate::domain::model::Model;
+
+    /// Two turns of one conversation, as the engine plans them under the built-in configuration.
+    fn two_turns() -> (Exchange, Exchange) {
+        let engine = Engine::builtin();
+        let config = TenantConfig::builtin();
+        let tenant = TenantId::parse("acme").unwrap();
+        let conversation = ConversationId::parse("c-42").unwrap();
+        let message_id = MessageId::parse("m-1").unwrap();
+        let message = UserMessage {
+            tenant: &tenant,
+            conversation: &conversation,
+            message_id: &message_id,
+            text: "Honestly this looks too expensive for us, we would need a discount first.",
+            at: Millis(1_764_000_000_000),
+        };
+        let new = ConversationState::New;
+        let (draft, _) = engine.plan(&message, &new, 3, &Model::default(), &config);
+        let first = new.next_exchange(draft);
+        let open = ConversationState::from(&first);
+        let (draft, _) = engine.plan(&message, &open, 3, &Model::default(), &config);
+        let second = open.next_exchange(draft);
+        (first, second)
+    }
+
+    fn stored_json(exchange: &Exchange) -> serde_json::Value {
+        serde_json::to_value(exchange.stored()).unwrap()
+    }
+
+    fn read_back(value: serde_json::Value) -> Exchange {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn the_stored_form_leaves_out_what_the_pin_says_and_reads_back_the_same() {
+        let (first, second) = two_turns();
+        for exchange in [&first, &second] {
+            assert!(exchange.summary.pin.is_some());
+            let stored = stored_json(exchange);
+            for field in [
+                "model_version",
+                "experiments",
+                "config_version",
+                "treatment",
+            ] {
+                assert!(stored.get(field).is_none(), "{field} in {stored}");
+            }
+            let full = serde_json::to_string(exchange).unwrap();
+            let compact = stored.to_string();
+            assert!(
+                compact.len() + 200 < full.len(),
+                "{} against {}",
+                compact.len(),
+                full.len()
+            );
+            assert_eq!(&read_back(stored), exchange);
+            // The full form (the API's, and every item stored before) still reads.
+            assert_eq!(&serde_json::from_str::<Exchange>(&full).unwrap(), exchange);
+        }
+    }
+
+    #[test]
+    fn what_differs_from_the_pin_is_kept() {
+        let (_, mut second) = two_turns();
+        second.draft.model_version = 9;
+        second.draft.config_version = 4;
+        second.draft.experiments.insert("extra".into(), "b".into());
+        second.draft.treatment = None;
+        second.summary.last_strategy = None;
+        let stored = stored_json(&second);
+        assert!(stored["summary"]["last_strategy"].is_null());
+        assert!(stored["summary"].get("last_strategy").is_some());
+        assert_eq!(stored["model_version"], 9);
+        assert_eq!(stored["config_version"], 4);
+        assert_eq!(stored["experiments"]["extra"], "b");
+        assert!(stored["treatment"].is_null() && stored.get("treatment").is_some());
+        assert_eq!(read_back(stored), second);
+        // Without a pin, nothing is left out.
+        second.summary.pin = None;
+        let stored = stored_json(&second);
+        assert_eq!(stored["model_version"], 9);
+        assert!(stored.get("experiments").is_some());
+        assert!(stored.get("treatment").is_none());
+        assert_eq!(read_back(stored), second);
+    }
+
+    #[test]
+    fn an_item_without_a_pin_must_say_its_model_version_and_variants() {
+        let (_, mut second) = two_turns();
+        second.summary.pin = None;
+        for field in ["model_version", "experiments"] {
+            let mut stored = stored_json(&second);
+            stored.as_object_mut().unwrap().remove(field);
+            let error = serde_json::from_value::<Exchange>(stored).unwrap_err();
+            assert!(error.to_string().contains(field), "{error}");
         }
     }
 }

@@ -395,7 +395,7 @@ impl Store for EmbeddedStore {
         conversation: &ConversationId,
         exchange: &Exchange,
     ) -> Result<Write, StoreError> {
-        let body = to_json(exchange)?;
+        let body = to_json(&exchange.stored())?;
         self.write(|tx| {
             // Both the position (primary key) and the message id (unique index) must be free.
             let inserted = tx

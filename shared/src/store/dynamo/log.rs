@@ -161,7 +161,7 @@ impl DynamoStore {
             pk: conversation_pk(tenant, conversation),
             sk: log_sk(exchange.turn),
             kind: KIND_EXCHANGE.to_owned(),
-            body: to_json(exchange)?,
+            body: to_json(&exchange.stored())?,
             mid: Some(exchange.draft.message_id.to_string()),
             gsi1pk: None,
             gsi1sk: None,
