@@ -122,7 +122,8 @@ pub async fn process_event(
     app: &process_message::handler::App<nostore::NoStore>,
     event: &str,
 ) -> u16 {
-    // As the deployed function reads its events (`salesloop::edge::http::ApiEvent`).
+    // As the deployed function reads its events (`salesloop::edge::http::ApiEvent`, then
+    // `http_api_request` for an HTTP API event, as `serve` does).
     let request = salesloop::edge::http::request_from_event(event).expect("an API Gateway event");
     process_message::handler::handle(app, request)
         .await

@@ -19,8 +19,8 @@ use salesloop::domain::spool::{LOG_MARKER, SPOOL_SCHEMA, SpooledExchange};
 use salesloop::edge::emf::unrecorded_exchange;
 use salesloop::edge::error::ApiError;
 use salesloop::edge::http::{
-    Action, TenantSource, has_control_characters, is_blank, json_body, json_response, request_span,
-    route, tenant,
+    Action, TenantSource, has_control_characters, is_blank, json_body, json_text_response,
+    request_span, route, tenant,
 };
 use salesloop::edge::settings::{ConfigError, MessageSettings};
 use salesloop::service::tracking::UnrecordedAnswers;
@@ -30,7 +30,7 @@ use salesloop::{
     ConversationId, ConversationState, ExchangeDraft, MessageId, Millis, Reply, ReplySource, Store,
     TenantId,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::Instrument;
 
@@ -253,9 +253,9 @@ async fn answer_message<S: Store>(
                 strategy = %recorded.exchange.draft.strategy.name,
                 "message answered"
             );
-            return Ok(json_response(
+            return Ok(json_text_response(
                 200,
-                &answer(
+                answer(
                     &conversation,
                     Some(recorded.exchange.turn),
                     &recorded.exchange.draft,
@@ -274,7 +274,7 @@ async fn answer_message<S: Store>(
     // The store cannot record it now: answer anyway, and hand the exchange on.
     let draft = Box::pin(degraded_draft(app, &message, &stored_text, &memo, started)).await;
     app.unrecorded.note(&tenant, &conversation, &message_id);
-    let response = json_response(200, &answer(&conversation, None, &draft));
+    let response = json_text_response(200, answer(&conversation, None, &draft));
     let record = SpooledExchange::new(tenant, conversation, draft);
     let spooled = match &app.spool {
         Some(spool) => Box::pin(spool.spool(&record)).await,
@@ -466,7 +466,9 @@ impl<S: Store> Plan for TurnPlanner<'_, S> {
                 source: ReplySource::Llm,
             };
         }
-        draft.user_text = self.stored_text.to_owned();
+        // In place: the draft holds the text, which the stored form usually is.
+        draft.user_text.clear();
+        draft.user_text.push_str(self.stored_text);
         draft.latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let mut stamped = draft.clone();
         stamped.message_id = self.message.message_id.clone();
@@ -476,24 +478,64 @@ impl<S: Store> Plan for TurnPlanner<'_, S> {
 }
 
 /// The answer: `turn` is the exchange's when it was recorded, null when it was not (the store
-/// gives it one when the spooled record gets there).
-fn answer(
-    conversation: &ConversationId,
-    turn: Option<u32>,
-    draft: &ExchangeDraft,
-) -> serde_json::Value {
-    json!({
-        "conversation_id": conversation,
-        "message_id": draft.message_id,
-        "turn": turn,
-        "recorded": turn.is_some(),
-        "patterns": draft.patterns.iter().map(|d| json!({
-            "name": d.pattern, "confidence": d.confidence, "evidence": d.evidence,
-        })).collect::<Vec<_>>(),
-        "strategy": {"name": draft.strategy.name, "probability": draft.strategy.probability},
-        "reply": {"text": draft.reply.text, "source": draft.reply.source},
-        "experiments": draft.experiments,
-        "model_version": draft.model_version,
-        "config_version": draft.config_version,
-    })
+/// gives it one when the spooled record gets there). Written straight from the draft, its keys
+/// in the order a JSON object map would sort them.
+fn answer(conversation: &ConversationId, turn: Option<u32>, draft: &ExchangeDraft) -> String {
+    #[derive(Serialize)]
+    struct Answer<'a> {
+        config_version: u64,
+        conversation_id: &'a ConversationId,
+        experiments: &'a std::collections::BTreeMap<String, String>,
+        message_id: &'a MessageId,
+        model_version: u64,
+        patterns: Vec<Pattern<'a>>,
+        recorded: bool,
+        reply: ReplyOut<'a>,
+        strategy: Strategy<'a>,
+        turn: Option<u32>,
+    }
+    #[derive(Serialize)]
+    struct Pattern<'a> {
+        confidence: f64,
+        evidence: &'a str,
+        name: &'a str,
+    }
+    #[derive(Serialize)]
+    struct ReplyOut<'a> {
+        source: ReplySource,
+        text: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Strategy<'a> {
+        name: &'a str,
+        probability: f64,
+    }
+    let answer = Answer {
+        config_version: draft.config_version,
+        conversation_id: conversation,
+        experiments: &draft.experiments,
+        message_id: &draft.message_id,
+        model_version: draft.model_version,
+        patterns: draft
+            .patterns
+            .iter()
+            .map(|d| Pattern {
+                confidence: d.confidence,
+                evidence: &d.evidence,
+                name: &d.pattern,
+            })
+            .collect(),
+        recorded: turn.is_some(),
+        reply: ReplyOut {
+            source: draft.reply.source,
+            text: &draft.reply.text,
+        },
+        strategy: Strategy {
+            name: &draft.strategy.name,
+            probability: draft.strategy.probability,
+        },
+        turn,
+    };
+    // Nothing in it can fail to serialize (string keys, finite numbers or null).
+    serde_json::to_string(&answer).unwrap_or_default()
 }

@@ -178,33 +178,34 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// The exchange as the stores keep it: the draft's model version, configuration version,
-    /// variants and treatment are left out where they are the pin's (every turn after a
-    /// conversation's first pins it, and they are then the same), so an item stays under one
-    /// kilobyte, one write unit, for a typical message. Reading it back gives the same exchange.
+    /// The exchange as the stores keep it, without what the rest of the item already says, so
+    /// that a typical item stays under one kilobyte (one write unit): the draft's model
+    /// version, configuration version, variants and treatment where they are the summary's pin
+    /// (every exchange of a pinned conversation, its first included, carries the pin); the
+    /// summary's last strategy where it is the exchange's own; and, as on a conversation's
+    /// first turn, its start, patterns seen and strategies used where the exchange alone gives
+    /// them. Reading it back gives the same exchange.
     pub fn stored(&self) -> StoredExchange<'_> {
         let draft = &self.draft;
-        let pin = self.summary.pin.as_ref();
-        let unless_pinned = |same: bool| !(pin.is_some() && same);
+        let summary = &self.summary;
+        let pin = summary.pin.as_ref();
+        let unless_pinned =
+            |same: fn(&Pin, &ExchangeDraft) -> bool| !pin.is_some_and(|p| same(p, draft));
         StoredExchange {
             turn: self.turn,
             message_id: &draft.message_id,
             at: draft.at,
-            model_version: unless_pinned(
-                pin.is_some_and(|p| p.model_version == draft.model_version),
-            )
-            .then_some(draft.model_version),
+            model_version: unless_pinned(|p, d| p.model_version == d.model_version)
+                .then_some(draft.model_version),
             user_text: &draft.user_text,
             reply: &draft.reply,
             strategy: &draft.strategy,
             patterns: &draft.patterns,
-            experiments: unless_pinned(pin.is_some_and(|p| p.variants == draft.experiments))
+            experiments: unless_pinned(|p, d| p.variants == d.experiments)
                 .then_some(&draft.experiments),
             latency_us: draft.latency_us,
-            config_version: unless_pinned(
-                pin.is_some_and(|p| p.config_version == draft.config_version),
-            )
-            .then_some(draft.config_version),
+            config_version: unless_pinned(|p, d| p.config_version == d.config_version)
+                .then_some(draft.config_version),
             // Under a pin, `null` when the draft has none; without one, absent then.
             treatment: match pin {
                 Some(p) if draft.treatment.as_ref() == Some(&p.treatment) => None,
@@ -213,17 +214,29 @@ impl Exchange {
             },
             via: draft.via,
             summary: StoredSummary {
-                started_at: self.summary.started_at,
-                patterns_seen: &self.summary.patterns_seen,
-                strategies_used: &self.summary.strategies_used,
+                started_at: (summary.started_at != Some(draft.at)).then_some(summary.started_at),
+                patterns_seen: (summary.patterns_seen != patterns_of(draft))
+                    .then_some(&summary.patterns_seen),
+                strategies_used: (summary.strategies_used != strategy_of(draft))
+                    .then_some(&summary.strategies_used),
                 // The summary after a turn names that turn's strategy as the last one.
-                last_strategy: (self.summary.last_strategy.as_deref()
+                last_strategy: (summary.last_strategy.as_deref()
                     != Some(draft.strategy.name.as_str()))
-                .then_some(self.summary.last_strategy.as_deref()),
-                pin: self.summary.pin.as_ref(),
+                .then_some(summary.last_strategy.as_deref()),
+                pin,
             },
         }
     }
+}
+
+/// The patterns seen by a conversation whose only exchange is `draft`'s.
+fn patterns_of(draft: &ExchangeDraft) -> BTreeSet<String> {
+    draft.patterns.iter().map(|d| d.pattern.clone()).collect()
+}
+
+/// The strategies used by a conversation whose only exchange is `draft`'s.
+fn strategy_of(draft: &ExchangeDraft) -> BTreeMap<String, u32> {
+    BTreeMap::from([(draft.strategy.name.clone(), 1)])
 }
 
 /// [`Exchange::stored`]: a field that is absent is the pin's.
@@ -250,12 +263,17 @@ pub struct StoredExchange<'a> {
     summary: StoredSummary<'a>,
 }
 
-/// The summary of [`Exchange::stored`]: `last_strategy` is absent when it is the exchange's.
+/// The summary of [`Exchange::stored`]: `last_strategy` is absent when it is the exchange's;
+/// `started_at`, `patterns_seen` and `strategies_used` when they are what the exchange alone
+/// gives (its time, its patterns, its strategy once).
 #[derive(Debug, Serialize)]
 struct StoredSummary<'a> {
-    started_at: Option<Millis>,
-    patterns_seen: &'a BTreeSet<String>,
-    strategies_used: &'a BTreeMap<String, u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<Option<Millis>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patterns_seen: Option<&'a BTreeSet<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strategies_used: Option<&'a BTreeMap<String, u32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_strategy: Option<Option<&'a str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -265,9 +283,15 @@ struct StoredSummary<'a> {
 /// A summary as [`ReadExchange`] reads it (either form).
 #[derive(Deserialize)]
 struct ReadSummary {
-    started_at: Option<Millis>,
-    patterns_seen: BTreeSet<String>,
-    strategies_used: BTreeMap<String, u32>,
+    /// Absent (the stored form only): the exchange's time.
+    #[serde(default, deserialize_with = "present")]
+    started_at: Option<Option<Millis>>,
+    /// Absent (the stored form only): the exchange's patterns.
+    #[serde(default)]
+    patterns_seen: Option<BTreeSet<String>>,
+    /// Absent (the stored form only): the exchange's strategy, once.
+    #[serde(default)]
+    strategies_used: Option<BTreeMap<String, u32>>,
     /// Absent: the exchange's strategy.
     #[serde(default, deserialize_with = "present")]
     last_strategy: Option<Option<String>>,
@@ -320,9 +344,11 @@ impl TryFrom<ReadExchange> for Exchange {
         } = read.summary;
         let last_strategy = last_strategy.unwrap_or_else(|| Some(read.strategy.name.clone()));
         let summary = ConversationSummary {
-            started_at,
-            patterns_seen,
-            strategies_used,
+            started_at: started_at.unwrap_or(Some(read.at)),
+            patterns_seen: patterns_seen
+                .unwrap_or_else(|| read.patterns.iter().map(|d| d.pattern.clone()).collect()),
+            strategies_used: strategies_used
+                .unwrap_or_else(|| BTreeMap::from([(read.strategy.name.clone(), 1)])),
             last_strategy,
             pin,
         };
@@ -696,6 +722,35 @@ mod tests {
         assert_eq!(stored["model_version"], 9);
         assert!(stored.get("experiments").is_some());
         assert!(stored.get("treatment").is_none());
+        assert_eq!(read_back(stored), second);
+    }
+
+    #[test]
+    fn a_first_turn_leaves_out_the_summary_its_exchange_gives() {
+        let (first, mut second) = two_turns();
+        assert!(!first.draft.patterns.is_empty());
+        let stored = stored_json(&first);
+        for field in ["started_at", "patterns_seen", "strategies_used"] {
+            assert!(
+                stored["summary"].get(field).is_none(),
+                "{field} in {stored}"
+            );
+        }
+        assert_eq!(read_back(stored), first);
+        // A later turn's summary is more than its exchange: it is kept, and read as it is.
+        second.draft.at = Millis(first.draft.at.0 + 5_000);
+        second.summary.strategies_used.insert("other".into(), 2);
+        let stored = stored_json(&second);
+        assert_eq!(
+            stored["summary"]["started_at"],
+            serde_json::json!(first.draft.at)
+        );
+        assert!(stored["summary"]["strategies_used"]["other"] == 2);
+        assert_eq!(read_back(stored), second);
+        // A summary without a start says so (`null`), rather than taking the exchange's time.
+        second.summary.started_at = None;
+        let stored = stored_json(&second);
+        assert!(stored["summary"]["started_at"].is_null());
         assert_eq!(read_back(stored), second);
     }
 

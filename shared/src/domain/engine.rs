@@ -153,13 +153,13 @@ impl Engine {
                 context: decision.context.clone(),
             },
             patterns,
-            experiments: assignment.variants.clone(),
+            experiments: assignment.variants,
             latency_us: 0,
             config_version: state
                 .summary()
                 .and_then(|s| s.pin.as_ref())
                 .map_or(config.version, |pin| pin.config_version),
-            treatment: Some(assignment.treatment.clone()),
+            treatment: Some(assignment.treatment),
             via: Default::default(),
         };
         (draft, decision)

@@ -21,23 +21,96 @@ where
     F: std::future::Future<Output = Response<Body>> + Send,
 {
     let handle = &handle;
-    let adapter = lambda_http::Adapter::from(lambda_http::service_fn(
-        move |request: Request| async move {
-            let started = std::time::Instant::now();
-            let response = handle(request).await;
-            println!(
-                "{}",
-                crate::edge::emf::request_metrics(
-                    function,
-                    response.status().as_u16(),
-                    started.elapsed()
-                )
-            );
-            Ok::<_, lambda_http::Error>(response)
+    let measured = move |request: Request| async move {
+        let started = std::time::Instant::now();
+        let response = handle(request).await;
+        println!(
+            "{}",
+            crate::edge::emf::request_metrics(
+                function,
+                response.status().as_u16(),
+                started.elapsed()
+            )
+        );
+        Ok::<_, lambda_http::Error>(response)
+    };
+    // What `lambda_http::run` does, with the event parsed by `ApiEvent`, and an HTTP API event
+    // turned into its request by `http_api_request` and its answer by `http_api_response`; any
+    // other event goes through lambda_http's adapter as before.
+    lambda_http::lambda_runtime::run(lambda_http::service_fn(
+        move |event: lambda_http::LambdaEvent<ApiEvent>| async move {
+            use lambda_http::Service;
+            use lambda_http::request::LambdaRequest;
+            let lambda_http::LambdaEvent {
+                payload: ApiEvent(payload),
+                context,
+            } = event;
+            match payload {
+                LambdaRequest::ApiGatewayV2(event) => {
+                    let mut request = http_api_request(event);
+                    trace_header(request.headers_mut(), &context);
+                    // Boxed, as lambda_http's adapter boxes it: the handler's future is deep.
+                    let response = Box::pin(measured(request.with_lambda_context(context))).await?;
+                    let response = lambda_http::IntoResponse::into_response(response).await;
+                    Ok::<_, lambda_http::Error>(Answer::HttpApi(Box::new(http_api_response(
+                        response,
+                    ))))
+                }
+                other => lambda_http::Adapter::from(lambda_http::service_fn(measured))
+                    .call(lambda_http::LambdaEvent::new(other, context))
+                    .await
+                    .map(Answer::Other),
+            }
         },
-    ));
-    // What `lambda_http::run` does, with the event parsed by `ApiEvent` instead.
-    lambda_http::lambda_runtime::run(ByVersion(adapter)).await
+    ))
+    .await
+}
+
+/// What the runtime posts back: an HTTP API answer, or lambda_http's answer to any other event
+/// (its type is not exported), written as it is.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Answer<T> {
+    HttpApi(Box<lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpResponse>),
+    Other(T),
+}
+
+/// The X-Ray trace header lambda_http's adapter adds to a request from its invocation.
+fn trace_header(headers: &mut lambda_http::http::HeaderMap, context: &lambda_http::Context) {
+    if let Some(trace) = context.xray_trace_id.as_deref()
+        && let Ok(value) = lambda_http::http::HeaderValue::from_str(trace)
+    {
+        headers.insert("x-amzn-trace-id", value);
+    }
+}
+
+/// An answer to an HTTP API event, as lambda_http's adapter writes it: `set-cookie` headers
+/// moved to `cookies`, a binary body base64-encoded, repeated headers joined by API Gateway.
+pub fn http_api_response(
+    response: Response<Body>,
+) -> lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpResponse {
+    use lambda_http::http::header::SET_COOKIE;
+    let (parts, body) = response.into_parts();
+    let (is_base64_encoded, body) = match body {
+        text @ Body::Text(_) => (false, Some(text)),
+        binary @ Body::Binary(_) => (true, Some(binary)),
+        _ => (false, None),
+    };
+    let mut headers = parts.headers;
+    let cookies = headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap_or_default().to_owned())
+        .collect();
+    headers.remove(SET_COOKIE);
+    let mut answer = lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpResponse::default();
+    answer.status_code = i64::from(parts.status.as_u16());
+    answer.headers = headers;
+    answer.multi_value_headers = lambda_http::http::HeaderMap::new();
+    answer.body = body;
+    answer.is_base64_encoded = is_base64_encoded;
+    answer.cookies = cookies;
+    answer
 }
 
 /// An API event as the runtime hands it over. lambda_http tries each event type it knows in
@@ -70,43 +143,177 @@ pub fn parse_event(text: &str) -> Result<lambda_http::request::LambdaRequest, se
 
 /// An event's text as the [`Request`] the handlers take, as the deployed functions read it.
 pub fn request_from_event(text: &str) -> Result<Request, serde_json::Error> {
-    parse_event(text).map(Request::from)
+    parse_event(text).map(into_request)
 }
 
-/// lambda_http's adapter, fed events parsed by [`ApiEvent`].
-struct ByVersion<S>(S);
-
-impl<S> lambda_http::Service<lambda_http::LambdaEvent<ApiEvent>> for ByVersion<S>
-where
-    S: lambda_http::Service<lambda_http::LambdaEvent<lambda_http::request::LambdaRequest>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
+/// The [`Request`] of an event, as lambda_http builds it (`Request::from`), an HTTP API event's
+/// through [`http_api_request`].
+pub fn into_request(event: lambda_http::request::LambdaRequest) -> Request {
+    match event {
+        lambda_http::request::LambdaRequest::ApiGatewayV2(event) => http_api_request(event),
+        other => Request::from(other),
     }
+}
 
-    fn call(&mut self, event: lambda_http::LambdaEvent<ApiEvent>) -> Self::Future {
-        self.0.call(lambda_http::LambdaEvent::new(
-            event.payload.0,
-            event.context,
-        ))
+/// An HTTP API event (payload 2.0) as the [`Request`] lambda_http's conversion builds from it:
+/// the same method, URI, headers (cookies folded into one `cookie` header), body and
+/// extensions (raw path, query parameters, path parameters, stage variables, request context).
+/// lambda_http runs `https://{host}{path}` through a URL parser and prints it again; a plain
+/// host and path (lower-case DNS labels; path segments of unreserved characters) come out of
+/// that unchanged, so they are joined as they are, and anything else still goes through the
+/// parser. About a fifth of process_message's own work was that round trip and the
+/// conversion's copies.
+pub fn http_api_request(
+    event: lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest,
+) -> Request {
+    use lambda_http::http::{HeaderValue, header};
+    let method = event.request_context.http.method.clone();
+    let raw_path = event.raw_path.unwrap_or_default();
+    let path = path_with_stage(event.request_context.stage.as_deref(), &raw_path);
+    let host = event
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or(event.request_context.domain_name.as_deref());
+    let scheme = event
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("https");
+    let mut uri = request_uri(scheme, host, &path);
+    // As lambda_http: the raw query string, never `queryStringParameters`, which API Gateway
+    // has already joined with commas.
+    let query = match &event.raw_query_string {
+        Some(raw) => raw
+            .parse::<lambda_http::aws_lambda_events::query_map::QueryMap>()
+            .unwrap_or_default(),
+        None => event.query_string_parameters,
+    };
+    if let Some(raw) = event.raw_query_string.as_deref()
+        && !raw.is_empty()
+    {
+        uri.push('?');
+        uri.push_str(raw);
     }
+    let body = event.body.as_deref().map_or_else(Body::default, |b| {
+        Body::from_maybe_encoded(event.is_base64_encoded, b)
+    });
+    let mut request = lambda_http::http::Request::builder()
+        .uri(uri)
+        .body(body)
+        .unwrap_or_else(|e| panic!("the request of an HTTP API event: {e}"))
+        .with_raw_http_path(raw_path)
+        .with_query_string_parameters(query)
+        .with_path_parameters(event.path_parameters)
+        .with_stage_variables(event.stage_variables)
+        .with_request_context(RequestContext::ApiGatewayV2(event.request_context));
+    let mut headers = event.headers;
+    if let Some(cookies) = event.cookies
+        && let Ok(value) = HeaderValue::from_str(&cookies.join("; "))
+    {
+        headers.insert(header::COOKIE, value);
+    }
+    *request.headers_mut() = headers;
+    *request.method_mut() = method;
+    request
+}
+
+/// The path lambda_http gives a request: the stage put in front of the raw path unless it is
+/// `$default`, already there, or `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH` is set (read once).
+fn path_with_stage(stage: Option<&str>, path: &str) -> String {
+    static IGNORE_STAGE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ignore =
+        *IGNORE_STAGE.get_or_init(|| std::env::var("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH").is_ok());
+    match stage {
+        Some(stage) if !ignore && stage != "$default" => {
+            if path.starts_with(&format!("/{stage}/")) {
+                path.to_owned()
+            } else {
+                format!("/{stage}{path}")
+            }
+        }
+        _ => path.to_owned(),
+    }
+}
+
+/// The request's URI without its query, as lambda_http writes it: `{scheme}://{host}{path}`
+/// as a URL parser prints it back, or, with no host, the path alone as the parser resolves it.
+fn request_uri(scheme: &str, host: Option<&str>, path: &str) -> String {
+    match host {
+        Some(host)
+            if matches!(scheme, "https" | "http") && plain_host(host) && plain_path(path) =>
+        {
+            let mut uri = String::with_capacity(scheme.len() + 3 + host.len() + path.len() + 16);
+            uri.push_str(scheme);
+            uri.push_str("://");
+            uri.push_str(host);
+            uri.push_str(path);
+            uri
+        }
+        Some(host) => url::Url::parse(&format!("{scheme}://{host}{path}"))
+            .unwrap_or_else(|e| panic!("the URL of an HTTP API event: {e}"))
+            .to_string(),
+        None => url::Url::parse(&format!("http://localhost{path}"))
+            .unwrap_or_else(|e| panic!("the URL of an HTTP API event: {e}"))
+            .path()
+            .to_owned(),
+    }
+}
+
+/// A host a URL parser prints back unchanged: dot-separated labels of lower-case letters,
+/// digits and hyphens, none empty, none an IDNA label (`xn--`), the last starting with a letter
+/// (so it is no IP address), no port.
+fn plain_host(host: &str) -> bool {
+    let mut labels = host.split('.').peekable();
+    while let Some(label) = labels.next() {
+        let plain = !label.is_empty()
+            && !label.starts_with("xn--")
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !plain {
+            return false;
+        }
+        if labels.peek().is_none() && !label.as_bytes()[0].is_ascii_lowercase() {
+            return false;
+        }
+    }
+    true
+}
+
+/// A path a URL parser prints back unchanged: `/`, then segments of letters, digits and
+/// `-._~`, none empty and none `.` or `..`.
+fn plain_path(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    rest.is_empty()
+        || rest.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        })
 }
 
 /// A JSON response with a status.
 pub fn json_response(status: u16, value: &serde_json::Value) -> Response<Body> {
-    let body = value.to_string();
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Body::Text(body.clone()))
-        .unwrap_or_else(|_| Response::new(Body::Text(body)))
+    json_text_response(status, value.to_string())
+}
+
+/// A response with a status and `body`, already JSON text. A status that is no HTTP status is
+/// answered 500.
+pub fn json_text_response(status: u16, body: String) -> Response<Body> {
+    let mut response = Response::new(Body::Text(body));
+    *response.status_mut() = lambda_http::http::StatusCode::from_u16(status)
+        .unwrap_or(lambda_http::http::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        "content-type",
+        lambda_http::http::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// A 200 JSON answer that no shared cache may keep: one tenant's data.
@@ -508,20 +715,185 @@ mod tests {
         }
     }
 
-    /// What a handler can see of a request (the query and the context as JSON: their maps have
-    /// no order).
+    /// What a handler can see of a request (the maps as JSON: they have no order).
     fn seen(request: &Request) -> (String, serde_json::Value, serde_json::Value) {
         (
             format!(
-                "{} {} {:?} {:?}",
+                "{} {} {:?} {:?} {}",
                 request.method(),
                 request.uri(),
                 request.headers(),
                 request.body(),
+                request.raw_http_path(),
             ),
-            serde_json::to_value(request.query_string_parameters_ref()).unwrap(),
+            serde_json::json!([
+                request.query_string_parameters_ref(),
+                request.path_parameters_ref(),
+                request.stage_variables_ref(),
+            ]),
             serde_json::to_value(request.request_context_ref()).unwrap(),
         )
+    }
+
+    /// The HTTP API fixture with `edit` applied.
+    fn edited(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut event: serde_json::Value = serde_json::from_str(fixture("jwt")).unwrap();
+        edit(&mut event);
+        event.to_string()
+    }
+
+    #[test]
+    fn an_http_api_event_becomes_the_request_lambda_http_builds() {
+        use serde_json::json;
+        let mut events = vec![
+            fixture("jwt").to_owned(),
+            fixture("url").to_owned(),
+            fixture("sam").to_owned(),
+        ];
+        // Hosts and paths the URL parser prints back as they are, and ones it changes.
+        for host in [
+            "abc123.execute-api.eu-west-1.amazonaws.com",
+            "API.Example.com",
+            "example.com:443",
+            "example.com:8443",
+            "127.0.0.1",
+            "xn--nxasmq6b.example",
+            "bücher.example",
+            "a..b",
+        ] {
+            events.push(edited(|e| e["headers"]["host"] = json!(host)));
+        }
+        for path in [
+            "/conversations/c-1/messages",
+            "/",
+            "",
+            "/prod/conversations/c-1/end",
+            "/a//b",
+            "/a/./b/../c",
+            "/a b/%2e/ü",
+            "/trailing/",
+            "/q?x",
+        ] {
+            events.push(edited(|e| e["rawPath"] = json!(path)));
+        }
+        events.push(edited(|e| e["requestContext"]["stage"] = json!("prod")));
+        events.push(edited(|e| {
+            e["requestContext"]["stage"] = json!("prod");
+            e["rawPath"] = json!("/prod/conversations");
+        }));
+        events.push(edited(|e| {
+            e["headers"]["x-forwarded-proto"] = json!("http")
+        }));
+        events.push(edited(|e| {
+            e["headers"]["x-forwarded-proto"] = json!("HTTPS")
+        }));
+        events.push(edited(|e| {
+            e["requestContext"]
+                .as_object_mut()
+                .unwrap()
+                .remove("domainName");
+        }));
+        events.push(edited(|e| {
+            e.as_object_mut().unwrap().remove("rawQueryString");
+        }));
+        events.push(edited(|e| {
+            e.as_object_mut().unwrap().remove("cookies");
+            e["rawQueryString"] = json!("");
+        }));
+        events.push(edited(|e| {
+            e["body"] = json!("eyJhIjogMX0=");
+            e["isBase64Encoded"] = json!(true);
+        }));
+        events.push(edited(|e| {
+            e.as_object_mut().unwrap().remove("body");
+        }));
+        let mut fast = 0;
+        for text in &events {
+            let ours = request_from_event(text).unwrap();
+            let theirs = lambda_http::request::from_str(text).unwrap();
+            assert_eq!(seen(&ours), seen(&theirs), "{text}");
+            let event: serde_json::Value = serde_json::from_str(text).unwrap();
+            let host = event["headers"]["host"]
+                .as_str()
+                .or(event["requestContext"]["domainName"].as_str());
+            fast += usize::from(host.is_some_and(plain_host));
+        }
+        // Both ways of writing the URI were compared.
+        assert!(
+            fast > 5 && fast < events.len(),
+            "{fast} of {}",
+            events.len()
+        );
+        assert!(plain_host("id.execute-api.us-east-1.amazonaws.com"));
+        assert!(!plain_host("API.example.com") && !plain_host("10.0.0.1"));
+        assert!(plain_path("/conversations/c-1/messages") && plain_path("/"));
+        assert!(!plain_path("") && !plain_path("/a/../b") && !plain_path("/a b"));
+    }
+
+    #[test]
+    fn an_http_api_answer_is_written_as_lambda_http_writes_it() {
+        use lambda_http::Service;
+        use lambda_http::http::header::{CONTENT_TYPE, SET_COOKIE};
+        let responses: Vec<fn() -> Response<Body>> = vec![
+            || json_response(201, &serde_json::json!({"ok": true, "text": "é"})),
+            || {
+                let mut response = private_json_response(&serde_json::json!([1, 2]));
+                response
+                    .headers_mut()
+                    .append(SET_COOKIE, "a=1; Path=/".parse().unwrap());
+                response
+                    .headers_mut()
+                    .append(SET_COOKIE, "b=2".parse().unwrap());
+                response
+                    .headers_mut()
+                    .append("vary", "origin".parse().unwrap());
+                response
+                    .headers_mut()
+                    .append("vary", "accept".parse().unwrap());
+                response
+            },
+            || {
+                let mut response = Response::new(Body::Text("<p>page</p>".into()));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, "text/html; charset=utf-8".parse().unwrap());
+                response
+            },
+            || {
+                let mut response = Response::new(Body::Binary(vec![0, 159, 146, 150]));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, "application/octet-stream".parse().unwrap());
+                response
+            },
+            || {
+                let mut response = Response::new(Body::Empty);
+                *response.status_mut() = lambda_http::http::StatusCode::NO_CONTENT;
+                response
+            },
+        ];
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for respond in responses {
+            let theirs = runtime
+                .block_on(
+                    lambda_http::Adapter::from(lambda_http::service_fn(
+                        move |_: Request| async move { Ok::<_, lambda_http::Error>(respond()) },
+                    ))
+                    .call(lambda_http::LambdaEvent::new(
+                        parse_event(fixture("jwt")).unwrap(),
+                        lambda_http::Context::default(),
+                    )),
+                )
+                .unwrap();
+            let ours = runtime.block_on(lambda_http::IntoResponse::into_response(respond()));
+            let ours = Answer::<()>::HttpApi(Box::new(http_api_response(ours)));
+            assert_eq!(
+                serde_json::to_value(&ours).unwrap(),
+                serde_json::to_value(&theirs).unwrap()
+            );
+        }
     }
 
     #[test]
