@@ -12,10 +12,6 @@ use salesloop::domain::detector::Detector;
 use salesloop::domain::patterns::DEFAULT_THRESHOLD;
 use salesloop_benches::{corpora, message_events, nostore, process_event, replaced_catalog};
 
-/// As the deployed functions allocate (their `main.rs`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn per_message(c: &mut Criterion) {
     let detector = Detector::builtin();
     let replaced = replaced_catalog();

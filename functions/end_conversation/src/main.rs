@@ -9,12 +9,6 @@ use salesloop::service::ModelCache;
 use end_conversation::handler::{App, handle, pattern_names};
 use end_conversation::trigger::Trigger;
 
-/// The allocator: an invocation allocates hundreds of small blocks (the event's strings and
-/// maps, the documents read, the answer), which mimalloc serves in about half the instructions
-/// of glibc's malloc. The benchmarks that time the functions' work use it too.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();

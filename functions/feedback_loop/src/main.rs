@@ -16,12 +16,6 @@ use serde_json::Value;
 use feedback_loop::{App, FanOut, Trigger, handle, parse_trigger, report, run_settings};
 use salesloop::clients::lambda::Invoker;
 
-/// The allocator: an invocation allocates hundreds of small blocks (the event's strings and
-/// maps, the documents read, the answer), which mimalloc serves in about half the instructions
-/// of glibc's malloc. The benchmarks that time the functions' work use it too.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let settings = FeedbackSettings::from_env(&|name: &str| std::env::var(name).ok())?;

@@ -9,12 +9,6 @@ use process_message::handler::{App, handle};
 use salesloop::domain::detector::shipped_model;
 use salesloop::domain::patterns::Catalog;
 
-/// The allocator: an invocation allocates hundreds of small blocks (the event's strings and
-/// maps, the documents read, the answer), which mimalloc serves in about half the instructions
-/// of glibc's malloc. The benchmarks that time the functions' work use it too.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> Result<(), Error> {
     // The built-in catalog and detector weights (about 2 ms and 0.5 ms of CPU, built once per
     // process: the longest part of the init) are built on threads of their own from the first

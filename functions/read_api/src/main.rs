@@ -6,12 +6,6 @@ use salesloop::edge::settings::ApiSettings;
 
 use read_api::handler::{App, handle};
 
-/// The allocator: an invocation allocates hundreds of small blocks (the event's strings and
-/// maps, the documents read, the answer), which mimalloc serves in about half the instructions
-/// of glibc's malloc. The benchmarks that time the functions' work use it too.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();

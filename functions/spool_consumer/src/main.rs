@@ -17,12 +17,6 @@ use salesloop::edge::settings::StoreSettings;
 use spool_consumer::handler::{App, handle};
 use spool_consumer::replay::{ReplaySummary, replay};
 
-/// The allocator: an invocation allocates hundreds of small blocks (the event's strings and
-/// maps, the documents read, the answer), which mimalloc serves in about half the instructions
-/// of glibc's malloc. The benchmarks that time the functions' work use it too.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let env = |name: &str| std::env::var(name).ok();

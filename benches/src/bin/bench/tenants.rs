@@ -5,7 +5,7 @@
 //! Its peak RSS (VmHWM) is measured after the first 1,000 tenants and after every pass; then
 //! read_api, one `GET /report` per tenant.
 
-use std::alloc::{GlobalAlloc, Layout};
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -31,34 +31,33 @@ use serde_json::{Value, json};
 use crate::{Invocations, Scale, Section, fail, ms, percentile};
 
 /// The bench process's heap, counted: what a cached tenant's documents hold once parsed,
-/// measured on copies made here (`heap_per_copy`). A relaxed counter beside the allocator the
-/// deployed functions use (mimalloc), so the work timed here is allocated as theirs is;
-/// nothing else changes.
+/// measured on copies made here (`heap_per_copy`). A relaxed counter beside the system
+/// allocator; nothing else changes.
 struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
-// SAFETY: every call is passed to mimalloc unchanged; only sizes are counted.
+// SAFETY: every call is passed to the system allocator unchanged; only sizes are counted.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        unsafe { mimalloc::MiMalloc.alloc(layout) }
+        unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+        unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+        unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         LIVE.fetch_add(new_size, Ordering::Relaxed);
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
 
