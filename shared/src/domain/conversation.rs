@@ -215,9 +215,9 @@ impl Exchange {
             via: draft.via,
             summary: StoredSummary {
                 started_at: (summary.started_at != Some(draft.at)).then_some(summary.started_at),
-                patterns_seen: (summary.patterns_seen != patterns_of(draft))
+                patterns_seen: (!only_patterns_of(&summary.patterns_seen, draft))
                     .then_some(&summary.patterns_seen),
-                strategies_used: (summary.strategies_used != strategy_of(draft))
+                strategies_used: (!only_strategy_of(&summary.strategies_used, draft))
                     .then_some(&summary.strategies_used),
                 // The summary after a turn names that turn's strategy as the last one.
                 last_strategy: (summary.last_strategy.as_deref()
@@ -229,14 +229,18 @@ impl Exchange {
     }
 }
 
-/// The patterns seen by a conversation whose only exchange is `draft`'s.
-fn patterns_of(draft: &ExchangeDraft) -> BTreeSet<String> {
-    draft.patterns.iter().map(|d| d.pattern.clone()).collect()
+/// Whether `seen` is exactly the set of `draft`'s patterns (what a conversation whose only
+/// exchange is `draft`'s has seen), compared without building that set.
+fn only_patterns_of(seen: &BTreeSet<String>, draft: &ExchangeDraft) -> bool {
+    draft.patterns.iter().all(|d| seen.contains(&d.pattern))
+        && seen
+            .iter()
+            .all(|p| draft.patterns.iter().any(|d| &d.pattern == p))
 }
 
-/// The strategies used by a conversation whose only exchange is `draft`'s.
-fn strategy_of(draft: &ExchangeDraft) -> BTreeMap<String, u32> {
-    BTreeMap::from([(draft.strategy.name.clone(), 1)])
+/// Whether `used` is `draft`'s strategy once and nothing else.
+fn only_strategy_of(used: &BTreeMap<String, u32>, draft: &ExchangeDraft) -> bool {
+    used.len() == 1 && used.get(&draft.strategy.name) == Some(&1)
 }
 
 /// [`Exchange::stored`]: a field that is absent is the pin's.

@@ -226,7 +226,11 @@ fn path_with_stage(stage: Option<&str>, path: &str) -> String {
         *IGNORE_STAGE.get_or_init(|| std::env::var("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH").is_ok());
     match stage {
         Some(stage) if !ignore && stage != "$default" => {
-            if path.starts_with(&format!("/{stage}/")) {
+            let staged = path
+                .strip_prefix('/')
+                .and_then(|rest| rest.strip_prefix(stage))
+                .is_some_and(|rest| rest.starts_with('/'));
+            if staged {
                 path.to_owned()
             } else {
                 format!("/{stage}{path}")
