@@ -19,6 +19,15 @@ pub mod sqs;
 pub mod stores;
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// The record budget a test gives process_message when the case is about what gets recorded,
+/// not about how long the store may take. The default (1 s) is a production bound: on a loaded
+/// two-core CI machine, DynamoDB Local shared by parallel cases has answered a single write in
+/// more than a second, and the case then saw an honest unrecorded answer instead of the
+/// recording it checks. The budget itself is tested where a store hangs (chaos, spool), with the
+/// default.
+pub const RECORD_BUDGET_UNDER_TEST: Duration = Duration::from_secs(30);
 
 /// The workspace's top folder.
 pub fn workspace_root() -> PathBuf {

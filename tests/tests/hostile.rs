@@ -73,9 +73,7 @@ fn handlers<S: Store>(make: impl Fn() -> S) -> Handlers<S> {
         llm: None,
         text_storage: Default::default(),
         unrecorded: Default::default(),
-        record_budget: std::time::Duration::from_millis(
-            salesloop::edge::settings::DEFAULT_RECORD_BUDGET_MS,
-        ),
+        record_budget: salesloop_tests::RECORD_BUDGET_UNDER_TEST,
         spool: None,
         last_resort: Default::default(),
     };

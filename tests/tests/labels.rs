@@ -68,9 +68,7 @@ fn apis<S: Store>(make: impl Fn() -> S, text_storage: TextStorage) -> Api<S> {
             llm: None,
             text_storage,
             unrecorded: Default::default(),
-            record_budget: std::time::Duration::from_millis(
-                salesloop::edge::settings::DEFAULT_RECORD_BUDGET_MS,
-            ),
+            record_budget: salesloop_tests::RECORD_BUDGET_UNDER_TEST,
             spool: None,
             last_resort: Default::default(),
         },

@@ -52,9 +52,7 @@ fn json_logs_name_the_request_tenant_and_conversation_and_never_the_text() {
         llm: None,
         text_storage: Default::default(),
         unrecorded: Default::default(),
-        record_budget: std::time::Duration::from_millis(
-            salesloop::edge::settings::DEFAULT_RECORD_BUDGET_MS,
-        ),
+        record_budget: salesloop_tests::RECORD_BUDGET_UNDER_TEST,
         spool: None,
         last_resort: Default::default(),
     };
