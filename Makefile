@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help run report feedback test unit chaos lint fmt tools eval-patterns train-detector learning-curve replay bench fuzz
+.PHONY: help run report feedback test unit chaos lint fmt tools eval-patterns train-detector catalog learning-curve replay bench fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,6 +18,9 @@ feedback: ## one feedback run now, on the local store (or TABLE_NAME's table)
 
 train-detector: ## cross-validate the learned detector, then train it on the shipped corpora: rewrites shared/catalog/detector.bin and its report
 	cargo run -q -p salesloop-tests --bin train_detector
+
+catalog: ## compile the shipped cue catalog (shared/catalog/patterns.json) into shared/catalog/patterns.bin, the form start-up reads
+	cargo run -q -p salesloop-tests --bin compile_catalog
 
 replay: ## PersuasionForGood replayed through a running `make run` (FILES=... to choose; default the annotated half): detected families scored turn by turn, and their outcome phi
 	python3 scripts/replay_p4g.py $(FILES)

@@ -1,8 +1,9 @@
-//! Sales pattern recognition. The catalog is data (`shared/catalog/patterns.json`, compiled in,
-//! replaceable by configuration): each pattern lists cue phrases with weights. A message is
-//! normalised (lower case, typographic apostrophes folded, zero-width characters dropped,
-//! punctuation as clause breaks) and cut into words; cues are matched word by word, whole words
-//! only, with a cue cancelled when a negator stands shortly before it in the same clause.
+//! Sales pattern recognition. The catalog is data (`shared/catalog/patterns.json`, shipped
+//! compiled as `patterns.bin`, see `patterns/compiled.rs`; replaceable by configuration): each
+//! pattern lists cue phrases with weights. A message is normalised (lower case, typographic
+//! apostrophes folded, zero-width characters dropped, punctuation as clause breaks) and cut into
+//! words; cues are matched word by word, whole words only, with a cue cancelled when a negator
+//! stands shortly before it in the same clause.
 //!
 //! Cues are kept as sequences of word alternatives (`{too|very} {expensive|pricey}`), not
 //! expanded into every phrase they stand for: the built-in catalog's 318 cues stand for 58,271
@@ -17,8 +18,13 @@ use serde::Deserialize;
 
 use crate::domain::conversation::Detection;
 
+mod compiled;
+
 /// The catalog that ships with salesloop.
 pub const DEFAULT_CATALOG: &str = include_str!("../../catalog/patterns.json");
+
+/// `DEFAULT_CATALOG` compiled (`make catalog` writes it; see `patterns/compiled.rs`).
+pub const COMPILED_CATALOG: &[u8] = include_bytes!("../../catalog/patterns.bin");
 
 /// The default confidence at which a detection counts.
 pub const DEFAULT_THRESHOLD: f64 = 0.7;
@@ -41,6 +47,8 @@ pub enum CatalogError {
     DuplicatePattern(String),
     #[error("catalog has no patterns")]
     Empty,
+    #[error("compiled catalog: {0}")]
+    Compiled(&'static str),
 }
 
 #[derive(Debug, Deserialize)]
@@ -300,11 +308,26 @@ impl Catalog {
         static BUILTIN: std::sync::OnceLock<Catalog> = std::sync::OnceLock::new();
         BUILTIN
             .get_or_init(|| {
-                // The built-in catalog is checked by a unit test; failing here is a build defect.
-                Catalog::from_json(DEFAULT_CATALOG)
+                // The compiled form is checked against the JSON by a unit test; failing here is
+                // a build defect.
+                Catalog::from_compiled(COMPILED_CATALOG)
                     .unwrap_or_else(|e| panic!("built-in catalog: {e}"))
             })
             .clone()
+    }
+
+    /// A catalog from its compiled form (what [`Catalog::compiled`] wrote).
+    pub fn from_compiled(bytes: &[u8]) -> Result<Catalog, CatalogError> {
+        let compiled = compiled::decode(bytes).map_err(CatalogError::Compiled)?;
+        Ok(Catalog {
+            inner: std::sync::Arc::new(compiled),
+        })
+    }
+
+    /// This catalog's compiled form: `make catalog` writes the built-in one's to
+    /// `shared/catalog/patterns.bin`.
+    pub fn compiled(&self) -> Vec<u8> {
+        compiled::encode(&self.inner)
     }
 
     pub fn pattern_names(&self) -> &[String] {
@@ -674,6 +697,72 @@ mod tests {
             .into_iter()
             .map(|d| d.pattern)
             .collect()
+    }
+
+    #[test]
+    fn the_compiled_catalog_is_what_the_shipped_json_compiles_to() {
+        let compiled = Catalog::from_json(DEFAULT_CATALOG)
+            .expect("the shipped catalog compiles")
+            .compiled();
+        assert!(
+            compiled == COMPILED_CATALOG,
+            "shared/catalog/patterns.bin is not what patterns.json compiles to: run `make catalog`"
+        );
+        // And it reads back into the same catalog.
+        let read = Catalog::from_compiled(COMPILED_CATALOG).expect("reads back");
+        assert_eq!(read.compiled(), compiled);
+        let json = Catalog::from_json(DEFAULT_CATALOG).expect("compiles");
+        for text in [
+            "Honestly this looks TOO   Expensive for us, we can't afford it right now.",
+            "Can we book a demo next week? What does the premium plan cost per seat?",
+            "Not a problem. But it is too expensive and my boss decides.",
+        ] {
+            assert_eq!(
+                read.detect(text, 0.0, &BTreeMap::new()),
+                json.detect(text, 0.0, &BTreeMap::new()),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_damaged_compiled_catalog_is_refused_without_panicking() {
+        let bytes = COMPILED_CATALOG;
+        // Cut anywhere: refused.
+        for cut in (0..bytes.len()).step_by(bytes.len() / 97 + 1) {
+            assert!(
+                Catalog::from_compiled(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        // Another file, or bytes after the end: refused with the reason.
+        assert_eq!(
+            Catalog::from_compiled(crate::domain::detector::DEFAULT_MODEL).unwrap_err(),
+            CatalogError::Compiled("not a compiled catalog (wrong magic)")
+        );
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        assert_eq!(
+            Catalog::from_compiled(&longer).unwrap_err(),
+            CatalogError::Compiled("bytes after the end")
+        );
+        // Any byte changed: read or refused, never a panic, and what is read detects safely.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..200 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mut damaged = bytes.to_vec();
+            let at = (state % damaged.len() as u64) as usize;
+            damaged[at] ^= (state >> 32) as u8 | 1;
+            if let Ok(catalog) = Catalog::from_compiled(&damaged) {
+                let _ = catalog.detect(
+                    "we can't afford it, is there a demo? too expensive",
+                    0.0,
+                    &BTreeMap::new(),
+                );
+            }
+        }
     }
 
     #[test]

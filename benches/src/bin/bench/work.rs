@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use salesloop::domain::detector::{DEFAULT_MODEL, Detector, LinearModel};
-use salesloop::domain::patterns::{Catalog, DEFAULT_CATALOG, DEFAULT_THRESHOLD};
+use salesloop::domain::patterns::{COMPILED_CATALOG, Catalog, DEFAULT_CATALOG, DEFAULT_THRESHOLD};
 use salesloop_benches::{
     corpora, message_events, nostore, process_event, replaced, replaced_catalog, root,
 };
@@ -177,26 +177,36 @@ pub fn section(scale: &Scale) -> Section {
         format!("p50 {}", us(percentile(&all_work, 50.0))),
     ]);
 
-    // Init: the catalog as compiled now, beside the expanded automaton it replaced, compiled as
-    // the replaced code compiled it.
+    // Init: the built-in catalog read from its compiled form, as every start does; compiling
+    // the JSON (what a configured catalog costs, and what init did before the compiled form);
+    // the expanded automaton that compiling replaced, compiled as the replaced code compiled it.
+    let read = median_time(20, || {
+        Catalog::from_compiled(COMPILED_CATALOG).expect("compiled catalog")
+    });
     let compile = median_time(20, || Catalog::from_json(DEFAULT_CATALOG).expect("catalog"));
     let expanded = median_time(3, || replaced::compile(DEFAULT_CATALOG).expect("catalog"));
     let _ = writeln!(
         markdown,
-        "\nCatalog compile at init (median of 20 and of 3): word-level cues **{}**; the {phrases} \
-         expanded phrases compiled into one aho-corasick automaton as the replaced code did \
-         (`benches/src/replaced.rs`: `MatchKind::Standard`, no other builder option), {} ({:.0}× \
-         slower).\n",
+        "\nThe built-in catalog at init (median of 20): read from its compiled form \
+         (`shared/catalog/patterns.bin`, {} bytes, what `make catalog` compiles from \
+         `patterns.json`) **{}**. Compiling the JSON's word-level cues, as a catalog configured \
+         in its place is compiled at init (median of 20), {}; the {phrases} expanded phrases \
+         compiled into one aho-corasick automaton as the code before that did \
+         (`benches/src/replaced.rs`: `MatchKind::Standard`, no other builder option; median of \
+         3), {} ({:.0}× slower than compiling the cues).\n",
+        COMPILED_CATALOG.len(),
+        us(read),
         us(compile),
         us(expanded),
         expanded.as_secs_f64() / compile.as_secs_f64()
     );
     summary.push([
-        "catalog compile at init".to_owned(),
-        us(compile),
+        "built-in catalog load at init".to_owned(),
+        us(read),
         "(part of cold start)".to_owned(),
         format!(
-            "{} for the expanded-phrase automaton it replaced",
+            "compiling the JSON instead {}; the expanded-phrase automaton before that {}",
+            us(compile),
             us(expanded)
         ),
     ]);
@@ -223,13 +233,16 @@ pub fn section(scale: &Scale) -> Section {
     }
 }
 
-/// The median time of `runs` calls of `work`, its result kept from the optimiser.
+/// The median time of `runs` calls of `work`, its result kept from the optimiser and dropped
+/// after the clock stops (a process keeps what it loads at init).
 fn median_time<T>(runs: usize, work: impl Fn() -> T) -> Duration {
     let mut times: Vec<Duration> = (0..runs)
         .map(|_| {
             let t = Instant::now();
-            std::hint::black_box(work());
-            t.elapsed()
+            let value = std::hint::black_box(work());
+            let took = t.elapsed();
+            drop(value);
+            took
         })
         .collect();
     median(&mut times)
