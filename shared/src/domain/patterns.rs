@@ -342,18 +342,39 @@ impl Catalog {
         threshold: f64,
         calibration: &BTreeMap<String, f64>,
     ) -> Vec<Detection> {
+        DETECT_SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => self.detect_in(text, threshold, calibration, &mut scratch),
+            Err(_) => self.detect_in(text, threshold, calibration, &mut Scratch::default()),
+        })
+    }
+
+    /// [`Catalog::detect`] with the buffers of `scratch` (kept by each thread between messages,
+    /// so that a message allocates only what it returns).
+    fn detect_in(
+        &self,
+        text: &str,
+        threshold: f64,
+        calibration: &BTreeMap<String, f64>,
+        scratch: &mut Scratch,
+    ) -> Vec<Detection> {
         let inner = &*self.inner;
-        let norm = normalise(text);
+        let Scratch {
+            norm,
+            spare,
+            tokens,
+            ends,
+        } = scratch;
+        normalise_into(text, norm, spare);
+        let norm = &*norm;
         // The words of the text, with their spans in the normalised text and their catalog number.
-        let mut tokens: Vec<(usize, usize, Option<Word>)> =
-            Vec::with_capacity(norm.text.len() / 4 + 1);
+        tokens.clear();
         tokens.extend(
             tokens_of(&norm.text)
                 .map(|(start, word)| (start, start + word.len(), inner.words.get(word).copied())),
         );
         // Per pattern: the product of (1 - weight) over its cues, and its strongest cue's span.
         let mut found: BTreeMap<usize, (f64, f64, usize, usize)> = BTreeMap::new();
-        let mut ends = Vec::new();
+        let tokens = &*tokens;
         for (first, &(start, _, word)) in tokens.iter().enumerate() {
             let Some(word) = word else { continue };
             // Whether a negator stands before this word: asked at most once per word.
@@ -369,7 +390,7 @@ impl Catalog {
             for &index in candidates {
                 let cue = &inner.cues[index];
                 ends.clear();
-                match_slots(&cue.slots, &tokens, first, &mut ends);
+                match_slots(&cue.slots, tokens, first, ends);
                 if ends.is_empty() {
                     continue;
                 }
@@ -378,7 +399,7 @@ impl Catalog {
                 {
                     continue;
                 }
-                for &last in &ends {
+                for &last in ends.iter() {
                     let end = tokens[last].1;
                     let entry = found.entry(cue.pattern).or_insert((1.0, 0.0, start, end));
                     entry.0 *= 1.0 - cue.weight;
@@ -461,7 +482,7 @@ fn compile_cue(
     let mut slots = Vec::new();
     // Compiled at every cold start: one buffer for every option's normalised text, and a word
     // allocated only the first time the catalog names it.
-    let mut norm = Normalised::default();
+    let (mut norm, mut spare) = (Normalised::default(), Normalised::default());
     for group in groups {
         let mut alternatives = Vec::with_capacity(group.len());
         for option in group {
@@ -472,7 +493,7 @@ fn compile_cue(
             let text = if plain {
                 option
             } else {
-                normalise_into(option, &mut norm);
+                normalise_into(option, &mut norm, &mut spare);
                 &norm.text
             };
             let mut run = Vec::new();
@@ -614,17 +635,32 @@ impl Normalised {
     }
 }
 
+/// What [`Catalog::detect`] keeps between messages: the normalised text (and a second one for
+/// the clause cut at "but"), the tokens and the ends of a cue's matches.
+#[derive(Default)]
+struct Scratch {
+    norm: Normalised,
+    spare: Normalised,
+    tokens: Vec<(usize, usize, Option<Word>)>,
+    ends: Vec<usize>,
+}
+
+thread_local! {
+    static DETECT_SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
 fn normalise(text: &str) -> Normalised {
     let mut out = Normalised {
         text: String::with_capacity(text.len() + 2),
         origin: Vec::with_capacity(text.len() + 2),
     };
-    normalise_into(text, &mut out);
+    normalise_into(text, &mut out, &mut Normalised::default());
     out
 }
 
-/// [`normalise`] into buffers that are emptied first and kept.
-fn normalise_into(text: &str, out: &mut Normalised) {
+/// [`normalise`] into buffers that are emptied first and kept; `spare` is a second pair of
+/// buffers, used (and swapped with `out`'s) when the text holds " but ".
+fn normalise_into(text: &str, out: &mut Normalised, spare: &mut Normalised) {
     out.text.clear();
     out.origin.clear();
     let mut last_space = true;
@@ -665,8 +701,9 @@ fn normalise_into(text: &str, out: &mut Normalised) {
     }
     // "but" starts a new clause: "not cheap but not too expensive either" negates only locally.
     if out.text.contains(" but ") {
-        let mut text = String::with_capacity(out.text.len());
-        let mut origin = Vec::with_capacity(out.origin.len());
+        let Normalised { text, origin } = spare;
+        text.clear();
+        origin.clear();
         let mut rest = out.text.as_str();
         let mut offset = 0;
         while let Some(at) = rest.find(" but ") {
@@ -682,8 +719,7 @@ fn normalise_into(text: &str, out: &mut Normalised) {
         }
         text.push_str(rest);
         origin.extend_from_slice(&out.origin[offset..]);
-        out.text = text;
-        out.origin = origin;
+        std::mem::swap(out, spare);
     }
 }
 

@@ -173,7 +173,9 @@ impl Detector {
         calibration: &BTreeMap<String, f64>,
         layer: Option<&LinearModel>,
     ) -> Vec<Detection> {
-        let mut detections = self.catalog.detect(text, 0.0, calibration);
+        // Detections below the threshold are never built: one below it can neither stand nor
+        // keep a more confident one from standing, so leaving them out early changes nothing.
+        let mut detections = self.catalog.detect(text, threshold, calibration);
         let layer = layer.filter(|l| self.fits(l));
         let scores = self.score_fitted(text, turn, layer);
         // A tenant's layer is learned from the same labels as the calibration, and moves the
@@ -183,7 +185,7 @@ impl Detector {
         let model_calibration = if layer.is_some() { &none } else { calibration };
         for family_name in FAMILIES {
             let Some(mut found) =
-                self.model_detection(text, &scores, family_name, model_calibration)
+                self.model_detection(text, &scores, family_name, model_calibration, threshold)
             else {
                 continue;
             };
@@ -211,13 +213,14 @@ impl Detector {
     }
 
     /// The model's detection of a family: its best sentence, named after the family's
-    /// best-scoring pattern there.
+    /// best-scoring pattern there; none below `threshold`.
     fn model_detection(
         &self,
         text: &str,
         scores: &[SentenceScores],
         family_name: &str,
         calibration: &BTreeMap<String, f64>,
+        threshold: f64,
     ) -> Option<Detection> {
         let model = &*self.model;
         let label = model.label(family_name)?;
@@ -230,14 +233,16 @@ impl Detector {
             .enumerate()
             .filter(|(_, name)| name.contains('.') && family(name) == family_name)
             .max_by(|a, b| best.probabilities[a.0].total_cmp(&best.probabilities[b.0]))
-            .map(|(_, name)| name.clone())
-            .unwrap_or_else(|| family_name.to_owned());
-        let scale = calibration.get(&pattern).copied().unwrap_or(1.0);
+            .map_or(family_name, |(_, name)| name.as_str());
+        let scale = calibration.get(pattern).copied().unwrap_or(1.0);
         let confidence = (f64::from(best.probabilities[label]) * scale).clamp(0.0, 1.0);
         // Reported to three decimals, and the threshold applies to what is reported.
         let confidence = (confidence * 1000.0).round() / 1000.0;
+        if confidence < threshold {
+            return None;
+        }
         Some(Detection {
-            pattern,
+            pattern: pattern.to_owned(),
             confidence,
             evidence: text[best.start..best.end].to_owned(),
             start: best.start,
