@@ -317,6 +317,8 @@ async fn within_budget<F: std::future::Future + Unpin>(
     let mut wait = budget;
     loop {
         tokio::select! {
+            // The record first: one that is ready never starts the timer.
+            biased;
             done = &mut record => return Some(done),
             () = tokio::time::sleep(wait) => {
                 let llm = lock(memo).llm_time();
@@ -342,7 +344,8 @@ async fn degraded_draft<S: Store>(
     memo: &Mutex<Memo>,
     started: Instant,
 ) -> ExchangeDraft {
-    if let Some(draft) = lock(memo).draft.clone() {
+    if let Some(mut draft) = lock(memo).draft.take() {
+        draft.user_text = stored_text.to_owned();
         return draft;
     }
     let config = app.configs.cached_or_builtin(message.tenant);
@@ -470,7 +473,11 @@ impl<S: Store> Plan for TurnPlanner<'_, S> {
         draft.user_text.clear();
         draft.user_text.push_str(self.stored_text);
         draft.latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        // The memo's copy leaves the text out (the degraded answer puts the stored text back):
+        // a message's text is the longest part of its draft.
+        let user_text = std::mem::take(&mut draft.user_text);
         let mut stamped = draft.clone();
+        draft.user_text = user_text;
         stamped.message_id = self.message.message_id.clone();
         lock(self.memo).draft = Some(stamped);
         Ok(draft)
