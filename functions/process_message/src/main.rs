@@ -10,11 +10,11 @@ use salesloop::domain::detector::shipped_model;
 use salesloop::domain::patterns::Catalog;
 
 fn main() -> Result<(), Error> {
-    // The built-in catalog (read from its compiled form) and the detector weights (each about
-    // 0.3 to 0.5 ms of CPU, built once per process) are built on threads of their own from the
-    // first instant, alongside each other, the runtime, the settings, the AWS configuration and
-    // the warm-up read; `App::from_env` takes them when it gets there, waiting only for what is not
-    // finished yet.
+    // The built-in catalog (read from its compiled form) and the detector weights (each under
+    // a millisecond of CPU, built once per process: BENCHMARKS.md times both) are built on
+    // threads of their own from the first instant, alongside each other, the runtime, the
+    // settings, the AWS configuration and the warm-up read; `App::from_env` takes them when it
+    // gets there, waiting only for what is not finished yet.
     std::thread::spawn(|| drop(Catalog::builtin()));
     std::thread::spawn(|| {
         shipped_model();

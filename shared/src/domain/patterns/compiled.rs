@@ -1,7 +1,7 @@
 //! The built-in catalog, compiled ahead of time: `shared/catalog/patterns.bin` holds what
 //! `Catalog::from_json` makes of `patterns.json` (words numbered, cues as slots, the start and
 //! pair indexes), so a cold start reads tables instead of parsing and compiling 318 cues
-//! (2.4 ms of CPU, the longest part of process_message's init). `make catalog` writes the file;
+//! (BENCHMARKS.md times both, "built-in catalog load at init"). `make catalog` writes the file;
 //! a unit test fails when it is not what the shipped JSON compiles to.
 //!
 //! The layout, little-endian throughout: the magic, then each part as a count followed by its
