@@ -667,6 +667,12 @@ fn normalise_into(text: &str, out: &mut Normalised, spare: &mut Normalised) {
     for (i, c) in text.char_indices() {
         let end = i + c.len_utf8();
         match c {
+            // The common case first: an ASCII letter or digit is pushed lower-cased.
+            c if c.is_ascii_alphanumeric() => {
+                out.text.push(c.to_ascii_lowercase());
+                out.origin.push((i, end));
+                last_space = false;
+            }
             '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{ad}' => {}
             '\'' | '\u{2018}' | '\u{2019}' | '\u{02bc}' | '`' => {
                 out.push('\'', i, end);
@@ -679,11 +685,6 @@ fn normalise_into(text: &str, out: &mut Normalised, spare: &mut Normalised) {
                 out.push(CLAUSE_BREAK, i, end);
                 out.push(' ', i, end);
                 last_space = true;
-            }
-            c if c.is_ascii_alphanumeric() => {
-                out.text.push(c.to_ascii_lowercase());
-                out.origin.push((i, end));
-                last_space = false;
             }
             c if c.is_alphanumeric() => {
                 for lower in c.to_lowercase() {

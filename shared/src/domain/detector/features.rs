@@ -85,6 +85,7 @@ impl Fnv {
 }
 
 /// FNV-1a over a tag and a string (parts joined by a space), reduced to a bucket.
+#[inline]
 fn bucket(tag: u8, parts: &[&str]) -> u32 {
     let mut hash = Fnv::new(tag);
     for (i, part) in parts.iter().enumerate() {
@@ -113,6 +114,15 @@ impl Cut {
 
     /// Cuts `sentence` into this one's buffers, replacing what they held.
     fn fill(&mut self, sentence: &str) {
+        if sentence.is_ascii() {
+            self.fill_ascii(sentence.as_bytes());
+        } else {
+            self.fill_chars(sentence);
+        }
+    }
+
+    /// [`Cut::fill`] a character at a time, lower-casing by Unicode's rules.
+    fn fill_chars(&mut self, sentence: &str) {
         let Cut { text, spans } = self;
         text.clear();
         spans.clear();
@@ -145,6 +155,39 @@ impl Cut {
         }
         if let Some(from) = start {
             spans.push((from, text.len()));
+        }
+    }
+
+    /// [`Cut::fill`] of an ASCII sentence, a byte at a time (the same cut: an ASCII character
+    /// is alphanumeric exactly when its byte is).
+    fn fill_ascii(&mut self, sentence: &[u8]) {
+        let Cut { text, spans } = self;
+        text.clear();
+        spans.clear();
+        // SAFETY: only ASCII bytes are pushed, so the text stays UTF-8.
+        let bytes = unsafe { text.as_mut_vec() };
+        let mut start = None;
+        for &b in sentence {
+            let b = if b == b'`' {
+                b'\''
+            } else {
+                b.to_ascii_lowercase()
+            };
+            if b.is_ascii_alphanumeric() || b == b'\'' {
+                start.get_or_insert(bytes.len());
+                bytes.push(b);
+                continue;
+            }
+            if let Some(from) = start.take() {
+                spans.push((from, bytes.len()));
+            }
+            if matches!(b, b'?' | b'!' | b'$') {
+                spans.push((bytes.len(), bytes.len() + 1));
+                bytes.push(b);
+            }
+        }
+        if let Some(from) = start {
+            spans.push((from, bytes.len()));
         }
     }
 
@@ -228,25 +271,41 @@ fn each_feature(
         padded_word.push(b' ');
         padded_word.extend_from_slice(word.as_bytes());
         padded_word.push(b' ');
-        bounds.clear();
-        bounds.push(0);
-        bounds.extend(word.char_indices().map(|(i, _)| i + 1));
-        bounds.push(word.len() + 1);
-        bounds.push(word.len() + 2);
-        // `bounds[i]` is where character i starts in " word ", and its last entry the end.
-        let chars = bounds.len() - 1;
-        for i in 0..chars.saturating_sub(2) {
-            let mut hash = Fnv::new(b'c');
-            for &b in &padded_word[bounds[i]..bounds[i + 3]] {
+        if word.is_ascii() {
+            // Character i of " word " is its byte i.
+            char_grams(padded_word, |i| i, word.len() + 2, &mut emit);
+        } else {
+            bounds.clear();
+            bounds.push(0);
+            bounds.extend(word.char_indices().map(|(i, _)| i + 1));
+            bounds.push(word.len() + 1);
+            bounds.push(word.len() + 2);
+            // `bounds[i]` is where character i starts in " word ", and its last entry the end.
+            char_grams(padded_word, |i| bounds[i], bounds.len() - 1, &mut emit);
+        }
+    }
+}
+
+/// The character 3- and 4-grams of a padded word of `chars` characters, character `i`
+/// starting at byte `at(i)` (and `at(chars)` the end).
+#[inline]
+fn char_grams(
+    padded_word: &[u8],
+    at: impl Fn(usize) -> usize,
+    chars: usize,
+    emit: &mut impl FnMut(usize, u32),
+) {
+    for i in 0..chars.saturating_sub(2) {
+        let mut hash = Fnv::new(b'c');
+        for &b in &padded_word[at(i)..at(i + 3)] {
+            hash.eat(b);
+        }
+        emit(CHARS, hash.bucket());
+        if i + 4 <= chars {
+            for &b in &padded_word[at(i + 3)..at(i + 4)] {
                 hash.eat(b);
             }
             emit(CHARS, hash.bucket());
-            if i + 4 <= chars {
-                for &b in &padded_word[bounds[i + 3]..bounds[i + 4]] {
-                    hash.eat(b);
-                }
-                emit(CHARS, hash.bucket());
-            }
         }
     }
 }
@@ -289,24 +348,32 @@ pub fn sentence_features(sentence: &str, turn: Option<u32>) -> Features {
 }
 
 /// The sum of the squared counts of a list of buckets, without sorting it: an open-addressing
-/// count table twice its length.
-fn squared_counts(buckets: &[u32], table: &mut Vec<(u32, u32)>) -> f32 {
+/// count table twice its length, each slot a bucket (high half) and its count so far (low
+/// half), all ones when empty (no bucket is `u32::MAX`).
+fn squared_counts(buckets: &[u32], table: &mut Vec<u64>) -> f32 {
+    const EMPTY: u64 = u64::MAX;
     let size = (buckets.len() * 2).next_power_of_two().max(8);
+    let mask = size - 1;
     table.clear();
-    table.resize(size, (u32::MAX, 0));
+    table.resize(size, EMPTY);
+    let table = &mut table[..size];
     let mut sum: u64 = 0;
     for &bucket in buckets {
-        let mut at = bucket as usize & (size - 1);
+        let mut at = bucket as usize & mask;
         loop {
-            let slot = &mut table[at];
-            if slot.0 == bucket || slot.0 == u32::MAX {
-                slot.0 = bucket;
-                // (c + 1)^2 - c^2
-                sum += u64::from(2 * slot.1 + 1);
-                slot.1 += 1;
+            let slot = &mut table[at & mask];
+            if *slot == EMPTY {
+                *slot = u64::from(bucket) << 32 | 1;
+                sum += 1;
                 break;
             }
-            at = (at + 1) & (size - 1);
+            if (*slot >> 32) as u32 == bucket {
+                // (c + 1)^2 - c^2
+                sum += 2 * (*slot & 0xffff_ffff) + 1;
+                *slot += 1;
+                break;
+            }
+            at += 1;
         }
     }
     sum as f32
@@ -363,7 +430,7 @@ struct Scratch {
     bounds: Vec<usize>,
     padded_word: Vec<u8>,
     blocks: [Vec<u32>; 2],
-    table: Vec<(u32, u32)>,
+    table: Vec<u64>,
 }
 
 thread_local! {
@@ -375,20 +442,20 @@ thread_local! {
 pub fn sentences(text: &str) -> Vec<(usize, usize)> {
     let mut spans = Vec::new();
     let mut start = 0;
-    let mut chars = text.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        let end = i + c.len_utf8();
-        let cut = match c {
-            '\n' | '\r' => true,
-            '.' | '!' | '?' => match chars.peek() {
-                Some(&(_, next)) => next.is_whitespace(),
-                None => false,
-            },
+    // Every mark that cuts is ASCII, so the text is read a byte at a time (a byte of a longer
+    // character is never one of them), and a character is decoded only after a mark.
+    for (i, &b) in text.as_bytes().iter().enumerate() {
+        let cut = match b {
+            b'\n' | b'\r' => true,
+            b'.' | b'!' | b'?' => text[i + 1..]
+                .chars()
+                .next()
+                .is_some_and(char::is_whitespace),
             _ => false,
         };
         if cut {
-            push_trimmed(text, start, end, &mut spans);
-            start = end;
+            push_trimmed(text, start, i + 1, &mut spans);
+            start = i + 1;
         }
     }
     push_trimmed(text, start, text.len(), &mut spans);
@@ -492,6 +559,53 @@ mod tests {
         assert_eq!(squared_counts(&[7, 7, 7, 1, 9, 9], table), 9.0 + 1.0 + 4.0);
         // Buckets that collide in the table are still told apart.
         assert_eq!(squared_counts(&[0, 8, 16, 0], table), 4.0 + 1.0 + 1.0);
+    }
+
+    #[test]
+    fn the_ascii_paths_cut_and_hash_as_the_character_paths_do() {
+        for sentence in [
+            "I DON'T have $5, do you?! Maybe `later`... (or never)",
+            "   ",
+            "a",
+            "Price: $1,250.00 -- OK? ok!!",
+            "tabs\tand\nbreaks, under_scores & 'quotes'",
+        ] {
+            let (mut fast, mut slow) = (Cut::default(), Cut::default());
+            fast.fill_ascii(sentence.as_bytes());
+            slow.fill_chars(sentence);
+            assert_eq!(fast.text, slow.text, "{sentence:?}");
+            assert_eq!(fast.spans, slow.spans, "{sentence:?}");
+        }
+        for word in ["a", "ab", "abc", "don't", "$", "expensive"] {
+            let padded = format!(" {word} ").into_bytes();
+            let bounds: Vec<usize> = (0..=word.len() + 2).collect();
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            char_grams(&padded, |i| i, word.len() + 2, &mut |b, h| {
+                fast.push((b, h))
+            });
+            char_grams(&padded, |i| bounds[i], bounds.len() - 1, &mut |b, h| {
+                slow.push((b, h))
+            });
+            assert_eq!(fast, slow, "{word}");
+            assert_eq!(fast.len(), (2 * word.len()).saturating_sub(1), "{word}");
+        }
+    }
+
+    #[test]
+    fn a_mark_cuts_before_any_whitespace_and_never_inside_a_character() {
+        let spans = |text: &str| -> Vec<String> {
+            sentences(text)
+                .into_iter()
+                .map(|(a, b)| text[a..b].to_owned())
+                .collect()
+        };
+        assert_eq!(
+            spans("Yes.\u{3000}No?\u{a0}Maybe"),
+            ["Yes.", "No?", "Maybe"]
+        );
+        assert_eq!(spans("Café.é ok"), ["Café.é ok"]);
+        assert_eq!(spans("Done!"), ["Done!"]);
+        assert_eq!(spans("¿Qué?\r\nSí."), ["¿Qué?", "Sí."]);
     }
 
     #[test]
