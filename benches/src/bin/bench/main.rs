@@ -207,6 +207,14 @@ fn main() {
         .build()
         .expect("runtime");
     let started = std::time::Instant::now();
+    let mut sections = Vec::new();
+    // The per-message work first, before DynamoDB Local starts: it needs no store, and its
+    // percentiles time single messages of microseconds, which a JVM starting up and compiling
+    // on the machine's other core would otherwise share.
+    if wanted("work") {
+        eprintln!("bench: per-message work");
+        sections.push(work::section(&scale));
+    }
     let server = match salesloop_tests::dynamo_local::DynamoLocal::start() {
         Ok(server) => server,
         Err(why) => {
@@ -214,11 +222,6 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let mut sections = Vec::new();
-    if wanted("work") {
-        eprintln!("bench: per-message work");
-        sections.push(work::section(&scale));
-    }
     if wanted("cold") {
         eprintln!("bench: cold starts and memory (Runtime API harness)");
         sections.extend(runtime.block_on(cold::sections(&scale, &server)));
